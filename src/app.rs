@@ -1,0 +1,154 @@
+//! AppState and the service's lifecycle: database, migrations, keys, listener, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ipnet::IpNet;
+use secrecy::ExposeSecret;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+use tokio::net::TcpListener;
+
+use crate::auth::cookies::CookieJar;
+use crate::auth::jwt::Keys;
+use crate::auth::password::Passwords;
+use crate::auth::server_keys::ServerKeys;
+use crate::config::Settings;
+use crate::http::rate_limit::Limits;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Everything a request needs, shared behind one `Arc` and passed with axum's `State`.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Settings,
+    pub db: PgPool,
+    pub keys: Keys,
+    pub passwords: Passwords,
+    pub cookies: CookieJar,
+    pub server_keys: ServerKeys,
+    pub limits: Limits,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state over an existing (migrated) pool.
+    pub async fn new(settings: Settings, db: PgPool) -> anyhow::Result<Self> {
+        let keys = Keys::load(&settings.auth, settings.signing_key_path().as_deref(), &db).await?;
+        let passwords = Passwords::new(&settings.auth)?;
+        let trusted_proxies = settings
+            .trusted_proxies()
+            .map_err(|bad| anyhow::anyhow!("server.trusted_proxies: `{bad}`"))?;
+        Ok(Self(Arc::new(Inner {
+            cookies: CookieJar::new(&settings),
+            server_keys: ServerKeys::new(&settings.server_api.keys),
+            limits: Limits::new(settings.rate_limit.login_per_minute),
+            trusted_proxies,
+            keys,
+            passwords,
+            db,
+            settings,
+        })))
+    }
+}
+
+fn connect_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {
+    settings
+        .database
+        .url
+        .expose_secret()
+        .parse::<PgConnectOptions>()
+        .context("database.url is not a PostgreSQL URL")
+}
+
+/// A pool whose waiters give up after `database.acquire_timeout_secs`, so an outage answers 503
+/// quickly instead of hanging. Connections are made lazily: the service starts and recovers on
+/// its own when the database comes and goes.
+pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
+    let db = &settings.database;
+    Ok(PgPoolOptions::new()
+        .max_connections(db.max_connections)
+        .acquire_timeout(Duration::from_secs(db.acquire_timeout_secs))
+        .connect_lazy_with(connect_options(settings)?))
+}
+
+/// Creates the database if it does not exist and applies pending migrations.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<PgPool> {
+    let url = settings.database.url.expose_secret();
+    if !Postgres::database_exists(url).await.context("cannot reach the database (database.url)")? {
+        Postgres::create_database(url).await.context("cannot create the database")?;
+        tracing::info!("created the database");
+    }
+    let pool = pool(settings)?;
+    MIGRATOR.run(&pool).await.context("applying migrations")?;
+    Ok(pool)
+}
+
+/// Binds, logs the address, and serves until SIGTERM/SIGINT; in-flight requests then get up to
+/// `server.shutdown_timeout_secs` to finish.
+pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let grace = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
+    let app = crate::http::router(state);
+    tracing::info!(%addr, "listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = stop_tx.send(true);
+        });
+    let deadline = async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.context("server error")?,
+        () = deadline => tracing::warn!("shutdown grace period over; dropping remaining requests"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Binds `server.listen` (port 0 allowed).
+pub async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(settings.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", settings.server.listen))
+}

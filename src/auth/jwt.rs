@@ -1,0 +1,187 @@
+//! Ed25519 signing keys, access and refresh token claims, encode/decode, and the JWKS document.
+
+use std::path::Path;
+
+use anyhow::Context;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::Utc;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::AuthSettings;
+use crate::domain::Role;
+use crate::repo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+/// Claims of both tokens; `typ` keeps a refresh token from being used as an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: Uuid,
+    pub sid: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+    pub typ: TokenKind,
+}
+
+/// Why a token was refused: only expiry is told apart, because an expired access token with a live
+/// refresh cookie is refreshed instead of refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    Expired,
+    Invalid,
+}
+
+pub struct Keys {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    public_raw: Vec<u8>,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+}
+
+impl Keys {
+    /// From the PEM file when configured; otherwise the key stored in the database, generated and
+    /// stored on first start (under an advisory lock, so concurrent first starts agree).
+    pub async fn load(auth: &AuthSettings, key_file: Option<&Path>, pool: &PgPool) -> anyhow::Result<Self> {
+        let pkcs8 = match key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("auth.signing_key_file: cannot read {}", path.display()))?;
+                let pem = pem::parse(text).context("auth.signing_key_file: not a PEM file")?;
+                pem.contents().to_vec()
+            }
+            None => match repo::signing_keys::current(pool).await? {
+                Some(der) => der,
+                None => {
+                    let rng = ring::rand::SystemRandom::new();
+                    let doc = Ed25519KeyPair::generate_pkcs8(&rng)
+                        .map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
+                    let der = doc.as_ref().to_vec();
+                    let public = public_key(&der)?;
+                    repo::signing_keys::insert_if_none(pool, &kid_of(&public), &der, &public).await?
+                }
+            },
+        };
+        Self::from_pkcs8(auth, &pkcs8)
+    }
+
+    pub fn from_pkcs8(auth: &AuthSettings, pkcs8: &[u8]) -> anyhow::Result<Self> {
+        let public_raw = public_key(pkcs8)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 0;
+        validation.set_issuer(&[&auth.issuer]);
+        validation.set_audience(&[&auth.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Ok(Self {
+            kid: kid_of(&public_raw),
+            encoding: EncodingKey::from_ed_der(pkcs8),
+            decoding: DecodingKey::from_ed_der(&public_raw),
+            public_raw,
+            validation,
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Signs a new token; returns it with its claims.
+    pub fn issue(
+        &self,
+        kind: TokenKind,
+        user_id: Uuid,
+        session_id: Uuid,
+        role: Option<Role>,
+        ttl_secs: i64,
+    ) -> anyhow::Result<(String, Claims)> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id,
+            sid: session_id,
+            role,
+            iat: now,
+            exp: now + ttl_secs,
+            jti: Uuid::new_v4(),
+            typ: kind,
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding).context("signing a token")?;
+        Ok((token, claims))
+    }
+
+    /// Verifies algorithm, `kid`, signature, `iss`, `aud`, `exp` (no leeway) and the token kind.
+    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
+            return Err(TokenError::Invalid);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            }
+        })?;
+        // decode checks exp with `now > exp`; the contract wants a token dead at `exp` itself
+        if data.claims.exp <= Utc::now().timestamp() {
+            return Err(TokenError::Expired);
+        }
+        if data.claims.typ != kind || (kind == TokenKind::Access && data.claims.role.is_none()) {
+            return Err(TokenError::Invalid);
+        }
+        Ok(data.claims)
+    }
+
+    /// The JSON Web Key Set other services verify access tokens with.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({
+            "keys": [{
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "alg": "EdDSA",
+                "use": "sig",
+                "kid": self.kid,
+                "x": URL_SAFE_NO_PAD.encode(&self.public_raw),
+            }]
+        })
+    }
+}
+
+fn public_key(pkcs8: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+        .map_err(|_| anyhow::anyhow!("the signing key is not a PKCS#8 Ed25519 key"))?;
+    Ok(pair.public_key().as_ref().to_vec())
+}
+
+/// A stable key id: the first 16 bytes of the public key's SHA-256, base64url.
+fn kid_of(public: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..16])
+}
+
+/// Tokens and reset secrets are stored only as this hash.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}

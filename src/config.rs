@@ -1,0 +1,339 @@
+//! Typed settings mirroring the contract's configuration keys, layered
+//! `config/default.yaml` → `--config PATH` → `DATABASE_URL` → `USERS__SECTION__KEY`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Yaml};
+use figment::Figment;
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+use crate::domain::Role;
+
+/// The defaults ship inside the binary so it starts from any working directory.
+const DEFAULTS: &str = include_str!("../config/default.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub cookies: CookieSettings,
+    pub rate_limit: RateLimitSettings,
+    pub server_api: ServerApiSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub cors_origins: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub trusted_proxies: Vec<String>,
+    pub body_limit_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_secs: i64,
+    pub refresh_ttl_secs: i64,
+    pub refresh_reuse_grace_secs: i64,
+    pub public_sign_up: bool,
+    pub default_role: Role,
+    pub max_failed_logins: i32,
+    pub lockout_secs: i64,
+    pub reset_token_ttl_secs: i64,
+    pub min_password_score: u8,
+    pub signing_key_file: String,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CookieSettings {
+    pub access_name: String,
+    pub refresh_name: String,
+    pub secure: bool,
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub login_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerApiSettings {
+    #[serde(deserialize_with = "server_keys")]
+    pub keys: Vec<ServerKey>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerKey {
+    pub name: String,
+    pub key: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads the layered configuration and validates it. `file` is `--config` / `USERS_CONFIG`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(file))
+    }
+
+    /// The layered sources, for callers (tests) that add their own layer on top.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Yaml::string(DEFAULTS));
+        if let Some(file) = file {
+            figment = figment.merge(Yaml::file_exact(file));
+        }
+        figment
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(Env::prefixed("USERS__").split("__"))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(|e| {
+            // figment's message names the key path ("for key `default.auth.access_ttl_secs`")
+            ConfigError(e.to_string().replace("`default.", "`"))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let a = &self.auth;
+        for (key, value) in [
+            ("auth.access_ttl_secs", a.access_ttl_secs),
+            ("auth.refresh_ttl_secs", a.refresh_ttl_secs),
+            ("auth.lockout_secs", a.lockout_secs),
+            ("auth.reset_token_ttl_secs", a.reset_token_ttl_secs),
+        ] {
+            if value <= 0 {
+                return fail(key, "must be a positive number of seconds");
+            }
+        }
+        if a.refresh_reuse_grace_secs < 0 || a.refresh_reuse_grace_secs >= a.refresh_ttl_secs {
+            return fail(
+                "auth.refresh_reuse_grace_secs",
+                "must be between 0 and auth.refresh_ttl_secs",
+            );
+        }
+        if a.max_failed_logins < 1 {
+            return fail("auth.max_failed_logins", "must be at least 1");
+        }
+        if a.min_password_score > 4 {
+            return fail("auth.min_password_score", "must be between 0 and 4");
+        }
+        if a.issuer.is_empty() {
+            return fail("auth.issuer", "must not be empty");
+        }
+        if a.audience.is_empty() {
+            return fail("auth.audience", "must not be empty");
+        }
+        if a.argon2_memory_kib < 19456 || a.argon2_iterations < 2 || a.argon2_parallelism < 1 {
+            return fail(
+                "auth.argon2_memory_kib",
+                "argon2id must be at least m=19456 KiB, t=2, p=1",
+            );
+        }
+        if !self.signing_key_path().is_none_or(|p| p.is_file()) {
+            return fail("auth.signing_key_file", "no such file");
+        }
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1");
+        }
+        if self.database.acquire_timeout_secs == 0 {
+            return fail("database.acquire_timeout_secs", "must be at least 1");
+        }
+        if url::Url::parse(secrecy::ExposeSecret::expose_secret(&self.database.url)).is_err() {
+            return fail("database.url", "not a URL");
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return fail("server.body_limit_bytes", "must be at least 1024");
+        }
+        for origin in &self.server.cors_origins {
+            if origin.parse::<axum::http::HeaderValue>().is_err() || url::Url::parse(origin).is_err()
+            {
+                return fail("server.cors_origins", &format!("`{origin}` is not an origin"));
+            }
+        }
+        if let Err(bad) = self.trusted_proxies() {
+            return fail("server.trusted_proxies", &format!("`{bad}` is not a CIDR or address"));
+        }
+        if self.rate_limit.login_per_minute == 0 {
+            return fail("rate_limit.login_per_minute", "must be at least 1");
+        }
+        for key in &self.server_api.keys {
+            if key.name.is_empty() {
+                return fail("server_api.keys", "every key needs a name");
+            }
+            if secrecy::ExposeSecret::expose_secret(&key.key).len() < 16 {
+                return fail(
+                    "server_api.keys",
+                    &format!("key `{}` is shorter than 16 characters", key.name),
+                );
+            }
+        }
+        if !matches!(self.log.format.as_str(), "" | "json" | "pretty") {
+            return fail("log.format", "must be json or pretty");
+        }
+        if self.cookies.access_name.is_empty() || self.cookies.refresh_name.is_empty() {
+            return fail("cookies.access_name", "cookie names must not be empty");
+        }
+        Ok(())
+    }
+
+    /// Trusted proxies as networks; a bare address is a /32 (or /128).
+    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, String> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| s.clone())
+            })
+            .collect()
+    }
+
+    pub fn signing_key_path(&self) -> Option<PathBuf> {
+        let file = self.auth.signing_key_file.trim();
+        (!file.is_empty()).then(|| PathBuf::from(file))
+    }
+
+    /// JSON logs under CI or in a container unless set explicitly.
+    pub fn log_json(&self) -> bool {
+        match self.log.format.as_str() {
+            "json" => true,
+            "pretty" => false,
+            _ => std::env::var_os("CI").is_some() || Path::new("/.dockerenv").exists(),
+        }
+    }
+}
+
+/// Accepts a YAML list or a comma-separated string (the environment form).
+fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(items) => items,
+        Form::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+/// Accepts `[{name, key}]` or the environment form `name1:key1,name2:key2`.
+fn server_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ServerKey>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<ServerKey>),
+        Csv(String),
+    }
+    match Form::deserialize(d)? {
+        Form::List(keys) => Ok(keys),
+        Form::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|pair| match pair.split_once(':') {
+                Some((name, key)) => Ok(ServerKey {
+                    name: name.trim().to_owned(),
+                    key: SecretString::from(key.trim().to_owned()),
+                }),
+                None => Err(serde::de::Error::custom(
+                    "expected name:key pairs separated by commas",
+                )),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = Settings::from_figment(Figment::from(Yaml::string(DEFAULTS))).unwrap();
+        assert_eq!(s.auth.access_ttl_secs, 900);
+        assert_eq!(s.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let f = Figment::from(Yaml::string(DEFAULTS))
+            .merge(Serialized::default("auth.access_ttl_secs", "soon"));
+        let err = Settings::from_figment(f).unwrap_err().to_string();
+        assert!(err.contains("auth.access_ttl_secs"), "{err}");
+        let f = Figment::from(Yaml::string(DEFAULTS))
+            .merge(Serialized::default("auth.min_password_score", 9));
+        let err = Settings::from_figment(f).unwrap_err().to_string();
+        assert!(err.contains("auth.min_password_score"), "{err}");
+    }
+
+    #[test]
+    fn server_keys_parse_from_env_form() {
+        let f = Figment::from(Yaml::string(DEFAULTS)).merge(Serialized::default(
+            "server_api.keys",
+            "billing:0123456789abcdef0123, crm:fedcba9876543210fedc",
+        ));
+        let s = Settings::from_figment(f).unwrap();
+        let names: Vec<_> = s.server_api.keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["billing", "crm"]);
+    }
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_and_bare_addresses() {
+        let f = Figment::from(Yaml::string(DEFAULTS)).merge(Serialized::default(
+            "server.trusted_proxies",
+            vec!["10.0.0.0/8", "127.0.0.1"],
+        ));
+        let s = Settings::from_figment(f).unwrap();
+        let nets = s.trusted_proxies().unwrap();
+        assert!(nets[1].contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+        assert!(!nets[1].contains(&"127.0.0.2".parse::<IpAddr>().unwrap()));
+    }
+}

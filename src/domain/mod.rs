@@ -1,0 +1,28 @@
+//! Value types parsed at the edge: once a handler holds one, it is valid.
+
+mod email;
+mod phone;
+mod role;
+
+pub use email::Email;
+pub use phone::Phone;
+pub use role::Role;
+
+use std::borrow::Cow;
+
+use validator::ValidationError;
+
+/// Person names: 1–100 characters after trimming (`validator` custom rule).
+pub fn validate_name(value: &str) -> Result<(), ValidationError> {
+    let len = value.trim().chars().count();
+    if (1..=100).contains(&len) {
+        Ok(())
+    } else {
+        Err(ValidationError::new("name").with_message(Cow::Borrowed("must have 1 to 100 characters")))
+    }
+}
+
+/// Trims a name; an optional one left empty becomes absent.
+pub fn clean_name(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}

@@ -1,0 +1,136 @@
+//! Response bodies, built from rows so that hashes and counters cannot leak into them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::Role;
+use crate::repo::{sessions::SessionRow, users::UserRow};
+use crate::service::Issued;
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Active,
+    Deleted,
+}
+
+/// A linked social account (see the linked-accounts routes).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkedAccountResponse {
+    pub id: Uuid,
+    #[schema(example = "vk")]
+    pub social_network: String,
+    #[schema(example = "https://vk.com/ann")]
+    pub connection_link: String,
+    pub connected_for: Option<String>,
+    pub connected_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserResponse {
+    pub id: Uuid,
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    #[schema(example = "+79991234567")]
+    pub phone: Option<String>,
+    #[schema(example = "Ann")]
+    pub first_name: String,
+    pub last_name: Option<String>,
+    pub middle_name: Option<String>,
+    pub role: Role,
+    pub status: UserStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub linked_accounts: Vec<LinkedAccountResponse>,
+}
+
+impl From<UserRow> for UserResponse {
+    fn from(u: UserRow) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            phone: u.phone,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            middle_name: u.middle_name,
+            // the column is constrained to the seeded roles
+            role: u.role.parse().unwrap_or(Role::Readonly),
+            status: if u.status == "deleted" { UserStatus::Deleted } else { UserStatus::Active },
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            deleted_at: u.deleted_at,
+            linked_accounts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub user: UserResponse,
+    pub session_id: Uuid,
+}
+
+/// Tokens in the body, for clients without cookies. `refresh_token` is absent when a rotated
+/// token was presented again within the grace window: keep the successor you already hold.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// seconds until the access token expires
+    #[schema(example = 900)]
+    pub expires_in: i64,
+    pub session_id: Uuid,
+}
+
+impl From<Issued> for TokenResponse {
+    fn from(i: Issued) -> Self {
+        Self {
+            access_token: i.access_token,
+            refresh_token: i.refresh_token,
+            token_type: "Bearer",
+            expires_in: i.expires_in,
+            session_id: i.principal.session_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionResponse {
+    pub id: Uuid,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    /// true for the session this request was made with
+    pub current: bool,
+}
+
+impl SessionResponse {
+    pub fn new(s: SessionRow, current: Uuid) -> Self {
+        Self {
+            current: s.id == current,
+            id: s.id,
+            user_agent: s.user_agent,
+            ip: s.ip,
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub items: Vec<SessionResponse>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResetTokenResponse {
+    pub reset_token: String,
+    pub expires_at: DateTime<Utc>,
+}

@@ -1,0 +1,273 @@
+//! Extractors: our `Json` (rejections as problem+json with per-field errors), the client's IP and
+//! user agent, and the callers the auth layers resolved (`CurrentUser`, `ServerClient`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use bytes::Bytes;
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use validator::Validate;
+
+use crate::app::AppState;
+use crate::error::{AppError, FieldError};
+use crate::service::{ClientMeta, Principal};
+
+/// A JSON body: 415 unless JSON, 413 over the size limit, 400 `malformed_body` when it does not
+/// parse, 422 `validation_failed` (naming each bad field) when it parses but does not fit `T`.
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(AppError::UnsupportedMediaType);
+        }
+        let bytes = read_body(req, state).await?;
+        parse(&bytes).map(Json)
+    }
+}
+
+/// A JSON body that may be absent (empty): `None`, else as [`Json`].
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(req.headers());
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        if !json {
+            return Err(AppError::UnsupportedMediaType);
+        }
+        parse(&bytes).map(|v| OptionalJson(Some(v)))
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, AppError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge
+        } else {
+            AppError::MalformedBody("the request body could not be read".into())
+        }
+    })
+}
+
+/// `application/json` or any `application/*+json`, parameters ignored.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses and validates a JSON body.
+pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, AppError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+            return AppError::MalformedBody(format!("the body is not valid JSON: {inner}"));
+        }
+        let path = e.path().to_string();
+        let message = inner.to_string();
+        let message = message.split(" at line ").next().unwrap_or_default().to_owned();
+        let field = match backticked(&message) {
+            // unknown and missing fields are reported on the enclosing object
+            Some(name) if message.starts_with("unknown field") || message.starts_with("missing field") => {
+                join_path(&path, name)
+            }
+            _ if path == "." => "body".to_owned(),
+            _ => path,
+        };
+        AppError::Validation(vec![FieldError::new(field, message)])
+    })?;
+    value.validate().map_err(|errors| AppError::Validation(field_errors(&errors)))?;
+    Ok(value)
+}
+
+fn backticked(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
+}
+
+fn join_path(path: &str, name: &str) -> String {
+    if path == "." {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+fn field_errors(errors: &validator::ValidationErrors) -> Vec<FieldError> {
+    let mut out: Vec<FieldError> = errors
+        .field_errors()
+        .into_iter()
+        .flat_map(|(field, errs)| {
+            errs.iter().map(move |e| {
+                let message = e.message.as_deref().map(str::to_owned).unwrap_or_else(|| e.code.to_string());
+                FieldError::new(field.to_string(), message)
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.field.cmp(&b.field));
+    out
+}
+
+/// The client's address: the peer, or — when the peer is a trusted proxy — the nearest untrusted
+/// address in `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Ok(ClientIp(client_ip(peer, &parts.headers, &state.trusted_proxies)))
+    }
+}
+
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    // walk from the nearest hop outwards; the first address we do not trust is the client
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+impl<S> FromRequestParts<S> for ClientMeta
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(ClientMeta { ip, user_agent })
+    }
+}
+
+/// The signed-in user of a private route (set by the private auth layer).
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(CurrentUser)
+            .ok_or(AppError::Unauthenticated { clear_cookies: false })
+    }
+}
+
+/// The internal service calling a server route, by its key's name (set by the server auth layer).
+#[derive(Debug, Clone)]
+pub struct ServerClient {
+    pub name: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ServerClient {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ServerClient>()
+            .cloned()
+            .ok_or(AppError::Unauthenticated { clear_cookies: false })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, Validate)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[allow(dead_code)]
+        email: String,
+        #[allow(dead_code)]
+        #[validate(range(min = 1, max = 100))]
+        limit: Option<u32>,
+    }
+
+    fn fields(e: AppError) -> Vec<String> {
+        match e {
+            AppError::Validation(errors) => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_the_field_for_each_kind_of_rejection() {
+        assert!(matches!(parse::<Body>(b"{\"email\":"), Err(AppError::MalformedBody(_))));
+        assert_eq!(fields(parse::<Body>(b"{}").unwrap_err()), ["email"]);
+        assert_eq!(fields(parse::<Body>(br#"{"email":"a","x":1}"#).unwrap_err()), ["x"]);
+        assert_eq!(fields(parse::<Body>(br#"{"email":5}"#).unwrap_err()), ["email"]);
+        assert_eq!(fields(parse::<Body>(br#"{"email":"a","limit":0}"#).unwrap_err()), ["limit"]);
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.0.0.2"));
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(client_ip(proxy, &h, &trusted), "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+    }
+}

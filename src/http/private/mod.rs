@@ -1,0 +1,4 @@
+//! Routes of a signed-in user.
+
+pub mod seances;
+pub mod users;

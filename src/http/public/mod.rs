@@ -1,0 +1,4 @@
+//! Routes that need no credentials.
+
+pub mod health;
+pub mod users;

@@ -1,0 +1,195 @@
+//! Sign-in, tokens, refresh, sign-up and password reset.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::app::AppState;
+use crate::auth::{cookies, csrf};
+use crate::domain::{clean_name, validate_name, Email, Phone};
+use crate::error::{AppError, AppResult, Problem};
+use crate::http::auth_layer::append_auth_cookies;
+use crate::http::docs::PROBLEM;
+use crate::http::dto::{LoginResponse, TokenResponse, UserResponse};
+use crate::http::extract::{Json, OptionalJson};
+use crate::service::{auth, users, ClientMeta};
+
+/// Email and password. `passw` is accepted for `password`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub email: Email,
+    #[serde(alias = "passw")]
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+#[utoipa::path(
+    post, path = "/users/login", tag = "public", request_body = Credentials,
+    responses(
+        (status = 200, body = LoginResponse, description = "Signed in; `access_token` and `refresh_token` cookies set"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials` for an unknown email and a wrong password alike"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`: right password, soft-deleted account"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` (per IP) or `too_many_attempts` (account locked); see Retry-After"),
+    )
+)]
+pub async fn login(State(state): State<AppState>, meta: ClientMeta, Json(body): Json<Credentials>) -> AppResult<Response> {
+    state.limits.login.check(meta.ip)?;
+    let (user, issued) = auth::login(&state, &body.email, &body.password, &meta).await?;
+    let mut headers = HeaderMap::new();
+    append_auth_cookies(&state, &mut headers, &issued);
+    let body = LoginResponse { user: user.into(), session_id: issued.principal.session_id };
+    Ok((headers, axum::Json(body)).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/users/token", tag = "public", request_body = Credentials,
+    responses(
+        (status = 200, body = TokenResponse, description = "Signed in; tokens in the body, no cookies (mobile and CLI clients)"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` or `too_many_attempts`"),
+    )
+)]
+pub async fn token(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    Json(body): Json<Credentials>,
+) -> AppResult<axum::Json<TokenResponse>> {
+    state.limits.token.check(meta.ip)?;
+    let (_, issued) = auth::login(&state, &body.email, &body.password, &meta).await?;
+    Ok(axum::Json(issued.into()))
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// The cookie form's answer: the new cookies carry the tokens.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefreshedSession {
+    pub session_id: Uuid,
+    /// seconds until the new access token expires
+    pub expires_in: i64,
+}
+
+#[utoipa::path(
+    post, path = "/users/refresh", tag = "public",
+    request_body(content = Option<RefreshRequest>, description = "Absent for the cookie form; `{refresh_token}` for the body form"),
+    responses(
+        (status = 200, body = TokenResponse, description = "Body form: new tokens (no `refresh_token` within the reuse grace window). \
+            Cookie form: `RefreshedSession` and rotated cookies"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`: missing, invalid, expired, revoked or reused refresh token (reuse revokes the session); cookies cleared"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed` (cookie form)"),
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    OptionalJson(body): OptionalJson<RefreshRequest>,
+) -> AppResult<Response> {
+    if let Some(RefreshRequest { refresh_token }) = body {
+        let issued = auth::refresh(&state, &refresh_token).await?;
+        return Ok(axum::Json(TokenResponse::from(issued)).into_response());
+    }
+    let token = cookies::read(&headers, state.cookies.refresh_name())
+        .ok_or(AppError::Unauthenticated { clear_cookies: false })?;
+    csrf::check(&method, &headers, &state.settings.server.cors_origins)?;
+    let issued = auth::refresh(&state, &token).await?;
+    let mut out = HeaderMap::new();
+    append_auth_cookies(&state, &mut out, &issued);
+    let body = RefreshedSession { session_id: issued.principal.session_id, expires_in: issued.expires_in };
+    Ok((out, axum::Json(body)).into_response())
+}
+
+/// A new account. Aliases: `passw`, `name`/`firstname`, `lastname`, `middlename`.
+/// `phone` may be a string or a number; it is stored as E.164.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignUpRequest {
+    pub email: Email,
+    #[serde(alias = "passw")]
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    #[serde(alias = "name", alias = "firstname")]
+    #[validate(custom(function = "validate_name"))]
+    pub first_name: String,
+    #[serde(default, alias = "lastname")]
+    #[validate(length(max = 100))]
+    pub last_name: Option<String>,
+    #[serde(default, alias = "middlename")]
+    #[validate(length(max = 100))]
+    pub middle_name: Option<String>,
+    #[serde(default)]
+    pub phone: Option<Phone>,
+}
+
+impl SignUpRequest {
+    pub fn into_sign_up(self, role: crate::domain::Role) -> users::SignUp {
+        users::SignUp {
+            email: self.email,
+            password: self.password,
+            first_name: self.first_name.trim().to_owned(),
+            last_name: clean_name(self.last_name),
+            middle_name: clean_name(self.middle_name),
+            phone: self.phone,
+            role,
+        }
+    }
+}
+
+#[utoipa::path(
+    post, path = "/users/sign_up", tag = "public", request_body = SignUpRequest,
+    responses(
+        (status = 201, body = UserResponse, description = "Created, with role `auth.default_role`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`sign_up_disabled` when `auth.public_sign_up` is false"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "`email_taken` or `phone_taken`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed` or `weak_password`"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited`"),
+    )
+)]
+pub async fn sign_up(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    Json(body): Json<SignUpRequest>,
+) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
+    if !state.settings.auth.public_sign_up {
+        return Err(AppError::SignUpDisabled);
+    }
+    state.limits.sign_up.check(meta.ip)?;
+    let user = users::sign_up(&state, body.into_sign_up(state.settings.auth.default_role)).await?;
+    Ok((StatusCode::CREATED, axum::Json(user.into())))
+}
+
+/// A reset token and the new password (`passw` is accepted for `password`).
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordRequest {
+    pub reset_token: String,
+    #[serde(alias = "passw")]
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+#[utoipa::path(
+    put, path = "/users/passw/reset", tag = "public", request_body = ResetPasswordRequest,
+    responses(
+        (status = 204, description = "Password set; every session of the user revoked"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`invalid_reset_token`: unknown, used or expired"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`weak_password` or `validation_failed`"),
+    )
+)]
+pub async fn reset_password(State(state): State<AppState>, Json(body): Json<ResetPasswordRequest>) -> AppResult<StatusCode> {
+    users::reset_password(&state, &body.reset_token, &body.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

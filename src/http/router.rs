@@ -1,0 +1,136 @@
+//! Route table and global layers.
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::{from_fn_with_state, map_response_with_state};
+use axum::response::IntoResponse;
+use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::{SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer};
+use tower_http::trace::TraceLayer;
+use tracing::{field, Span};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::auth_layer::{clear_dead_session_cookies, require_server, require_user};
+use super::openapi::ApiDoc;
+use super::{private, public, server};
+use crate::app::AppState;
+use crate::error::AppError;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application: API groups, ops routes, `/openapi.json` and `/docs`, global layers.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api(&state).split_for_parts();
+    let cors = cors(&state);
+    let body_limit = state.settings.server.body_limit_bytes;
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(map_response_with_state(state.clone(), clear_dead_session_cookies))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_request(())
+                        .on_response(log_response)
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
+                .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
+                .layer(cors),
+        )
+        .with_state(state)
+}
+
+/// The documented routes. Auth is added per group with `route_layer`, so it runs only for routes
+/// that exist: an unknown path stays 404 instead of turning into 401.
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let public = OpenApiRouter::new()
+        .routes(routes!(public::users::login))
+        .routes(routes!(public::users::token))
+        .routes(routes!(public::users::refresh))
+        .routes(routes!(public::users::sign_up))
+        .routes(routes!(public::users::reset_password));
+    let private = OpenApiRouter::new()
+        .routes(routes!(private::seances::logout))
+        .routes(routes!(private::seances::list, private::seances::revoke_others))
+        .routes(routes!(private::seances::revoke))
+        .routes(routes!(private::users::me))
+        .routes(routes!(private::users::change_password))
+        .route_layer(from_fn_with_state(state.clone(), require_user));
+    let server = OpenApiRouter::new()
+        .routes(routes!(server::users::sign_up))
+        .routes(routes!(server::users::reset_token))
+        .routes(routes!(server::users::set_new_password))
+        .route_layer(from_fn_with_state(state.clone(), require_server));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1/public", public)
+        .nest("/api/v1/private", private)
+        .nest("/api/v1/server", server)
+        .routes(routes!(public::health::live))
+        .routes(routes!(public::health::ready))
+        .routes(routes!(public::health::healthcheck))
+        .routes(routes!(public::health::jwks))
+}
+
+/// Credentials are allowed for the configured origins only.
+fn cors(state: &AppState) -> CorsLayer {
+    let origins: Vec<HeaderValue> = state
+        .settings
+        .server
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, REQUEST_ID])
+        .expose_headers([REQUEST_ID])
+        .max_age(Duration::from_secs(600))
+}
+
+/// One span per request; every log line inside carries the request id. Headers are not recorded.
+fn request_span(req: &Request) -> Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route,
+        request_id,
+        user_id = field::Empty,
+        server_key = field::Empty,
+    )
+}
+
+fn log_response<B>(res: &axum::http::Response<B>, latency: Duration, _span: &Span) {
+    tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "request");
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("not_found", "no such route")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}

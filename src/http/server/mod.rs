@@ -1,0 +1,3 @@
+//! Routes for internal services holding a server API key.
+
+pub mod users;

@@ -1,0 +1,12 @@
+//! users-service: the users and identity service of the platform.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod repo;
+pub mod service;
+pub mod telemetry;

@@ -1,0 +1,27 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use users_service::cli::{self, Cli};
+use users_service::config::Settings;
+use users_service::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("users-service: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(settings.log_json());
+    match cli::run(cli, settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "users-service stopped");
+            eprintln!("users-service: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! SQL, one async fn per query, over any executor; rows are `FromRow` structs, never responses.
+
+pub mod login_throttle;
+pub mod reset_tokens;
+pub mod sessions;
+pub mod signing_keys;
+pub mod users;

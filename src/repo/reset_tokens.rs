@@ -1,0 +1,37 @@
+//! Password reset tokens, stored as SHA-256 hashes; single use and expiring.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+pub async fn insert(db: impl PgExecutor<'_>, hash: &[u8], user_id: Uuid, expires_at: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query("insert into password_reset_tokens (token_hash, user_id, expires_at) values ($1, $2, $3)")
+        .bind(hash)
+        .bind(user_id)
+        .bind(expires_at)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// The user a usable (unused, unexpired) token belongs to, without using it.
+pub async fn usable_user(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "select user_id from password_reset_tokens where token_hash = $1 and used_at is null and expires_at > now()",
+    )
+    .bind(hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks the token used; false if it was used or expired meanwhile (the race between two resets).
+pub async fn consume(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update password_reset_tokens set used_at = now(), updated_at = now()
+         where token_hash = $1 and used_at is null and expires_at > now()",
+    )
+    .bind(hash)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

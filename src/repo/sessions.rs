@@ -1,0 +1,158 @@
+//! The `sessions` table: one row per sign-in, holding only hashes of its refresh tokens.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub refresh_hash: Vec<u8>,
+    pub previous_refresh_hash: Option<Vec<u8>>,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What authenticating a request needs to know about its session and user, in one query.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionState {
+    pub user_id: Uuid,
+    pub live: bool,
+    pub stale_last_seen: bool,
+    pub role: String,
+}
+
+pub struct NewSession<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub refresh_hash: &'a [u8],
+    pub user_agent: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub expires_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, user_id, refresh_hash, previous_refresh_hash, rotated_at, user_agent, ip, created_at, \
+                       last_seen_at, expires_at, revoked_at";
+
+pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into sessions (id, user_id, refresh_hash, user_agent, ip, expires_at)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(s.id)
+    .bind(s.user_id)
+    .bind(s.refresh_hash)
+    .bind(s.user_agent)
+    .bind(s.ip)
+    .bind(s.expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Locks the row: concurrent refreshes of one session are serialised.
+pub async fn find_for_update(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as(&format!("select {COLUMNS} from sessions where id = $1 for update"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// A session is live when not revoked, not expired, and its user is active.
+pub async fn state(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<SessionState>> {
+    sqlx::query_as(
+        "select s.user_id,
+                s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
+                s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
+                u.role
+         from sessions s join users u on u.id = s.user_id
+         where s.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// `last_seen_at` is written at most once a minute, so reads stay reads.
+pub async fn touch(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("update sessions set last_seen_at = now() where id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Replaces the refresh hash, remembers the old one for the grace window, and slides the expiry.
+pub async fn rotate(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    new_hash: &[u8],
+    previous_hash: &[u8],
+    expires_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update sessions
+         set refresh_hash = $2, previous_refresh_hash = $3, rotated_at = now(), last_seen_at = now(),
+             expires_at = $4, updated_at = now()
+         where id = $1",
+    )
+    .bind(id)
+    .bind(new_hash)
+    .bind(previous_hash)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("update sessions set revoked_at = now(), updated_at = now() where id = $1 and revoked_at is null")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Revokes one session if it is the user's and live; false when there was none.
+pub async fn revoke_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update sessions set revoked_at = now(), updated_at = now()
+         where id = $1 and user_id = $2 and revoked_at is null",
+    )
+    .bind(id)
+    .bind(user_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Revokes every live session of the user, except `keep` when given.
+pub async fn revoke_all(db: impl PgExecutor<'_>, user_id: Uuid, keep: Option<Uuid>) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "update sessions set revoked_at = now(), updated_at = now()
+         where user_id = $1 and revoked_at is null and ($2::uuid is null or id <> $2)",
+    )
+    .bind(user_id)
+    .bind(keep)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The user's live sessions, newest first.
+pub async fn list_live(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<SessionRow>> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from sessions
+         where user_id = $1 and revoked_at is null and expires_at > now()
+         order by created_at desc, id desc"
+    ))
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}

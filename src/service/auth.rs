@@ -1,0 +1,179 @@
+//! Sign-in, token refresh with rotation and reuse detection, and access-token authentication.
+
+use chrono::{Duration, Utc};
+use secrecy::SecretString;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::{ClientMeta, Issued, Principal};
+use crate::app::AppState;
+use crate::auth::jwt::{token_hash, TokenError, TokenKind};
+use crate::auth::password::Verdict;
+use crate::domain::{Email, Role};
+use crate::error::{AppError, AppResult};
+use crate::repo::{self, users::UserRow};
+
+const DEAD: AppError = AppError::Unauthenticated { clear_cookies: true };
+
+/// Checks the password (one hash whether or not the email exists), the lockout and the account's
+/// state, then opens a session.
+pub async fn login(state: &AppState, email: &Email, password: &SecretString, meta: &ClientMeta) -> AppResult<(UserRow, Issued)> {
+    let key = email.key();
+    if let Some(until) = repo::login_throttle::locked_until(&state.db, &key).await? {
+        let secs = (until - Utc::now()).num_seconds().max(1);
+        return Err(AppError::TooManyAttempts { retry_after_secs: secs as u64 });
+    }
+    let user = repo::users::find_by_email(&state.db, email.as_str()).await?;
+    let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+    let verdict = state.passwords.verify(password, hash).await?;
+    let (user, needs_rehash) = match (user, verdict) {
+        (Some(user), Verdict::Right { needs_rehash }) => (user, needs_rehash),
+        _ => {
+            let auth = &state.settings.auth;
+            repo::login_throttle::record_failure(&state.db, &key, auth.max_failed_logins, auth.lockout_secs).await?;
+            tracing::info!("login failed");
+            return Err(AppError::InvalidCredentials);
+        }
+    };
+    repo::login_throttle::clear(&state.db, &key).await?;
+    if user.is_deleted() {
+        return Err(AppError::AccountDeleted);
+    }
+    if needs_rehash {
+        let rehashed = state.passwords.rehash(password).await?;
+        repo::users::set_password_hash(&state.db, user.id, &rehashed).await?;
+    }
+    let issued = start_session(state, &user, meta).await?;
+    tracing::info!(user_id = %user.id, session_id = %issued.principal.session_id, "login succeeded");
+    Ok((user, issued))
+}
+
+/// Opens a session for a user already proven to be who they say.
+pub async fn start_session(state: &AppState, user: &UserRow, meta: &ClientMeta) -> AppResult<Issued> {
+    let principal = Principal { user_id: user.id, session_id: Uuid::now_v7(), role: role_of(user)? };
+    let (issued, refresh_hash) = issue_pair(state, principal)?;
+    let user_agent = meta.user_agent.as_deref().map(|ua| truncate(ua, 512));
+    let ip = meta.ip.to_string();
+    repo::sessions::insert(
+        &state.db,
+        &repo::sessions::NewSession {
+            id: issued.principal.session_id,
+            user_id: user.id,
+            refresh_hash: &refresh_hash,
+            user_agent,
+            ip: Some(&ip),
+            expires_at: Utc::now() + Duration::seconds(state.settings.auth.refresh_ttl_secs),
+        },
+    )
+    .await?;
+    Ok(issued)
+}
+
+/// Rotates a refresh token. The role is read afresh from the user, so a role change reaches the
+/// tokens at the next refresh. A rotated token presented again within the grace window gets an
+/// access token only; later, it is reuse and the whole session dies.
+pub async fn refresh(state: &AppState, token: &str) -> AppResult<Issued> {
+    let claims = state.keys.verify(token, TokenKind::Refresh).map_err(|_| DEAD)?;
+    let mut tx = state.db.begin().await?;
+    let session = repo::sessions::find_for_update(&mut tx, claims.sid).await?.ok_or(DEAD)?;
+    if session.revoked_at.is_some() || session.expires_at <= Utc::now() || session.user_id != claims.sub {
+        return Err(DEAD);
+    }
+    let user = repo::users::find_by_id(&mut *tx, session.user_id).await?.ok_or(DEAD)?;
+    if user.is_deleted() {
+        return Err(DEAD);
+    }
+    let principal = Principal { user_id: user.id, session_id: session.id, role: role_of(&user)? };
+    let presented = token_hash(token);
+    if bool::from(presented.ct_eq(&session.refresh_hash)) {
+        let (issued, new_hash) = issue_pair(state, principal)?;
+        let expires_at = Utc::now() + Duration::seconds(state.settings.auth.refresh_ttl_secs);
+        repo::sessions::rotate(&mut *tx, session.id, &new_hash, &presented, expires_at).await?;
+        tx.commit().await?;
+        return Ok(issued);
+    }
+    let grace = Duration::seconds(state.settings.auth.refresh_reuse_grace_secs);
+    let is_previous = session
+        .previous_refresh_hash
+        .as_deref()
+        .is_some_and(|prev| bool::from(presented.ct_eq(prev)));
+    if is_previous && session.rotated_at.is_some_and(|at| Utc::now() - at <= grace) {
+        tx.rollback().await?;
+        let (access_token, _) = issue(state, TokenKind::Access, &principal)?;
+        return Ok(Issued {
+            access_token,
+            refresh_token: None,
+            expires_in: state.settings.auth.access_ttl_secs,
+            principal,
+        });
+    }
+    repo::sessions::revoke(&mut *tx, session.id).await?;
+    tx.commit().await?;
+    tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused; session revoked");
+    Err(DEAD)
+}
+
+/// Verifies an access token and that its session is still live.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AuthFailure> {
+    let claims = state.keys.verify(token, TokenKind::Access).map_err(AuthFailure::Token)?;
+    let role = claims.role.ok_or(AuthFailure::Token(TokenError::Invalid))?;
+    let principal = Principal { user_id: claims.sub, session_id: claims.sid, role };
+    live_session(state, &principal).await.map_err(AuthFailure::Rejected)?;
+    Ok(principal)
+}
+
+/// Why an access token did not authenticate.
+#[derive(Debug)]
+pub enum AuthFailure {
+    Token(TokenError),
+    Rejected(AppError),
+}
+
+async fn live_session(state: &AppState, principal: &Principal) -> AppResult<()> {
+    let s = repo::sessions::state(&state.db, principal.session_id).await?.ok_or(DEAD)?;
+    if !s.live || s.user_id != principal.user_id {
+        return Err(DEAD);
+    }
+    if s.stale_last_seen {
+        repo::sessions::touch(&state.db, principal.session_id).await?;
+    }
+    Ok(())
+}
+
+fn issue_pair(state: &AppState, principal: Principal) -> AppResult<(Issued, Vec<u8>)> {
+    let (access_token, _) = issue(state, TokenKind::Access, &principal)?;
+    let (refresh_token, _) = issue(state, TokenKind::Refresh, &principal)?;
+    let hash = token_hash(&refresh_token);
+    Ok((
+        Issued {
+            access_token,
+            refresh_token: Some(refresh_token),
+            expires_in: state.settings.auth.access_ttl_secs,
+            principal,
+        },
+        hash,
+    ))
+}
+
+fn issue(state: &AppState, kind: TokenKind, p: &Principal) -> AppResult<(String, i64)> {
+    let auth = &state.settings.auth;
+    let (ttl, role) = match kind {
+        TokenKind::Access => (auth.access_ttl_secs, Some(p.role)),
+        TokenKind::Refresh => (auth.refresh_ttl_secs, None),
+    };
+    let (token, claims) = state.keys.issue(kind, p.user_id, p.session_id, role, ttl)?;
+    Ok((token, claims.exp))
+}
+
+pub fn role_of(user: &UserRow) -> AppResult<Role> {
+    user.role
+        .parse()
+        .map_err(|e: String| AppError::Internal(anyhow::anyhow!("user {}: {e}", user.id)))
+}
+
+fn truncate(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
