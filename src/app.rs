@@ -89,8 +89,13 @@ pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
 /// Creates the database if it does not exist and applies pending migrations.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<PgPool> {
     let url = settings.database.url.expose_secret();
-    if !Postgres::database_exists(url).await.context("cannot reach the database (database.url)")? {
-        Postgres::create_database(url).await.context("cannot create the database")?;
+    if !Postgres::database_exists(url)
+        .await
+        .context("cannot reach the database (database.url)")?
+    {
+        Postgres::create_database(url)
+            .await
+            .context("cannot create the database")?;
         tracing::info!("created the database");
     }
     let pool = pool(settings)?;
@@ -106,12 +111,15 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     let app = crate::http::router(state);
     tracing::info!(%addr, "listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: draining in-flight requests");
-            let _ = stop_tx.send(true);
-        });
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+    });
     let deadline = async move {
         let mut rx = stop_rx;
         let _ = rx.wait_for(|stopped| *stopped).await;
@@ -150,5 +158,10 @@ async fn shutdown_signal() {
 pub async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
     TcpListener::bind(settings.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (server.listen)", settings.server.listen))
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.listen)",
+                settings.server.listen
+            )
+        })
 }

@@ -53,7 +53,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::CreateAdmin { email, first_name } => {
             let email = Email::try_from(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
             let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
             let password = SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned());
             let pool = app::migrate(&settings).await?;
             let state = AppState::new(settings, pool).await?;
@@ -66,7 +69,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 phone: None,
                 role: Role::Admin,
             };
-            let user = users::sign_up(&state, new).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let user = users::sign_up(&state, new)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", user.id);
             Ok(())
         }

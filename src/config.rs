@@ -119,14 +119,28 @@ impl Settings {
             figment = figment.merge(Yaml::file_exact(file));
         }
         figment
-            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
             .merge(Env::prefixed("USERS__").split("__"))
     }
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let settings: Settings = figment.extract().map_err(|e| {
-            // figment's message names the key path ("for key `default.auth.access_ttl_secs`")
-            ConfigError(e.to_string().replace("`default.", "`"))
+        let settings: Settings = figment.extract().map_err(|errors| {
+            let messages: Vec<String> = errors
+                .into_iter()
+                .map(|e| {
+                    let source = e
+                        .metadata
+                        .as_ref()
+                        .map(|m| format!(" (from {})", m.name))
+                        .unwrap_or_default();
+                    format!("{}: {}{source}", e.path.join("."), e.kind)
+                })
+                .collect();
+            ConfigError(messages.join("; "))
         })?;
         settings.validate()?;
         Ok(settings)
@@ -185,13 +199,20 @@ impl Settings {
             return fail("server.body_limit_bytes", "must be at least 1024");
         }
         for origin in &self.server.cors_origins {
-            if origin.parse::<axum::http::HeaderValue>().is_err() || url::Url::parse(origin).is_err()
+            if origin.parse::<axum::http::HeaderValue>().is_err()
+                || url::Url::parse(origin).is_err()
             {
-                return fail("server.cors_origins", &format!("`{origin}` is not an origin"));
+                return fail(
+                    "server.cors_origins",
+                    &format!("`{origin}` is not an origin"),
+                );
             }
         }
         if let Err(bad) = self.trusted_proxies() {
-            return fail("server.trusted_proxies", &format!("`{bad}` is not a CIDR or address"));
+            return fail(
+                "server.trusted_proxies",
+                &format!("`{bad}` is not a CIDR or address"),
+            );
         }
         if self.rate_limit.login_per_minute == 0 {
             return fail("rate_limit.login_per_minute", "must be at least 1");

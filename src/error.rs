@@ -15,7 +15,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -155,12 +158,18 @@ impl IntoResponse for AppError {
         if let AppError::RateLimited { retry_after_secs }
         | AppError::TooManyAttempts { retry_after_secs } = self
         {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs.max(1)),
+            );
         }
         if let AppError::Unavailable = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         }
-        if let AppError::Unauthenticated { clear_cookies: true } = self {
+        if let AppError::Unauthenticated {
+            clear_cookies: true,
+        } = self
+        {
             // The auth layer replaces this marker with the configured cookie headers.
             response.extensions_mut().insert(ClearAuthCookies);
         }

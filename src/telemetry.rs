@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
 
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let registry = tracing_subscriber::registry().with(filter);
     // A second init (tests) keeps the first subscriber.
     let _ = if json {

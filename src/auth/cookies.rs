@@ -44,11 +44,23 @@ impl CookieJar {
     }
 
     pub fn set_access(&self, token: &str) -> HeaderValue {
-        self.build(&self.access_name, token, ACCESS_PATH, SameSite::Lax, self.access_ttl_secs)
+        self.build(
+            &self.access_name,
+            token,
+            ACCESS_PATH,
+            SameSite::Lax,
+            self.access_ttl_secs,
+        )
     }
 
     pub fn set_refresh(&self, token: &str) -> HeaderValue {
-        self.build(&self.refresh_name, token, REFRESH_PATH, SameSite::Strict, self.refresh_ttl_secs)
+        self.build(
+            &self.refresh_name,
+            token,
+            REFRESH_PATH,
+            SameSite::Strict,
+            self.refresh_ttl_secs,
+        )
     }
 
     /// `Set-Cookie` values that delete both cookies (Max-Age=0).
@@ -66,7 +78,14 @@ impl CookieJar {
         }
     }
 
-    fn build(&self, name: &str, value: &str, path: &'static str, same_site: SameSite, max_age: i64) -> HeaderValue {
+    fn build(
+        &self,
+        name: &str,
+        value: &str,
+        path: &'static str,
+        same_site: SameSite,
+        max_age: i64,
+    ) -> HeaderValue {
         let mut cookie = Cookie::build((name.to_owned(), value.to_owned()))
             .path(path)
             .http_only(true)
@@ -100,7 +119,10 @@ mod tests {
     #[test]
     fn reads_one_cookie_among_several() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; access_token=abc.def; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; access_token=abc.def; b=2"),
+        );
         assert_eq!(read(&h, "access_token").as_deref(), Some("abc.def"));
         assert_eq!(read(&h, "refresh_token"), None);
     }

@@ -6,7 +6,10 @@ use axum::http::{header, HeaderMap, Method};
 use crate::error::{AppError, AppResult};
 
 pub fn is_unsafe(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 pub fn check(method: &Method, headers: &HeaderMap, allowed: &[String]) -> AppResult<()> {
@@ -15,12 +18,17 @@ pub fn check(method: &Method, headers: &HeaderMap, allowed: &[String]) -> AppRes
     }
     let origin = match headers.get(header::ORIGIN) {
         Some(o) => Some(o.to_str().unwrap_or("null").to_owned()),
-        None => headers
-            .get(header::REFERER)
-            .map(|r| r.to_str().ok().and_then(origin_of).unwrap_or_else(|| "null".into())),
+        None => headers.get(header::REFERER).map(|r| {
+            r.to_str()
+                .ok()
+                .and_then(origin_of)
+                .unwrap_or_else(|| "null".into())
+        }),
     };
     match origin {
-        Some(o) if !allowed.iter().any(|a| a.trim_end_matches('/') == o) => Err(AppError::OriginNotAllowed),
+        Some(o) if !allowed.iter().any(|a| a.trim_end_matches('/') == o) => {
+            Err(AppError::OriginNotAllowed)
+        }
         _ => Ok(()),
     }
 }
@@ -44,16 +52,41 @@ mod tests {
     #[test]
     fn allows_listed_origin_and_absent_origin() {
         let allowed = vec!["https://app.example".to_owned()];
-        assert!(check(&Method::POST, &headers(header::ORIGIN, "https://app.example"), &allowed).is_ok());
+        assert!(check(
+            &Method::POST,
+            &headers(header::ORIGIN, "https://app.example"),
+            &allowed
+        )
+        .is_ok());
         assert!(check(&Method::POST, &HeaderMap::new(), &allowed).is_ok());
-        assert!(check(&Method::GET, &headers(header::ORIGIN, "https://evil.example"), &allowed).is_ok());
+        assert!(check(
+            &Method::GET,
+            &headers(header::ORIGIN, "https://evil.example"),
+            &allowed
+        )
+        .is_ok());
     }
 
     #[test]
     fn refuses_foreign_origin_or_referer() {
         let allowed = vec!["https://app.example".to_owned()];
-        assert!(check(&Method::DELETE, &headers(header::ORIGIN, "https://evil.example"), &allowed).is_err());
-        assert!(check(&Method::PUT, &headers(header::REFERER, "https://evil.example/page"), &allowed).is_err());
-        assert!(check(&Method::PUT, &headers(header::REFERER, "https://app.example/page"), &allowed).is_ok());
+        assert!(check(
+            &Method::DELETE,
+            &headers(header::ORIGIN, "https://evil.example"),
+            &allowed
+        )
+        .is_err());
+        assert!(check(
+            &Method::PUT,
+            &headers(header::REFERER, "https://evil.example/page"),
+            &allowed
+        )
+        .is_err());
+        assert!(check(
+            &Method::PUT,
+            &headers(header::REFERER, "https://app.example/page"),
+            &allowed
+        )
+        .is_ok());
     }
 }

@@ -61,11 +61,16 @@ pub struct Keys {
 impl Keys {
     /// From the PEM file when configured; otherwise the key stored in the database, generated and
     /// stored on first start (under an advisory lock, so concurrent first starts agree).
-    pub async fn load(auth: &AuthSettings, key_file: Option<&Path>, pool: &PgPool) -> anyhow::Result<Self> {
+    pub async fn load(
+        auth: &AuthSettings,
+        key_file: Option<&Path>,
+        pool: &PgPool,
+    ) -> anyhow::Result<Self> {
         let pkcs8 = match key_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("auth.signing_key_file: cannot read {}", path.display()))?;
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("auth.signing_key_file: cannot read {}", path.display())
+                })?;
                 let pem = pem::parse(text).context("auth.signing_key_file: not a PEM file")?;
                 pem.contents().to_vec()
             }
@@ -77,7 +82,8 @@ impl Keys {
                         .map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
                     let der = doc.as_ref().to_vec();
                     let public = public_key(&der)?;
-                    repo::signing_keys::insert_if_none(pool, &kid_of(&public), &der, &public).await?
+                    repo::signing_keys::insert_if_none(pool, &kid_of(&public), &der, &public)
+                        .await?
                 }
             },
         };
@@ -129,7 +135,8 @@ impl Keys {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding).context("signing a token")?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.encoding).context("signing a token")?;
         Ok((token, claims))
     }
 
@@ -139,12 +146,11 @@ impl Keys {
         if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            }
-        })?;
+            })?;
         // decode checks exp with `now > exp`; the contract wants a token dead at `exp` itself
         if data.claims.exp <= Utc::now().timestamp() {
             return Err(TokenError::Expired);

@@ -86,7 +86,9 @@ impl Passwords {
                 .verify_password(password.expose_secret().as_bytes(), &parsed)
                 .is_ok();
             Ok(if ok && real {
-                Verdict::Right { needs_rehash: !same_params(&parsed, &inner.params) }
+                Verdict::Right {
+                    needs_rehash: !same_params(&parsed, &inner.params),
+                }
             } else {
                 Verdict::Wrong
             })
@@ -98,7 +100,8 @@ impl Passwords {
     pub async fn rehash(&self, password: &SecretString) -> AppResult<String> {
         let inner = self.inner.clone();
         let password = password.clone();
-        self.on_pool(move || Ok(hash_blocking(&inner.params, password.expose_secret())?)).await
+        self.on_pool(move || Ok(hash_blocking(&inner.params, password.expose_secret())?))
+            .await
     }
 
     async fn on_pool<T, F>(&self, f: F) -> AppResult<T>
@@ -112,7 +115,9 @@ impl Passwords {
             .acquire()
             .await
             .context("password semaphore closed")?;
-        let result = spawn_blocking_in_span(f).await.context("password task panicked")?;
+        let result = spawn_blocking_in_span(f)
+            .await
+            .context("password task panicked")?;
         drop(permit);
         result
     }
@@ -148,8 +153,13 @@ pub fn check_policy(password: &str, inputs: &[String], min_score: u8) -> AppResu
             "a password has {MIN_LEN} to {MAX_LEN} characters"
         )));
     }
-    if inputs.iter().any(|i| i.eq_ignore_ascii_case(password.trim())) {
-        return Err(AppError::WeakPassword("the password must not be the email".into()));
+    if inputs
+        .iter()
+        .any(|i| i.eq_ignore_ascii_case(password.trim()))
+    {
+        return Err(AppError::WeakPassword(
+            "the password must not be the email".into(),
+        ));
     }
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let score = u8::from(zxcvbn::zxcvbn(password, &inputs).score());

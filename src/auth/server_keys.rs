@@ -14,7 +14,12 @@ impl ServerKeys {
     pub fn new(keys: &[ServerKey]) -> Self {
         Self(
             keys.iter()
-                .map(|k| (k.name.clone(), Sha256::digest(k.key.expose_secret().as_bytes()).into()))
+                .map(|k| {
+                    (
+                        k.name.clone(),
+                        Sha256::digest(k.key.expose_secret().as_bytes()).into(),
+                    )
+                })
                 .collect(),
         )
     }
@@ -40,8 +45,14 @@ mod tests {
     #[test]
     fn finds_the_matching_key_only() {
         let keys = ServerKeys::new(&[
-            ServerKey { name: "billing".into(), key: SecretString::from("k1-0123456789abcdef") },
-            ServerKey { name: "crm".into(), key: SecretString::from("k2-0123456789abcdef") },
+            ServerKey {
+                name: "billing".into(),
+                key: SecretString::from("k1-0123456789abcdef"),
+            },
+            ServerKey {
+                name: "crm".into(),
+                key: SecretString::from("k2-0123456789abcdef"),
+            },
         ]);
         assert_eq!(keys.authenticate("k2-0123456789abcdef"), Some("crm"));
         assert_eq!(keys.authenticate("k2-0123456789abcde"), None);

@@ -58,7 +58,14 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_address() {
-        for bad in ["", "ann", "ann@", "@example.com", "a b@example.com", "ann@@example.com"] {
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "a b@example.com",
+            "ann@@example.com",
+        ] {
             assert!(Email::try_from(bad.to_owned()).is_err(), "{bad}");
         }
     }

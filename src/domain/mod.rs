@@ -18,7 +18,8 @@ pub fn validate_name(value: &str) -> Result<(), ValidationError> {
     if (1..=100).contains(&len) {
         Ok(())
     } else {
-        Err(ValidationError::new("name").with_message(Cow::Borrowed("must have 1 to 100 characters")))
+        Err(ValidationError::new("name")
+            .with_message(Cow::Borrowed("must have 1 to 100 characters")))
     }
 }
 

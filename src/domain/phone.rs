@@ -48,9 +48,9 @@ impl<'de> Deserialize<'de> for Phone {
             Text(String),
             Number(u64),
         }
-        let raw = match Raw::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("expected a phone number as a string or number"))?
-        {
+        let raw = match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a phone number as a string or number")
+        })? {
             Raw::Text(s) => s,
             Raw::Number(n) => n.to_string(),
         };
@@ -76,9 +76,18 @@ mod tests {
 
     #[test]
     fn normalises_to_e164() {
-        assert_eq!(Phone::parse("+7 (999) 123-45-67").unwrap().as_str(), "+79991234567");
-        assert_eq!(Phone::parse("89991234567").unwrap().as_str(), "+79991234567");
-        assert_eq!(Phone::parse("4915112345678").unwrap().as_str(), "+4915112345678");
+        assert_eq!(
+            Phone::parse("+7 (999) 123-45-67").unwrap().as_str(),
+            "+79991234567"
+        );
+        assert_eq!(
+            Phone::parse("89991234567").unwrap().as_str(),
+            "+79991234567"
+        );
+        assert_eq!(
+            Phone::parse("4915112345678").unwrap().as_str(),
+            "+4915112345678"
+        );
     }
 
     #[test]
@@ -89,7 +98,15 @@ mod tests {
 
     #[test]
     fn rejects_letters_and_bad_lengths() {
-        for bad in ["", "+", "12345", "+1234567890123456", "phone", "+7999abc4567", "0123456789"] {
+        for bad in [
+            "",
+            "+",
+            "12345",
+            "+1234567890123456",
+            "phone",
+            "+7999abc4567",
+            "0123456789",
+        ] {
             assert!(Phone::parse(bad).is_err(), "{bad}");
         }
     }

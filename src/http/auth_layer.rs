@@ -38,13 +38,17 @@ async fn resolve_user(
         return match auth_service::authenticate(state, token).await {
             Ok(p) => Ok((p, None)),
             Err(AuthFailure::Rejected(e)) => Err(no_cookie_clearing(e)),
-            Err(AuthFailure::Token(_)) => Err(AppError::Unauthenticated { clear_cookies: false }),
+            Err(AuthFailure::Token(_)) => Err(AppError::Unauthenticated {
+                clear_cookies: false,
+            }),
         };
     }
     let access = cookies::read(headers, state.cookies.access_name());
     let refresh = cookies::read(headers, state.cookies.refresh_name());
     if access.is_none() && refresh.is_none() {
-        return Err(AppError::Unauthenticated { clear_cookies: false });
+        return Err(AppError::Unauthenticated {
+            clear_cookies: false,
+        });
     }
     csrf::check(method, headers, &state.settings.server.cors_origins)?;
     if let Some(token) = access {
@@ -52,12 +56,16 @@ async fn resolve_user(
             Ok(p) => return Ok((p, None)),
             Err(AuthFailure::Token(TokenError::Expired)) => {}
             Err(AuthFailure::Token(TokenError::Invalid)) => {
-                return Err(AppError::Unauthenticated { clear_cookies: false })
+                return Err(AppError::Unauthenticated {
+                    clear_cookies: false,
+                })
             }
             Err(AuthFailure::Rejected(e)) => return Err(e),
         }
     }
-    let refresh = refresh.ok_or(AppError::Unauthenticated { clear_cookies: true })?;
+    let refresh = refresh.ok_or(AppError::Unauthenticated {
+        clear_cookies: true,
+    })?;
     let issued = auth_service::refresh(state, &refresh).await?;
     Ok((issued.principal.clone(), Some(issued)))
 }
@@ -65,7 +73,9 @@ async fn resolve_user(
 /// A Bearer caller has no cookies to clear.
 fn no_cookie_clearing(e: AppError) -> AppError {
     match e {
-        AppError::Unauthenticated { .. } => AppError::Unauthenticated { clear_cookies: false },
+        AppError::Unauthenticated { .. } => AppError::Unauthenticated {
+            clear_cookies: false,
+        },
         other => other,
     }
 }
@@ -73,22 +83,35 @@ fn no_cookie_clearing(e: AppError) -> AppError {
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// `Set-Cookie` for newly issued tokens; a grace-window refresh has no refresh token to set.
 pub fn append_auth_cookies(state: &AppState, headers: &mut HeaderMap, issued: &Issued) {
-    headers.append(header::SET_COOKIE, state.cookies.set_access(&issued.access_token));
+    headers.append(
+        header::SET_COOKIE,
+        state.cookies.set_access(&issued.access_token),
+    );
     if let Some(refresh) = &issued.refresh_token {
         headers.append(header::SET_COOKIE, state.cookies.set_refresh(refresh));
     }
 }
 
 /// Server routes: a configured API key as Bearer; the key's name is logged with the request.
-pub async fn require_server(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn require_server(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let name = bearer(req.headers()).and_then(|key| state.server_keys.authenticate(key));
     let Some(name) = name.map(str::to_owned) else {
-        return AppError::Unauthenticated { clear_cookies: false }.into_response();
+        return AppError::Unauthenticated {
+            clear_cookies: false,
+        }
+        .into_response();
     };
     tracing::Span::current().record("server_key", name.as_str());
     req.extensions_mut().insert(ServerClient { name });
@@ -96,8 +119,15 @@ pub async fn require_server(State(state): State<AppState>, mut req: Request, nex
 }
 
 /// Any response marked by a dead session clears both cookies, with the attributes that set them.
-pub async fn clear_dead_session_cookies(State(state): State<AppState>, mut response: Response) -> Response {
-    if response.extensions_mut().remove::<ClearAuthCookies>().is_some() {
+pub async fn clear_dead_session_cookies(
+    State(state): State<AppState>,
+    mut response: Response,
+) -> Response {
+    if response
+        .extensions_mut()
+        .remove::<ClearAuthCookies>()
+        .is_some()
+    {
         state.cookies.append_clear(response.headers_mut());
     }
     response

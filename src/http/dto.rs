@@ -58,7 +58,11 @@ impl From<UserRow> for UserResponse {
             middle_name: u.middle_name,
             // the column is constrained to the seeded roles
             role: u.role.parse().unwrap_or(Role::Readonly),
-            status: if u.status == "deleted" { UserStatus::Deleted } else { UserStatus::Active },
+            status: if u.status == "deleted" {
+                UserStatus::Deleted
+            } else {
+                UserStatus::Active
+            },
             created_at: u.created_at,
             updated_at: u.updated_at,
             deleted_at: u.deleted_at,

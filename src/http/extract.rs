@@ -35,6 +35,39 @@ where
     }
 }
 
+/// Path parameters; a malformed one (say, not a UUID) is 422 `validation_failed` naming it.
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let field = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::DeserializeError { key, .. } => key.clone(),
+                    _ => "path".to_owned(),
+                };
+                Err(AppError::Validation(vec![FieldError::new(
+                    field,
+                    e.body_text(),
+                )]))
+            }
+            Err(other) => Err(AppError::Internal(anyhow::anyhow!(
+                "path extraction: {other}"
+            ))),
+        }
+    }
+}
+
 /// A JSON body that may be absent (empty): `None`, else as [`Json`].
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -70,15 +103,27 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, App
 
 /// `application/json` or any `application/*+json`, parameters ignored.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses and validates a JSON body.
 pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, AppError> {
+    // syntax first, so a truncated document is malformed even where its start fits no field
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| AppError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let inner = e.inner();
@@ -87,18 +132,22 @@ pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, AppError
         }
         let path = e.path().to_string();
         let message = inner.to_string();
-        let message = message.split(" at line ").next().unwrap_or_default().to_owned();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let field = match backticked(&message) {
-            // unknown and missing fields are reported on the enclosing object
-            Some(name) if message.starts_with("unknown field") || message.starts_with("missing field") => {
-                join_path(&path, name)
-            }
+            // a missing field is reported on the enclosing object
+            Some(name) if message.starts_with("missing field") => join_path(&path, name),
             _ if path == "." => "body".to_owned(),
             _ => path,
         };
         AppError::Validation(vec![FieldError::new(field, message)])
     })?;
-    value.validate().map_err(|errors| AppError::Validation(field_errors(&errors)))?;
+    value
+        .validate()
+        .map_err(|errors| AppError::Validation(field_errors(&errors)))?;
     Ok(value)
 }
 
@@ -122,7 +171,11 @@ fn field_errors(errors: &validator::ValidationErrors) -> Vec<FieldError> {
         .into_iter()
         .flat_map(|(field, errs)| {
             errs.iter().map(move |e| {
-                let message = e.message.as_deref().map(str::to_owned).unwrap_or_else(|| e.code.to_string());
+                let message = e
+                    .message
+                    .as_deref()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| e.code.to_string());
                 FieldError::new(field.to_string(), message)
             })
         })
@@ -150,7 +203,11 @@ where
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        Ok(ClientIp(client_ip(peer, &parts.headers, &state.trusted_proxies)))
+        Ok(ClientIp(client_ip(
+            peer,
+            &parts.headers,
+            &state.trusted_proxies,
+        )))
     }
 }
 
@@ -206,7 +263,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
             .get::<Principal>()
             .cloned()
             .map(CurrentUser)
-            .ok_or(AppError::Unauthenticated { clear_cookies: false })
+            .ok_or(AppError::Unauthenticated {
+                clear_cookies: false,
+            })
     }
 }
 
@@ -224,7 +283,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ServerClient {
             .extensions
             .get::<ServerClient>()
             .cloned()
-            .ok_or(AppError::Unauthenticated { clear_cookies: false })
+            .ok_or(AppError::Unauthenticated {
+                clear_cookies: false,
+            })
     }
 }
 
@@ -253,21 +314,39 @@ mod tests {
 
     #[test]
     fn names_the_field_for_each_kind_of_rejection() {
-        assert!(matches!(parse::<Body>(b"{\"email\":"), Err(AppError::MalformedBody(_))));
+        assert!(matches!(
+            parse::<Body>(b"{\"email\":"),
+            Err(AppError::MalformedBody(_))
+        ));
         assert_eq!(fields(parse::<Body>(b"{}").unwrap_err()), ["email"]);
-        assert_eq!(fields(parse::<Body>(br#"{"email":"a","x":1}"#).unwrap_err()), ["x"]);
-        assert_eq!(fields(parse::<Body>(br#"{"email":5}"#).unwrap_err()), ["email"]);
-        assert_eq!(fields(parse::<Body>(br#"{"email":"a","limit":0}"#).unwrap_err()), ["limit"]);
+        assert_eq!(
+            fields(parse::<Body>(br#"{"email":"a","x":1}"#).unwrap_err()),
+            ["x"]
+        );
+        assert_eq!(
+            fields(parse::<Body>(br#"{"email":5}"#).unwrap_err()),
+            ["email"]
+        );
+        assert_eq!(
+            fields(parse::<Body>(br#"{"email":"a","limit":0}"#).unwrap_err()),
+            ["limit"]
+        );
     }
 
     #[test]
     fn forwarded_for_counts_only_behind_a_trusted_proxy() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.0.0.2"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 10.0.0.2"),
+        );
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let stranger: IpAddr = "198.51.100.7".parse().unwrap();
-        assert_eq!(client_ip(proxy, &h, &trusted), "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_ip(stranger, &h, &trusted), stranger);
     }
 }

@@ -20,7 +20,9 @@ impl IpLimiter {
     pub fn check(&self, ip: IpAddr) -> AppResult<()> {
         self.0.check_key(&ip).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            AppError::RateLimited { retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
+            AppError::RateLimited {
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            }
         })
     }
 }
@@ -35,7 +37,11 @@ pub struct Limits {
 impl Limits {
     pub fn new(per_minute: u32) -> Self {
         let n = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        Self { login: IpLimiter::per_minute(n), token: IpLimiter::per_minute(n), sign_up: IpLimiter::per_minute(n) }
+        Self {
+            login: IpLimiter::per_minute(n),
+            token: IpLimiter::per_minute(n),
+            sign_up: IpLimiter::per_minute(n),
+        }
     }
 
     /// Forgets idle clients so the maps stay small.

@@ -11,7 +11,9 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::{SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer};
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
 use tower_http::trace::TraceLayer;
 use tracing::{field, Span};
 use utoipa::OpenApi;
@@ -35,11 +37,17 @@ pub fn router(state: AppState) -> Router {
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(map_response_with_state(state.clone(), clear_dead_session_cookies))
+        .layer(map_response_with_state(
+            state.clone(),
+            clear_dead_session_cookies,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             ServiceBuilder::new()
-                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    header::COOKIE,
+                ]))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -50,7 +58,9 @@ pub fn router(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
-                .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
+                .layer(CatchPanicLayer::custom(|_| {
+                    AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+                }))
                 .layer(cors),
         )
         .with_state(state)
@@ -67,7 +77,10 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(public::users::reset_password));
     let private = OpenApiRouter::new()
         .routes(routes!(private::seances::logout))
-        .routes(routes!(private::seances::list, private::seances::revoke_others))
+        .routes(routes!(
+            private::seances::list,
+            private::seances::revoke_others
+        ))
         .routes(routes!(private::seances::revoke))
         .routes(routes!(private::users::me))
         .routes(routes!(private::users::change_password))
@@ -99,7 +112,13 @@ fn cors(state: &AppState) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, REQUEST_ID])
         .expose_headers([REQUEST_ID])
         .max_age(Duration::from_secs(600))
@@ -112,7 +131,11 @@ fn request_span(req: &Request) -> Span {
         .get::<MatchedPath>()
         .map(MatchedPath::as_str)
         .unwrap_or("unmatched");
-    let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     tracing::info_span!(
         "request",
         method = %req.method(),
@@ -124,7 +147,11 @@ fn request_span(req: &Request) -> Span {
 }
 
 fn log_response<B>(res: &axum::http::Response<B>, latency: Duration, _span: &Span) {
-    tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "request");
+    tracing::info!(
+        status = res.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "request"
+    );
 }
 
 async fn not_found() -> AppError {

@@ -4,18 +4,28 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 /// When the email is locked out, until when.
-pub async fn locked_until(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar("select locked_until from login_throttle where email_key = $1 and locked_until > now()")
-        .bind(email_key)
-        .fetch_optional(db)
-        .await
-        .map(Option::flatten)
+pub async fn locked_until(
+    db: impl PgExecutor<'_>,
+    email_key: &str,
+) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar(
+        "select locked_until from login_throttle where email_key = $1 and locked_until > now()",
+    )
+    .bind(email_key)
+    .fetch_optional(db)
+    .await
+    .map(Option::flatten)
 }
 
 /// Counts one failure inside the current window (a new window starts once the old one has passed).
 /// The `max`th failure locks the email for `window_secs` and starts the count afresh.
 /// Every expression reads the old row, so the statement is one atomic step under concurrency.
-pub async fn record_failure(db: impl PgExecutor<'_>, email_key: &str, max: i32, window_secs: i64) -> sqlx::Result<()> {
+pub async fn record_failure(
+    db: impl PgExecutor<'_>,
+    email_key: &str,
+    max: i32,
+    window_secs: i64,
+) -> sqlx::Result<()> {
     sqlx::query(
         "insert into login_throttle as t (email_key, failures, window_started_at, locked_until)
          values ($1,

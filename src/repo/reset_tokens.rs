@@ -4,14 +4,21 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-pub async fn insert(db: impl PgExecutor<'_>, hash: &[u8], user_id: Uuid, expires_at: DateTime<Utc>) -> sqlx::Result<()> {
-    sqlx::query("insert into password_reset_tokens (token_hash, user_id, expires_at) values ($1, $2, $3)")
-        .bind(hash)
-        .bind(user_id)
-        .bind(expires_at)
-        .execute(db)
-        .await
-        .map(|_| ())
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    hash: &[u8],
+    user_id: Uuid,
+    expires_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into password_reset_tokens (token_hash, user_id, expires_at) values ($1, $2, $3)",
+    )
+    .bind(hash)
+    .bind(user_id)
+    .bind(expires_at)
+    .execute(db)
+    .await
+    .map(|_| ())
 }
 
 /// The user a usable (unused, unexpired) token belongs to, without using it.

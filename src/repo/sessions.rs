@@ -37,7 +37,8 @@ pub struct NewSession<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, user_id, refresh_hash, previous_refresh_hash, rotated_at, user_agent, ip, created_at, \
+const COLUMNS: &str =
+    "id, user_id, refresh_hash, previous_refresh_hash, rotated_at, user_agent, ip, created_at, \
                        last_seen_at, expires_at, revoked_at";
 
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result<()> {
@@ -57,11 +58,16 @@ pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result
 }
 
 /// Locks the row: concurrent refreshes of one session are serialised.
-pub async fn find_for_update(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as(&format!("select {COLUMNS} from sessions where id = $1 for update"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+pub async fn find_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from sessions where id = $1 for update"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// A session is live when not revoked, not expired, and its user is active.
@@ -133,7 +139,11 @@ pub async fn revoke_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sql
 }
 
 /// Revokes every live session of the user, except `keep` when given.
-pub async fn revoke_all(db: impl PgExecutor<'_>, user_id: Uuid, keep: Option<Uuid>) -> sqlx::Result<u64> {
+pub async fn revoke_all(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "update sessions set revoked_at = now(), updated_at = now()
          where user_id = $1 and revoked_at is null and ($2::uuid is null or id <> $2)",

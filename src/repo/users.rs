@@ -37,7 +37,8 @@ pub struct NewUser<'a> {
     pub role: &'a str,
 }
 
-const COLUMNS: &str = "id, email, phone, password_hash, first_name, last_name, middle_name, role, status, \
+const COLUMNS: &str =
+    "id, email, phone, password_hash, first_name, last_name, middle_name, role, status, \
                        created_at, updated_at, deleted_at";
 
 pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result<UserRow> {
@@ -66,10 +67,12 @@ pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Optio
 }
 
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(&format!("select {COLUMNS} from users where lower(email) = lower($1)"))
-        .bind(email)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from users where lower(email) = lower($1)"
+    ))
+    .bind(email)
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> sqlx::Result<()> {

@@ -13,15 +13,24 @@ use crate::domain::{Email, Role};
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
 
-const DEAD: AppError = AppError::Unauthenticated { clear_cookies: true };
+const DEAD: AppError = AppError::Unauthenticated {
+    clear_cookies: true,
+};
 
 /// Checks the password (one hash whether or not the email exists), the lockout and the account's
 /// state, then opens a session.
-pub async fn login(state: &AppState, email: &Email, password: &SecretString, meta: &ClientMeta) -> AppResult<(UserRow, Issued)> {
+pub async fn login(
+    state: &AppState,
+    email: &Email,
+    password: &SecretString,
+    meta: &ClientMeta,
+) -> AppResult<(UserRow, Issued)> {
     let key = email.key();
     if let Some(until) = repo::login_throttle::locked_until(&state.db, &key).await? {
         let secs = (until - Utc::now()).num_seconds().max(1);
-        return Err(AppError::TooManyAttempts { retry_after_secs: secs as u64 });
+        return Err(AppError::TooManyAttempts {
+            retry_after_secs: secs as u64,
+        });
     }
     let user = repo::users::find_by_email(&state.db, email.as_str()).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
@@ -30,7 +39,13 @@ pub async fn login(state: &AppState, email: &Email, password: &SecretString, met
         (Some(user), Verdict::Right { needs_rehash }) => (user, needs_rehash),
         _ => {
             let auth = &state.settings.auth;
-            repo::login_throttle::record_failure(&state.db, &key, auth.max_failed_logins, auth.lockout_secs).await?;
+            repo::login_throttle::record_failure(
+                &state.db,
+                &key,
+                auth.max_failed_logins,
+                auth.lockout_secs,
+            )
+            .await?;
             tracing::info!("login failed");
             return Err(AppError::InvalidCredentials);
         }
@@ -49,8 +64,16 @@ pub async fn login(state: &AppState, email: &Email, password: &SecretString, met
 }
 
 /// Opens a session for a user already proven to be who they say.
-pub async fn start_session(state: &AppState, user: &UserRow, meta: &ClientMeta) -> AppResult<Issued> {
-    let principal = Principal { user_id: user.id, session_id: Uuid::now_v7(), role: role_of(user)? };
+pub async fn start_session(
+    state: &AppState,
+    user: &UserRow,
+    meta: &ClientMeta,
+) -> AppResult<Issued> {
+    let principal = Principal {
+        user_id: user.id,
+        session_id: Uuid::now_v7(),
+        role: role_of(user)?,
+    };
     let (issued, refresh_hash) = issue_pair(state, principal)?;
     let user_agent = meta.user_agent.as_deref().map(|ua| truncate(ua, 512));
     let ip = meta.ip.to_string();
@@ -73,17 +96,31 @@ pub async fn start_session(state: &AppState, user: &UserRow, meta: &ClientMeta) 
 /// tokens at the next refresh. A rotated token presented again within the grace window gets an
 /// access token only; later, it is reuse and the whole session dies.
 pub async fn refresh(state: &AppState, token: &str) -> AppResult<Issued> {
-    let claims = state.keys.verify(token, TokenKind::Refresh).map_err(|_| DEAD)?;
+    let claims = state
+        .keys
+        .verify(token, TokenKind::Refresh)
+        .map_err(|_| DEAD)?;
     let mut tx = state.db.begin().await?;
-    let session = repo::sessions::find_for_update(&mut tx, claims.sid).await?.ok_or(DEAD)?;
-    if session.revoked_at.is_some() || session.expires_at <= Utc::now() || session.user_id != claims.sub {
+    let session = repo::sessions::find_for_update(&mut tx, claims.sid)
+        .await?
+        .ok_or(DEAD)?;
+    if session.revoked_at.is_some()
+        || session.expires_at <= Utc::now()
+        || session.user_id != claims.sub
+    {
         return Err(DEAD);
     }
-    let user = repo::users::find_by_id(&mut *tx, session.user_id).await?.ok_or(DEAD)?;
+    let user = repo::users::find_by_id(&mut *tx, session.user_id)
+        .await?
+        .ok_or(DEAD)?;
     if user.is_deleted() {
         return Err(DEAD);
     }
-    let principal = Principal { user_id: user.id, session_id: session.id, role: role_of(&user)? };
+    let principal = Principal {
+        user_id: user.id,
+        session_id: session.id,
+        role: role_of(&user)?,
+    };
     let presented = token_hash(token);
     if bool::from(presented.ct_eq(&session.refresh_hash)) {
         let (issued, new_hash) = issue_pair(state, principal)?;
@@ -97,7 +134,11 @@ pub async fn refresh(state: &AppState, token: &str) -> AppResult<Issued> {
         .previous_refresh_hash
         .as_deref()
         .is_some_and(|prev| bool::from(presented.ct_eq(prev)));
-    if is_previous && session.rotated_at.is_some_and(|at| Utc::now() - at <= grace) {
+    if is_previous
+        && session
+            .rotated_at
+            .is_some_and(|at| Utc::now() - at <= grace)
+    {
         tx.rollback().await?;
         let (access_token, _) = issue(state, TokenKind::Access, &principal)?;
         return Ok(Issued {
@@ -115,10 +156,19 @@ pub async fn refresh(state: &AppState, token: &str) -> AppResult<Issued> {
 
 /// Verifies an access token and that its session is still live.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AuthFailure> {
-    let claims = state.keys.verify(token, TokenKind::Access).map_err(AuthFailure::Token)?;
+    let claims = state
+        .keys
+        .verify(token, TokenKind::Access)
+        .map_err(AuthFailure::Token)?;
     let role = claims.role.ok_or(AuthFailure::Token(TokenError::Invalid))?;
-    let principal = Principal { user_id: claims.sub, session_id: claims.sid, role };
-    live_session(state, &principal).await.map_err(AuthFailure::Rejected)?;
+    let principal = Principal {
+        user_id: claims.sub,
+        session_id: claims.sid,
+        role,
+    };
+    live_session(state, &principal)
+        .await
+        .map_err(AuthFailure::Rejected)?;
     Ok(principal)
 }
 
@@ -130,7 +180,9 @@ pub enum AuthFailure {
 }
 
 async fn live_session(state: &AppState, principal: &Principal) -> AppResult<()> {
-    let s = repo::sessions::state(&state.db, principal.session_id).await?.ok_or(DEAD)?;
+    let s = repo::sessions::state(&state.db, principal.session_id)
+        .await?
+        .ok_or(DEAD)?;
     if !s.live || s.user_id != principal.user_id {
         return Err(DEAD);
     }

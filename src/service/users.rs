@@ -49,7 +49,9 @@ pub async fn sign_up(state: &AppState, new: SignUp) -> AppResult<UserRow> {
 }
 
 pub async fn get(state: &AppState, id: Uuid) -> AppResult<UserRow> {
-    repo::users::find_by_id(&state.db, id).await?.ok_or_else(AppError::user_not_found)
+    repo::users::find_by_id(&state.db, id)
+        .await?
+        .ok_or_else(AppError::user_not_found)
 }
 
 /// Changes the caller's password and revokes every other session.
@@ -60,7 +62,12 @@ pub async fn change_password(
     new: &SecretString,
 ) -> AppResult<()> {
     let user = get(state, p.user_id).await?;
-    if state.passwords.verify(current, user.password_hash.as_deref()).await? == Verdict::Wrong {
+    if state
+        .passwords
+        .verify(current, user.password_hash.as_deref())
+        .await?
+        == Verdict::Wrong
+    {
         return Err(AppError::InvalidCredentials);
     }
     let hash = state.passwords.hash_new(new, &policy_inputs(&user)).await?;
@@ -79,7 +86,10 @@ pub enum ResetTarget {
 }
 
 /// A fresh reset token (256 random bits); only its hash is stored.
-pub async fn issue_reset_token(state: &AppState, target: ResetTarget) -> AppResult<(String, DateTime<Utc>)> {
+pub async fn issue_reset_token(
+    state: &AppState,
+    target: ResetTarget,
+) -> AppResult<(String, DateTime<Utc>)> {
     let user = match target {
         ResetTarget::Email(email) => repo::users::find_by_email(&state.db, email.as_str()).await?,
         ResetTarget::UserId(id) => repo::users::find_by_id(&state.db, id).await?,
@@ -96,13 +106,20 @@ pub async fn issue_reset_token(state: &AppState, target: ResetTarget) -> AppResu
 
 /// Sets a new password with a reset token: the token is used up, every session revoked, and the
 /// login lockout for the account lifted.
-pub async fn reset_password(state: &AppState, token: &str, password: &SecretString) -> AppResult<()> {
+pub async fn reset_password(
+    state: &AppState,
+    token: &str,
+    password: &SecretString,
+) -> AppResult<()> {
     let hash = token_hash(token);
     let user_id = repo::reset_tokens::usable_user(&state.db, &hash)
         .await?
         .ok_or(AppError::InvalidResetToken)?;
     let user = get(state, user_id).await?;
-    let new_hash = state.passwords.hash_new(password, &policy_inputs(&user)).await?;
+    let new_hash = state
+        .passwords
+        .hash_new(password, &policy_inputs(&user))
+        .await?;
     let mut tx = state.db.begin().await?;
     if !repo::reset_tokens::consume(&mut *tx, &hash).await? {
         return Err(AppError::InvalidResetToken);

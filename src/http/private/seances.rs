@@ -1,6 +1,6 @@
 //! The caller's sessions: list, logout, revoke.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use uuid::Uuid;
 
@@ -8,7 +8,7 @@ use crate::app::AppState;
 use crate::error::{AppResult, Problem};
 use crate::http::docs::PROBLEM;
 use crate::http::dto::{SessionList, SessionResponse};
-use crate::http::extract::CurrentUser;
+use crate::http::extract::{CurrentUser, Path};
 use crate::service::sessions;
 
 #[utoipa::path(
@@ -19,7 +19,10 @@ use crate::service::sessions;
         (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
     )
 )]
-pub async fn logout(State(state): State<AppState>, CurrentUser(p): CurrentUser) -> AppResult<(StatusCode, HeaderMap)> {
+pub async fn logout(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+) -> AppResult<(StatusCode, HeaderMap)> {
     sessions::logout(&state, &p).await?;
     let mut headers = HeaderMap::new();
     state.cookies.append_clear(&mut headers);
@@ -33,7 +36,10 @@ pub async fn logout(State(state): State<AppState>, CurrentUser(p): CurrentUser) 
         (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
     )
 )]
-pub async fn list(State(state): State<AppState>, CurrentUser(p): CurrentUser) -> AppResult<axum::Json<SessionList>> {
+pub async fn list(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+) -> AppResult<axum::Json<SessionList>> {
     let items = sessions::list(&state, &p)
         .await?
         .into_iter()
@@ -71,7 +77,10 @@ pub async fn revoke(
         (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
     )
 )]
-pub async fn revoke_others(State(state): State<AppState>, CurrentUser(p): CurrentUser) -> AppResult<StatusCode> {
+pub async fn revoke_others(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+) -> AppResult<StatusCode> {
     sessions::revoke_others(&state, &p).await?;
     Ok(StatusCode::NO_CONTENT)
 }

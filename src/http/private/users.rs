@@ -21,7 +21,10 @@ use crate::service::users;
         (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
     )
 )]
-pub async fn me(State(state): State<AppState>, CurrentUser(p): CurrentUser) -> AppResult<axum::Json<UserResponse>> {
+pub async fn me(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+) -> AppResult<axum::Json<UserResponse>> {
     Ok(axum::Json(users::get(&state, p.user_id).await?.into()))
 }
 

@@ -32,7 +32,12 @@ pub async fn live() -> axum::Json<Health> {
 )]
 pub async fn ready(State(state): State<AppState>) -> AppResult<axum::Json<Health>> {
     let ping = sqlx::query("select 1").execute(&state.db);
-    match tokio::time::timeout(Duration::from_secs(state.settings.database.acquire_timeout_secs), ping).await {
+    match tokio::time::timeout(
+        Duration::from_secs(state.settings.database.acquire_timeout_secs),
+        ping,
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(axum::Json(Health { status: "ok" })),
         _ => Err(AppError::Unavailable),
     }
@@ -54,7 +59,10 @@ pub struct LegacyHealth {
 
 #[utoipa::path(post, path = "/api/v1/healthcheck", tag = "ops", responses((status = 200, body = LegacyHealth, description = "The process runs")))]
 pub async fn healthcheck() -> axum::Json<LegacyHealth> {
-    axum::Json(LegacyHealth { status: 200, result: LegacyHealthResult { status: "OK" } })
+    axum::Json(LegacyHealth {
+        status: 200,
+        result: LegacyHealthResult { status: "OK" },
+    })
 }
 
 #[utoipa::path(
@@ -62,5 +70,8 @@ pub async fn healthcheck() -> axum::Json<LegacyHealth> {
     responses((status = 200, body = Object, description = "JSON Web Key Set (Ed25519, `kid`) that verifies access tokens"))
 )]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(state.keys.jwks()))
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(state.keys.jwks()),
+    )
 }

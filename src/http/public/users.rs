@@ -39,12 +39,19 @@ pub struct Credentials {
         (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` (per IP) or `too_many_attempts` (account locked); see Retry-After"),
     )
 )]
-pub async fn login(State(state): State<AppState>, meta: ClientMeta, Json(body): Json<Credentials>) -> AppResult<Response> {
+pub async fn login(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    Json(body): Json<Credentials>,
+) -> AppResult<Response> {
     state.limits.login.check(meta.ip)?;
     let (user, issued) = auth::login(&state, &body.email, &body.password, &meta).await?;
     let mut headers = HeaderMap::new();
     append_auth_cookies(&state, &mut headers, &issued);
-    let body = LoginResponse { user: user.into(), session_id: issued.principal.session_id };
+    let body = LoginResponse {
+        user: user.into(),
+        session_id: issued.principal.session_id,
+    };
     Ok((headers, axum::Json(body)).into_response())
 }
 
@@ -102,13 +109,18 @@ pub async fn refresh(
         let issued = auth::refresh(&state, &refresh_token).await?;
         return Ok(axum::Json(TokenResponse::from(issued)).into_response());
     }
-    let token = cookies::read(&headers, state.cookies.refresh_name())
-        .ok_or(AppError::Unauthenticated { clear_cookies: false })?;
+    let token =
+        cookies::read(&headers, state.cookies.refresh_name()).ok_or(AppError::Unauthenticated {
+            clear_cookies: false,
+        })?;
     csrf::check(&method, &headers, &state.settings.server.cors_origins)?;
     let issued = auth::refresh(&state, &token).await?;
     let mut out = HeaderMap::new();
     append_auth_cookies(&state, &mut out, &issued);
-    let body = RefreshedSession { session_id: issued.principal.session_id, expires_in: issued.expires_in };
+    let body = RefreshedSession {
+        session_id: issued.principal.session_id,
+        expires_in: issued.expires_in,
+    };
     Ok((out, axum::Json(body)).into_response())
 }
 
@@ -189,7 +201,10 @@ pub struct ResetPasswordRequest {
         (status = 422, body = Problem, content_type = PROBLEM, description = "`weak_password` or `validation_failed`"),
     )
 )]
-pub async fn reset_password(State(state): State<AppState>, Json(body): Json<ResetPasswordRequest>) -> AppResult<StatusCode> {
+pub async fn reset_password(
+    State(state): State<AppState>,
+    Json(body): Json<ResetPasswordRequest>,
+) -> AppResult<StatusCode> {
     users::reset_password(&state, &body.reset_token, &body.password).await?;
     Ok(StatusCode::NO_CONTENT)
 }

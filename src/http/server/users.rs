@@ -2,10 +2,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use secrecy::SecretString;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use secrecy::SecretString;
 use validator::Validate;
 
 use crate::app::AppState;
@@ -97,11 +97,20 @@ pub async fn reset_token(
         (None, Some(id)) => ResetTarget::UserId(id),
         _ => {
             let why = "give exactly one of email and user_id";
-            return Err(AppError::Validation(vec![FieldError::new("email", why), FieldError::new("user_id", why)]));
+            return Err(AppError::Validation(vec![
+                FieldError::new("email", why),
+                FieldError::new("user_id", why),
+            ]));
         }
     };
     let (reset_token, expires_at) = users::issue_reset_token(&state, target).await?;
-    Ok((StatusCode::CREATED, axum::Json(ResetTokenResponse { reset_token, expires_at })))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(ResetTokenResponse {
+            reset_token,
+            expires_at,
+        }),
+    ))
 }
 
 #[utoipa::path(

@@ -1,0 +1,251 @@
+//! The real binary: start-up (database creation, migrations), subcommands, bad configuration,
+//! and graceful shutdown on SIGTERM.
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
+
+use crate::helpers::{free_port, PASSWORD};
+
+const BIN: &str = env!("CARGO_BIN_EXE_users-service");
+
+/// A database name of its own on the test server; dropped when the guard goes.
+struct FreshDb {
+    admin: PgPool,
+    name: String,
+    url: String,
+}
+
+impl FreshDb {
+    fn new(pool: &PgPool) -> Self {
+        let opts: &PgConnectOptions = &pool.connect_options();
+        let name = format!("users_bin_{}", uuid::Uuid::new_v4().simple());
+        let url = format!(
+            "postgres://{}@{}:{}/{}",
+            opts.get_username(),
+            opts.get_host(),
+            opts.get_port(),
+            name
+        );
+        Self {
+            admin: pool.clone(),
+            name,
+            url,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("USERS__DATABASE__URL", &self.url)
+            .env("USERS__LOG__FORMAT", "json")
+            .env_remove("DATABASE_URL")
+            .env_remove("USERS_CONFIG");
+        cmd
+    }
+
+    async fn drop_db(self) {
+        sqlx::query(&format!(
+            "drop database if exists {} with (force)",
+            self.name
+        ))
+        .execute(&self.admin)
+        .await
+        .unwrap();
+    }
+}
+
+fn output_with_stdin(mut cmd: Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[sqlx::test]
+async fn a_bad_config_value_stops_the_start_naming_the_key(_pool: PgPool) {
+    let out = Command::new(BIN)
+        .env("USERS__AUTH__ACCESS_TTL_SECS", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("auth.access_ttl_secs"), "{stderr}");
+    let out = Command::new(BIN)
+        .env("USERS__SERVER__TRUSTED_PROXIES", "not-a-net")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.trusted_proxies"));
+}
+
+#[sqlx::test]
+async fn migrate_creates_the_database_and_applies_the_migrations(pool: PgPool) {
+    let db = FreshDb::new(&pool);
+    let out = db.command(&["migrate"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let roles: Vec<String> = sqlx::query_scalar("select name from roles order by name")
+        .fetch_all(&check)
+        .await
+        .unwrap();
+    assert_eq!(roles, ["admin", "methodist", "readonly"]);
+    check.close().await;
+    db.drop_db().await;
+}
+
+#[sqlx::test]
+async fn create_admin_reads_the_password_from_stdin(pool: PgPool) {
+    let db = FreshDb::new(&pool);
+    let out = output_with_stdin(
+        db.command(&["create-admin", "--email", "root@example.com"]),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // logs go to stdout too; the id is the last line
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let check = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let role: String = sqlx::query_scalar(
+        "select role from users where id = $1::uuid and email = 'root@example.com'",
+    )
+    .bind(&id)
+    .fetch_one(&check)
+    .await
+    .unwrap();
+    assert_eq!(role, "admin");
+    let weak = output_with_stdin(
+        db.command(&["create-admin", "--email", "two@example.com"]),
+        "123\n",
+    );
+    assert!(!weak.status.success());
+    check.close().await;
+    db.drop_db().await;
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(db: &FreshDb) -> Self {
+        let port = free_port();
+        let child = db
+            .command(&[])
+            .env("USERS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("USERS__RATE_LIMIT__LOGIN_PER_MINUTE", "1000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = client
+                .get(format!("{}/health/ready", server.base))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[sqlx::test]
+async fn sigterm_lets_in_flight_logins_finish_and_exits_zero(pool: PgPool) {
+    let db = FreshDb::new(&pool);
+    let mut server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+    let sign_up = client
+        .post(format!("{}/api/v1/public/users/sign_up", server.base))
+        .json(&json!({"email": "ann@example.com", "password": PASSWORD, "first_name": "Ann"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sign_up.status(), 201);
+
+    let logins: Vec<_> = (0..10)
+        .map(|_| {
+            let request = client
+                .post(format!("{}/api/v1/public/users/login", server.base))
+                .json(&json!({"email": "ann@example.com", "password": PASSWORD}));
+            tokio::spawn(request.send())
+        })
+        .collect();
+    // ten argon2 verifications on two permits take well over this: the logins are in flight
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+
+    for login in logins {
+        let res = login
+            .await
+            .unwrap()
+            .expect("an in-flight request was dropped");
+        assert_eq!(res.status(), 200);
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().unwrap();
+        (status, server)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.code(), Some(0));
+    let refused = reqwest::Client::new()
+        .get(format!("{}/health/live", status.1.base))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "new connections are refused after shutdown"
+    );
+    drop(status);
+    db.drop_db().await;
+}

@@ -1,0 +1,180 @@
+//! The private session routes: logout, listing and revocation.
+
+use axum::http::StatusCode;
+use sqlx::PgPool;
+
+use crate::helpers::{TestApp, PASSWORD};
+
+const SEANCES: &str = "/api/v1/private/users/seances";
+const ME: &str = "/api/v1/private/users/me";
+
+#[sqlx::test]
+async fn logout_revokes_this_session_and_clears_both_cookies(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let s = app.signed_in("ann@example.com").await;
+    let res = app
+        .put("/api/v1/private/users/logout")
+        .cookies(&s)
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text());
+    assert!(res.body.is_empty());
+    assert!(res.clears_cookies(), "{:?}", res.set_cookies());
+    let cleared = res.set_cookie_line("refresh_token").unwrap();
+    assert!(
+        cleared.contains("Path=/api/v1"),
+        "cleared with the path that set it: {cleared}"
+    );
+    let revoked: bool =
+        sqlx::query_scalar("select revoked_at is not null from sessions where id = $1::uuid")
+            .bind(&s.session_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(revoked);
+    let after = app.get(ME).cookies(&s).send().await;
+    after.assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    assert!(after.clears_cookies());
+}
+
+#[sqlx::test]
+async fn private_routes_without_credentials_are_unauthenticated(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    for res in [
+        app.get(ME).send().await,
+        app.put("/api/v1/private/users/logout").send().await,
+        app.get(SEANCES).send().await,
+        app.delete(SEANCES).send().await,
+    ] {
+        res.assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+}
+
+#[sqlx::test]
+async fn seances_lists_live_sessions_newest_first_marking_the_current_one(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let first = app.signed_in("ann@example.com").await;
+    let second = app.login("ann@example.com", PASSWORD).await.json()["session_id"].clone();
+    let third = app.login("ann@example.com", PASSWORD).await.json()["session_id"].clone();
+    app.delete(&format!("{SEANCES}/{}", third.as_str().unwrap()))
+        .cookies(&first)
+        .send()
+        .await;
+    for res in [
+        app.get(SEANCES).cookies(&first).send().await,
+        app.post(SEANCES).cookies(&first).send().await,
+    ] {
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        let items = res.json()["items"].as_array().unwrap().clone();
+        let ids: Vec<_> = items.iter().map(|i| i["id"].clone()).collect();
+        assert_eq!(
+            ids,
+            vec![second.clone(), serde_json::json!(first.session_id)]
+        );
+        assert_eq!(items[0]["current"], false);
+        assert_eq!(items[1]["current"], true);
+        for key in ["user_agent", "ip", "created_at", "last_seen_at"] {
+            assert!(items[1].get(key).is_some(), "{key}");
+        }
+    }
+}
+
+#[sqlx::test]
+async fn deleting_a_session_revokes_it_at_once(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let a = app.signed_in("ann@example.com").await;
+    let b = app.tokens("ann@example.com", PASSWORD).await;
+    let res = app
+        .delete(&format!("{SEANCES}/{}", b["session_id"].as_str().unwrap()))
+        .cookies(&a)
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    app.get(ME)
+        .bearer(b["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    assert_eq!(app.get(ME).cookies(&a).send().await.status, StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn deleting_another_users_or_an_unknown_session_is_session_not_found(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let ann = app.signed_in("ann@example.com").await;
+    let bob = app.signed_in("bob@example.com").await;
+    app.delete(&format!("{SEANCES}/{}", bob.session_id))
+        .cookies(&ann)
+        .send()
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "session_not_found");
+    app.delete(&format!("{SEANCES}/{}", uuid::Uuid::new_v4()))
+        .cookies(&ann)
+        .send()
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "session_not_found");
+    app.delete(&format!("{SEANCES}/not-a-uuid"))
+        .cookies(&ann)
+        .send()
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(
+        app.get(ME).cookies(&bob).send().await.status,
+        StatusCode::OK
+    );
+}
+
+#[sqlx::test]
+async fn deleting_all_sessions_keeps_only_the_current_one(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let a = app.signed_in("ann@example.com").await;
+    let b = app.tokens("ann@example.com", PASSWORD).await;
+    let c = app.tokens("ann@example.com", PASSWORD).await;
+    let res = app.delete(SEANCES).cookies(&a).send().await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    for other in [&b, &c] {
+        app.get(ME)
+            .bearer(other["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    assert_eq!(app.get(ME).cookies(&a).send().await.status, StatusCode::OK);
+    let live = app
+        .scalar_i64(
+            "select count(*) from sessions where user_id = $1::uuid and revoked_at is null",
+            &a.user_id,
+        )
+        .await;
+    assert_eq!(live, 1);
+}
+
+#[sqlx::test]
+async fn me_answers_the_signed_in_user_by_cookie_or_bearer(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let s = app.signed_in("ann@example.com").await;
+    let by_cookie = app.get(ME).cookies(&s).send().await;
+    assert_eq!(by_cookie.status, StatusCode::OK);
+    assert_eq!(by_cookie.json()["email"], "ann@example.com");
+    assert!(
+        by_cookie.set_cookies().is_empty(),
+        "a live access token needs no refresh"
+    );
+    let by_bearer = app.get(ME).bearer(&s.access).send().await;
+    assert_eq!(by_bearer.json()["id"], s.user_id);
+}
+
+#[sqlx::test]
+async fn a_soft_deleted_users_sessions_are_dead(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let s = app.signed_in("ann@example.com").await;
+    sqlx::query("update users set status = 'deleted', deleted_at = now()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.get(ME)
+        .bearer(&s.access)
+        .send()
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+}
