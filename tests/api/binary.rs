@@ -249,3 +249,37 @@ async fn sigterm_lets_in_flight_logins_finish_and_exits_zero(pool: PgPool) {
     drop(status);
     db.drop_db().await;
 }
+
+#[sqlx::test]
+async fn a_config_file_is_layered_over_the_defaults_by_flag_or_env(_pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(&file, "auth:\n  lockout_secs: 0\n").unwrap();
+    let by_flag = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert_eq!(by_flag.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&by_flag.stderr).contains("auth.lockout_secs"));
+    let by_env = Command::new(BIN)
+        .env("USERS_CONFIG", &file)
+        .output()
+        .unwrap();
+    assert_eq!(by_env.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&by_env.stderr).contains("auth.lockout_secs"));
+    // the environment overrides the file
+    let fixed = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .env("USERS__AUTH__LOCKOUT_SECS", "60")
+        .env("USERS__SERVER__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&fixed.stderr);
+    assert!(
+        !stderr.contains("auth.lockout_secs") && stderr.contains("server.listen"),
+        "{stderr}"
+    );
+}

@@ -241,3 +241,29 @@ async fn a_server_key_is_not_accepted_on_private_routes_nor_a_user_token_on_serv
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
 }
+
+#[sqlx::test]
+async fn a_configured_pem_key_signs_the_tokens_and_none_is_stored(pool: PgPool) {
+    let pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("signing.pem");
+    std::fs::write(&file, pem).unwrap();
+    let path = file.display().to_string();
+    let app = TestApp::with(pool, |f| f.merge(("auth.signing_key_file", path))).await;
+    let expected = Keys::from_pkcs8(&app.state.settings.auth, pkcs8.as_ref()).unwrap();
+    assert_eq!(app.state.keys.kid(), expected.kid());
+    let jwks = app.get("/.well-known/jwks.json").send().await.json();
+    assert_eq!(jwks["keys"][0]["kid"], expected.kid());
+    app.sign_up("ann@example.com").await;
+    let tokens = app.tokens("ann@example.com", PASSWORD).await;
+    assert!(expected
+        .verify(tokens["access_token"].as_str().unwrap(), TokenKind::Access)
+        .is_ok());
+    assert_eq!(
+        app.scalar_i64("select count(*) from signing_keys where $1 = $1", "")
+            .await,
+        0
+    );
+}
