@@ -108,7 +108,9 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<PgPool> {
 pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let grace = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
-    let app = crate::http::router(state);
+    let app = crate::http::router(state.clone());
+    let purge = crate::jobs::purge::spawn(state.clone());
+    let limits = spawn_limit_cleanup(state);
     tracing::info!(%addr, "listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(
@@ -129,8 +131,21 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         result = server => result.context("server error")?,
         () = deadline => tracing::warn!("shutdown grace period over; dropping remaining requests"),
     }
+    purge.abort();
+    limits.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Forgets rate-limit state of idle clients once a minute, so memory follows the active clients.
+fn spawn_limit_cleanup(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            ticks.tick().await;
+            state.limits.retain_recent();
+        }
+    })
 }
 
 async fn shutdown_signal() {

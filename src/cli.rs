@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use crate::app::{self, AppState};
 use crate::config::Settings;
 use crate::domain::{Email, Role};
-use crate::service::users;
+use crate::service::{users, Caller};
 
 #[derive(Debug, Parser)]
 #[command(name = "users-service", version, about = "Users and identity service")]
@@ -60,16 +60,15 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let password = SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned());
             let pool = app::migrate(&settings).await?;
             let state = AppState::new(settings, pool).await?;
-            let new = users::SignUp {
+            let profile = users::Profile {
                 email,
-                password,
                 first_name,
                 last_name: None,
                 middle_name: None,
                 phone: None,
                 role: Role::Admin,
             };
-            let user = users::sign_up(&state, new)
+            let user = users::sign_up(&state, &Caller::system(), profile, &password)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", user.id);

@@ -23,6 +23,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub cookies: CookieSettings,
     pub rate_limit: RateLimitSettings,
+    pub users: UsersSettings,
     pub server_api: ServerApiSettings,
     pub log: LogSettings,
 }
@@ -80,6 +81,13 @@ pub struct CookieSettings {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     pub login_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersSettings {
+    pub purge_after_days: i32,
+    pub purge_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +221,12 @@ impl Settings {
                 "server.trusted_proxies",
                 &format!("`{bad}` is not a CIDR or address"),
             );
+        }
+        if self.users.purge_after_days < 0 {
+            return fail("users.purge_after_days", "must not be negative");
+        }
+        if self.users.purge_interval_secs == 0 {
+            return fail("users.purge_interval_secs", "must be at least 1");
         }
         if self.rate_limit.login_per_minute == 0 {
             return fail("rate_limit.login_per_minute", "must be at least 1");

@@ -45,8 +45,8 @@ pub enum AppError {
     MalformedBody(String),
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
-    #[error("{0}")]
-    InvalidContacts(String),
+    #[error("the email or phone is not valid")]
+    InvalidContacts(Vec<FieldError>),
     #[error("this route does not allow this method")]
     MethodNotAllowed,
     #[error("request bodies must be application/json")]
@@ -74,6 +74,8 @@ pub enum AppError {
     AlreadyActive,
     #[error("the account is deleted")]
     AlreadyDeleted,
+    #[error("this would leave no active admin")]
+    LastAdmin,
     #[error("{1}")]
     NotFound(&'static str, &'static str),
     #[error("{1}")]
@@ -118,6 +120,7 @@ impl AppError {
             InvalidResetToken => (StatusCode::BAD_REQUEST, "invalid_reset_token"),
             AlreadyActive => (StatusCode::BAD_REQUEST, "already_active"),
             AlreadyDeleted => (StatusCode::BAD_REQUEST, "already_deleted"),
+            LastAdmin => (StatusCode::BAD_REQUEST, "last_admin"),
             NotFound(code, _) => (StatusCode::NOT_FOUND, code),
             Conflict(code, _) => (StatusCode::CONFLICT, code),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -137,7 +140,7 @@ impl IntoResponse for AppError {
             _ => {}
         }
         let errors = match &self {
-            AppError::Validation(errors) => Some(errors.clone()),
+            AppError::Validation(errors) | AppError::InvalidContacts(errors) => Some(errors.clone()),
             _ => None,
         };
         let problem = Problem {

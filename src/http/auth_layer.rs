@@ -2,12 +2,14 @@
 //! stay 404. Private: Bearer first, else the access cookie; an expired or missing access cookie is
 //! refreshed from the refresh cookie and the response carries the rotated cookies.
 
-use axum::extract::{Request, State};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::extract::ServerClient;
+use super::extract::{client_ip, ServerClient};
 use crate::app::AppState;
 use crate::auth::{cookies, csrf, jwt::TokenError};
 use crate::error::{AppError, ClearAuthCookies};
@@ -15,7 +17,9 @@ use crate::service::auth::{self as auth_service, AuthFailure};
 use crate::service::Issued;
 
 pub async fn require_user(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let (principal, rotated) = match resolve_user(&state, req.method(), req.headers()).await {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let ip = client_ip(peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), req.headers(), &state.trusted_proxies);
+    let (principal, rotated) = match resolve_user(&state, req.method(), req.headers(), ip).await {
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
@@ -32,6 +36,7 @@ async fn resolve_user(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
+    ip: IpAddr,
 ) -> Result<(crate::service::Principal, Option<Issued>), AppError> {
     if let Some(token) = bearer(headers) {
         // Bearer callers are not browsers carrying ambient credentials: no CSRF check
@@ -66,7 +71,7 @@ async fn resolve_user(
     let refresh = refresh.ok_or(AppError::Unauthenticated {
         clear_cookies: true,
     })?;
-    let issued = auth_service::refresh(state, &refresh).await?;
+    let issued = auth_service::refresh(state, &refresh, ip).await?;
     Ok((issued.principal.clone(), Some(issued)))
 }
 

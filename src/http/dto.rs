@@ -1,15 +1,18 @@
 //! Response bodies, built from rows so that hashes and counters cannot leak into them.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::Role;
-use crate::repo::{sessions::SessionRow, users::UserRow};
+use crate::error::{AppError, FieldError};
+use crate::repo::{audit::AuditRow, sessions::SessionRow, users::UserRow};
 use crate::service::Issued;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {
     Active,
@@ -137,4 +140,63 @@ pub struct SessionList {
 pub struct ResetTokenResponse {
     pub reset_token: String,
     pub expires_at: DateTime<Utc>,
+}
+
+/// A page of results; pass `next_cursor` back as `cursor` for the next one (null on the last page).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Cursors are opaque to clients: the base64url of the last row's id.
+pub fn encode_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<Uuid, AppError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| Uuid::from_slice(&b).ok())
+        .ok_or_else(|| AppError::Validation(vec![FieldError::new("cursor", "not a cursor this service issued")]))
+}
+
+/// One audit record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditRecord {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    /// `user:<id>`, `server:<key name>`, `system` (the purge job) or `anonymous` (failed sign-in)
+    #[schema(example = "user:0192c0de-0000-7000-8000-000000000000")]
+    pub actor: String,
+    #[schema(example = "user.role_change")]
+    pub action: String,
+    pub target_user_id: Option<Uuid>,
+    pub ip: Option<String>,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+impl From<AuditRow> for AuditRecord {
+    fn from(r: AuditRow) -> Self {
+        Self {
+            id: r.id,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            target_user_id: r.target_user_id,
+            ip: r.ip,
+            details: r.details,
+        }
+    }
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Deleted => "deleted",
+        }
+    }
 }

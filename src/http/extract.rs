@@ -9,11 +9,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use bytes::Bytes;
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use validator::Validate;
 
 use crate::app::AppState;
 use crate::error::{AppError, FieldError};
-use crate::service::{ClientMeta, Principal};
+use crate::domain::Role;
+use crate::service::{Actor, Caller, ClientMeta, Principal};
 
 /// A JSON body: 415 unless JSON, 413 over the size limit, 400 `malformed_body` when it does not
 /// parse, 422 `validation_failed` (naming each bad field) when it parses but does not fit `T`.
@@ -266,6 +268,82 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
             .ok_or(AppError::Unauthenticated {
                 clear_cookies: false,
             })
+    }
+}
+
+/// The signed-in user of an admin route: 403 `forbidden` unless their role is `admin` now.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let CurrentUser(p) = CurrentUser::from_request_parts(parts, state).await?;
+        if p.role != Role::Admin {
+            return Err(AppError::Forbidden);
+        }
+        Ok(AdminUser(p))
+    }
+}
+
+/// Who is calling, for the audit log: the signed-in user, the server key's name, or anonymous.
+impl<S> FromRequestParts<S> for Caller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        let actor = if let Some(p) = parts.extensions.get::<Principal>() {
+            Actor::User(p.user_id)
+        } else if let Some(client) = parts.extensions.get::<ServerClient>() {
+            Actor::Server(client.name.clone())
+        } else {
+            Actor::Anonymous
+        };
+        Ok(Caller { actor, ip: Some(ip) })
+    }
+}
+
+/// Query parameters: 422 `validation_failed` when they do not parse or validate.
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let value: T = serde_urlencoded::from_str(query)
+            .map_err(|e| AppError::Validation(vec![FieldError::new("query", e.to_string())]))?;
+        value.validate().map_err(|errors| AppError::Validation(field_errors(&errors)))?;
+        Ok(Query(value))
+    }
+}
+
+/// For optional fields where `null` means "clear" and absence means "keep":
+/// `#[serde(default, deserialize_with = "nullable")]` on an `Option<Option<T>>`.
+pub fn nullable<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Bad email or phone on the contact routes is 422 `invalid_contacts` rather than `validation_failed`.
+pub fn contacts_rejection(e: AppError) -> AppError {
+    match e {
+        AppError::Validation(errors) if errors.iter().all(|e| e.field == "email" || e.field == "phone") => {
+            AppError::InvalidContacts(errors)
+        }
+        other => other,
     }
 }
 

@@ -32,6 +32,7 @@ pub struct Limits {
     pub login: IpLimiter,
     pub token: IpLimiter,
     pub sign_up: IpLimiter,
+    pub restore: IpLimiter,
 }
 
 impl Limits {
@@ -41,12 +42,13 @@ impl Limits {
             login: IpLimiter::per_minute(n),
             token: IpLimiter::per_minute(n),
             sign_up: IpLimiter::per_minute(n),
+            restore: IpLimiter::per_minute(n),
         }
     }
 
     /// Forgets idle clients so the maps stay small.
     pub fn retain_recent(&self) {
-        for l in [&self.login, &self.token, &self.sign_up] {
+        for l in [&self.login, &self.token, &self.sign_up, &self.restore] {
             l.0.retain_recent();
             l.0.shrink_to_fit();
         }

@@ -74,7 +74,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(public::users::token))
         .routes(routes!(public::users::refresh))
         .routes(routes!(public::users::sign_up))
-        .routes(routes!(public::users::reset_password));
+        .routes(routes!(public::users::reset_password))
+        .routes(routes!(public::users::restore));
     let private = OpenApiRouter::new()
         .routes(routes!(private::seances::logout))
         .routes(routes!(
@@ -82,13 +83,27 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
             private::seances::revoke_others
         ))
         .routes(routes!(private::seances::revoke))
-        .routes(routes!(private::users::me))
+        .routes(routes!(private::users::me, private::users::update_me, private::users::delete_me))
+        .routes(routes!(private::users::change_contacts))
         .routes(routes!(private::users::change_password))
+        .routes(routes!(private::users::search))
+        .routes(routes!(private::admin::get_user, private::admin::delete_user))
+        .routes(routes!(private::admin::restore_user))
+        .routes(routes!(private::admin::set_role))
+        .routes(routes!(private::admin::revoke_user_sessions))
+        .routes(routes!(private::admin::audit))
         .route_layer(from_fn_with_state(state.clone(), require_user));
     let server = OpenApiRouter::new()
         .routes(routes!(server::users::sign_up))
-        .routes(routes!(server::users::reset_token))
-        .routes(routes!(server::users::set_new_password))
+        .routes(routes!(server::users::create_user))
+        .routes(routes!(server::users::get_user))
+        .routes(routes!(server::users::recovery_user))
+        .routes(routes!(server::users::delete_temporarily))
+        .routes(routes!(server::users::delete_permanently))
+        .routes(routes!(server::users::change_fullname))
+        .routes(routes!(server::users::change_contacts))
+        .routes(routes!(server::passwords::reset_token))
+        .routes(routes!(server::passwords::set_new_password))
         .route_layer(from_fn_with_state(state.clone(), require_server));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1/public", public)

@@ -1,5 +1,6 @@
 //! SQL, one async fn per query, over any executor; rows are `FromRow` structs, never responses.
 
+pub mod audit;
 pub mod login_throttle;
 pub mod reset_tokens;
 pub mod sessions;

@@ -1,7 +1,7 @@
 //! The `users` table.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 /// A user as stored. Holds the password hash, so it is deliberately not `Serialize`.
@@ -82,4 +82,150 @@ pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) ->
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// Locks the user's row for the rest of the transaction.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as(&format!("select {COLUMNS} from users where id = $1 for update"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Locks every active admin's row: changes that could remove the last admin serialise here.
+pub async fn lock_active_admins(conn: &mut PgConnection) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar("select id from users where role = 'admin' and status = 'active' order by id for update")
+        .fetch_all(conn)
+        .await
+}
+
+/// Names to set; for the optional ones, `Some(None)` clears and `None` keeps.
+pub struct NameChange<'a> {
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<Option<&'a str>>,
+    pub middle_name: Option<Option<&'a str>>,
+}
+
+pub async fn update_names(db: impl PgExecutor<'_>, id: Uuid, c: &NameChange<'_>) -> sqlx::Result<UserRow> {
+    sqlx::query_as(&format!(
+        "update users set
+             first_name = coalesce($2, first_name),
+             last_name = case when $3 then $4 else last_name end,
+             middle_name = case when $5 then $6 else middle_name end,
+             updated_at = now()
+         where id = $1
+         returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(c.first_name)
+    .bind(c.last_name.is_some())
+    .bind(c.last_name.flatten())
+    .bind(c.middle_name.is_some())
+    .bind(c.middle_name.flatten())
+    .fetch_one(db)
+    .await
+}
+
+/// Contacts to set; `phone: Some(None)` removes the phone.
+pub async fn update_contacts(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    email: Option<&str>,
+    phone: Option<Option<&str>>,
+) -> sqlx::Result<UserRow> {
+    sqlx::query_as(&format!(
+        "update users set
+             email = coalesce($2, email),
+             phone = case when $3 then $4 else phone end,
+             updated_at = now()
+         where id = $1
+         returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(email)
+    .bind(phone.is_some())
+    .bind(phone.flatten())
+    .fetch_one(db)
+    .await
+}
+
+pub async fn set_deleted(db: impl PgExecutor<'_>, id: Uuid, deleted: bool) -> sqlx::Result<UserRow> {
+    sqlx::query_as(&format!(
+        "update users set
+             status = case when $2 then 'deleted' else 'active' end,
+             deleted_at = case when $2 then now() end,
+             updated_at = now()
+         where id = $1
+         returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(deleted)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: &str) -> sqlx::Result<UserRow> {
+    sqlx::query_as(&format!("update users set role = $2, updated_at = now() where id = $1 returning {COLUMNS}"))
+        .bind(id)
+        .bind(role)
+        .fetch_one(db)
+        .await
+}
+
+/// Deletes the user; sessions, reset tokens and linked accounts go with it (foreign keys cascade).
+pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query("delete from users where id = $1").bind(id).execute(db).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What an admin search asks for.
+pub struct Search<'a> {
+    /// lowercased, matched as a substring of email, phone and names
+    pub query: Option<&'a str>,
+    pub role: Option<&'a str>,
+    pub status: Option<&'a str>,
+    /// the last id of the previous page
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Newest first by id (UUIDv7, time-ordered): users added while paging sort before the cursor, so
+/// pages neither repeat nor skip a row.
+pub async fn search(db: impl PgExecutor<'_>, s: &Search<'_>) -> sqlx::Result<Vec<UserRow>> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from users
+         where ($1::text is null or search_text like '%' || $1 || '%' escape '\\')
+           and ($2::text is null or role = $2)
+           and ($3::text is null or status = $3)
+           and ($4::uuid is null or id < $4)
+         order by id desc
+         limit $5"
+    ))
+    .bind(s.query.map(escape_like))
+    .bind(s.role)
+    .bind(s.status)
+    .bind(s.before)
+    .bind(s.limit)
+    .fetch_all(db)
+    .await
+}
+
+fn escape_like(q: &str) -> String {
+    q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+/// Claims up to `limit` users soft-deleted before the cutoff. Rows another instance is purging are
+/// skipped, so each is purged exactly once.
+pub async fn claim_purgeable(conn: &mut PgConnection, older_than_days: i32, limit: i64) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "select id from users
+         where status = 'deleted' and deleted_at < now() - make_interval(days => $1)
+         order by deleted_at
+         limit $2
+         for update skip locked",
+    )
+    .bind(older_than_days)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
 }

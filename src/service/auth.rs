@@ -1,10 +1,14 @@
 //! Sign-in, token refresh with rotation and reuse detection, and access-token authentication.
 
+use std::net::IpAddr;
+
 use chrono::{Duration, Utc};
+use serde_json::json;
 use secrecy::SecretString;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
+use super::audit::{self, Action, Actor, Caller};
 use super::{ClientMeta, Issued, Principal};
 use crate::app::AppState;
 use crate::auth::jwt::{token_hash, TokenError, TokenKind};
@@ -19,66 +23,59 @@ const DEAD: AppError = AppError::Unauthenticated {
 
 /// Checks the password (one hash whether or not the email exists), the lockout and the account's
 /// state, then opens a session.
-pub async fn login(
-    state: &AppState,
-    email: &Email,
-    password: &SecretString,
-    meta: &ClientMeta,
-) -> AppResult<(UserRow, Issued)> {
-    let key = email.key();
-    if let Some(until) = repo::login_throttle::locked_until(&state.db, &key).await? {
-        let secs = (until - Utc::now()).num_seconds().max(1);
-        return Err(AppError::TooManyAttempts {
-            retry_after_secs: secs as u64,
-        });
-    }
-    let user = repo::users::find_by_email(&state.db, email.as_str()).await?;
-    let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
-    let verdict = state.passwords.verify(password, hash).await?;
-    let (user, needs_rehash) = match (user, verdict) {
-        (Some(user), Verdict::Right { needs_rehash }) => (user, needs_rehash),
-        _ => {
-            let auth = &state.settings.auth;
-            repo::login_throttle::record_failure(
-                &state.db,
-                &key,
-                auth.max_failed_logins,
-                auth.lockout_secs,
-            )
-            .await?;
-            tracing::info!("login failed");
-            return Err(AppError::InvalidCredentials);
-        }
-    };
-    repo::login_throttle::clear(&state.db, &key).await?;
+pub async fn login(state: &AppState, email: &Email, password: &SecretString, meta: &ClientMeta) -> AppResult<(UserRow, Issued)> {
+    let user = check_password(state, meta, email, password).await?;
     if user.is_deleted() {
         return Err(AppError::AccountDeleted);
-    }
-    if needs_rehash {
-        let rehashed = state.passwords.rehash(password).await?;
-        repo::users::set_password_hash(&state.db, user.id, &rehashed).await?;
     }
     let issued = start_session(state, &user, meta).await?;
     tracing::info!(user_id = %user.id, session_id = %issued.principal.session_id, "login succeeded");
     Ok((user, issued))
 }
 
-/// Opens a session for a user already proven to be who they say.
-pub async fn start_session(
-    state: &AppState,
-    user: &UserRow,
-    meta: &ClientMeta,
-) -> AppResult<Issued> {
-    let principal = Principal {
-        user_id: user.id,
-        session_id: Uuid::now_v7(),
-        role: role_of(user)?,
+/// Proves an email and password: the lockout first, then one argon2 verification whether or not
+/// the email exists (no timing oracle). A wrong password is counted and audited; a right one ends
+/// the count and upgrades an old hash.
+pub async fn check_password(state: &AppState, meta: &ClientMeta, email: &Email, password: &SecretString) -> AppResult<UserRow> {
+    let key = email.key();
+    if let Some(until) = repo::login_throttle::locked_until(&state.db, &key).await? {
+        let secs = (until - Utc::now()).num_seconds().max(1);
+        return Err(AppError::TooManyAttempts { retry_after_secs: secs as u64 });
+    }
+    let user = repo::users::find_by_email(&state.db, email.as_str()).await?;
+    let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+    let verdict = state.passwords.verify(password, hash).await?;
+    let (user, needs_rehash) = match (user, verdict) {
+        (Some(user), Verdict::Right { needs_rehash }) => (user, needs_rehash),
+        (user, _) => {
+            let auth = &state.settings.auth;
+            let mut tx = state.db.begin().await?;
+            repo::login_throttle::record_failure(&mut *tx, &key, auth.max_failed_logins, auth.lockout_secs).await?;
+            let caller = Caller { actor: Actor::Anonymous, ip: Some(meta.ip) };
+            let target = user.map(|u| u.id);
+            audit::record(&mut *tx, &caller, Action::LoginFailed, target, json!({"email": key})).await?;
+            tx.commit().await?;
+            tracing::info!("wrong email or password");
+            return Err(AppError::InvalidCredentials);
+        }
     };
+    repo::login_throttle::clear(&state.db, &key).await?;
+    if needs_rehash {
+        let rehashed = state.passwords.rehash(password).await?;
+        repo::users::set_password_hash(&state.db, user.id, &rehashed).await?;
+    }
+    Ok(user)
+}
+
+/// Opens a session for a user already proven to be who they say.
+pub async fn start_session(state: &AppState, user: &UserRow, meta: &ClientMeta) -> AppResult<Issued> {
+    let principal = Principal { user_id: user.id, session_id: Uuid::now_v7(), role: role_of(user)? };
     let (issued, refresh_hash) = issue_pair(state, principal)?;
     let user_agent = meta.user_agent.as_deref().map(|ua| truncate(ua, 512));
     let ip = meta.ip.to_string();
+    let mut tx = state.db.begin().await?;
     repo::sessions::insert(
-        &state.db,
+        &mut *tx,
         &repo::sessions::NewSession {
             id: issued.principal.session_id,
             user_id: user.id,
@@ -89,13 +86,17 @@ pub async fn start_session(
         },
     )
     .await?;
+    let caller = Caller { actor: Actor::User(user.id), ip: Some(meta.ip) };
+    let details = json!({"session_id": issued.principal.session_id});
+    audit::record(&mut *tx, &caller, Action::Login, Some(user.id), details).await?;
+    tx.commit().await?;
     Ok(issued)
 }
 
 /// Rotates a refresh token. The role is read afresh from the user, so a role change reaches the
 /// tokens at the next refresh. A rotated token presented again within the grace window gets an
 /// access token only; later, it is reuse and the whole session dies.
-pub async fn refresh(state: &AppState, token: &str) -> AppResult<Issued> {
+pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Issued> {
     let claims = state
         .keys
         .verify(token, TokenKind::Refresh)
@@ -149,6 +150,9 @@ pub async fn refresh(state: &AppState, token: &str) -> AppResult<Issued> {
         });
     }
     repo::sessions::revoke(&mut *tx, session.id).await?;
+    let caller = Caller { actor: Actor::Anonymous, ip: Some(ip) };
+    let details = json!({"session_id": session.id});
+    audit::record(&mut *tx, &caller, Action::RefreshReuse, Some(session.user_id), details).await?;
     tx.commit().await?;
     tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused; session revoked");
     Err(DEAD)
@@ -156,20 +160,8 @@ pub async fn refresh(state: &AppState, token: &str) -> AppResult<Issued> {
 
 /// Verifies an access token and that its session is still live.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AuthFailure> {
-    let claims = state
-        .keys
-        .verify(token, TokenKind::Access)
-        .map_err(AuthFailure::Token)?;
-    let role = claims.role.ok_or(AuthFailure::Token(TokenError::Invalid))?;
-    let principal = Principal {
-        user_id: claims.sub,
-        session_id: claims.sid,
-        role,
-    };
-    live_session(state, &principal)
-        .await
-        .map_err(AuthFailure::Rejected)?;
-    Ok(principal)
+    let claims = state.keys.verify(token, TokenKind::Access).map_err(AuthFailure::Token)?;
+    live_session(state, claims.sub, claims.sid).await.map_err(AuthFailure::Rejected)
 }
 
 /// Why an access token did not authenticate.
@@ -179,17 +171,17 @@ pub enum AuthFailure {
     Rejected(AppError),
 }
 
-async fn live_session(state: &AppState, principal: &Principal) -> AppResult<()> {
-    let s = repo::sessions::state(&state.db, principal.session_id)
-        .await?
-        .ok_or(DEAD)?;
-    if !s.live || s.user_id != principal.user_id {
+/// The session's principal, with the user's current role, if the session is live.
+async fn live_session(state: &AppState, user_id: Uuid, session_id: Uuid) -> AppResult<Principal> {
+    let s = repo::sessions::state(&state.db, session_id).await?.ok_or(DEAD)?;
+    if !s.live || s.user_id != user_id {
         return Err(DEAD);
     }
     if s.stale_last_seen {
-        repo::sessions::touch(&state.db, principal.session_id).await?;
+        repo::sessions::touch(&state.db, session_id).await?;
     }
-    Ok(())
+    let role = s.role.parse().map_err(|e: String| AppError::Internal(anyhow::anyhow!(e)))?;
+    Ok(Principal { user_id, session_id, role })
 }
 
 fn issue_pair(state: &AppState, principal: Principal) -> AppResult<(Issued, Vec<u8>)> {

@@ -1,12 +1,18 @@
-//! The operations. Each is reached from one or more route groups and owns its transaction.
+//! The operations. Each is reached from one or more route groups, owns its transaction, and
+//! records its state changes in the audit log within that transaction.
 
+pub mod audit;
 pub mod auth;
+pub mod lifecycle;
+pub mod passwords;
 pub mod sessions;
 pub mod users;
 
 use std::net::IpAddr;
 
 use uuid::Uuid;
+
+pub use audit::{Actor, Caller};
 
 use crate::domain::Role;
 
@@ -17,7 +23,8 @@ pub struct ClientMeta {
     pub user_agent: Option<String>,
 }
 
-/// An authenticated user's session, as the private routes see it.
+/// An authenticated user's session, as the private routes see it. `role` is the user's role now
+/// (read with the session), so a demotion takes effect on this service at once.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: Uuid,
@@ -33,4 +40,15 @@ pub struct Issued {
     pub refresh_token: Option<String>,
     pub principal: Principal,
     pub expires_in: i64,
+}
+
+/// Splits a page fetched with `limit + 1` rows into the page and the id to continue before.
+pub fn split_page<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> Uuid) -> (Vec<T>, Option<Uuid>) {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        let next = rows.last().map(id);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
 }

@@ -1,23 +1,20 @@
-//! Accounts: sign-up (public, server, CLI), reading one, password change and reset.
+//! Accounts: sign-up (public, server, CLI), creation without a password, reading, search, and
+//! profile and contact changes (one function each, whichever route group reaches it).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use chrono::{DateTime, Duration, Utc};
-use rand::RngCore;
 use secrecy::SecretString;
+use serde_json::json;
 use uuid::Uuid;
 
-use super::Principal;
+use super::audit::{self, Action, Actor, Caller};
 use crate::app::AppState;
-use crate::auth::jwt::token_hash;
 use crate::auth::password::Verdict;
 use crate::domain::{Email, Phone, Role};
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
 
-pub struct SignUp {
+/// A new account's profile.
+pub struct Profile {
     pub email: Email,
-    pub password: SecretString,
     pub first_name: String,
     pub last_name: Option<String>,
     pub middle_name: Option<String>,
@@ -27,113 +24,124 @@ pub struct SignUp {
 
 /// Creates a user with a password. The unique indexes decide races: of concurrent sign-ups with one
 /// email exactly one commits, the rest get 409.
-pub async fn sign_up(state: &AppState, new: SignUp) -> AppResult<UserRow> {
-    let mut inputs = vec![new.email.as_str(), new.first_name.as_str()];
-    inputs.extend(new.last_name.as_deref());
-    let hash = state.passwords.hash_new(&new.password, &inputs).await?;
+pub async fn sign_up(state: &AppState, caller: &Caller, profile: Profile, password: &SecretString) -> AppResult<UserRow> {
+    let mut inputs = vec![profile.email.as_str(), profile.first_name.as_str()];
+    inputs.extend(profile.last_name.as_deref());
+    let hash = state.passwords.hash_new(password, &inputs).await?;
+    create(state, caller, &profile, Some(&hash), Action::SignUp).await
+}
+
+/// Creates a user without a password: it signs in after a password reset (or through a provider).
+pub async fn create_without_password(state: &AppState, caller: &Caller, profile: Profile) -> AppResult<UserRow> {
+    create(state, caller, &profile, None, Action::CreateUser).await
+}
+
+async fn create(state: &AppState, caller: &Caller, p: &Profile, hash: Option<&str>, action: Action) -> AppResult<UserRow> {
+    let mut tx = state.db.begin().await?;
     let user = repo::users::insert(
-        &state.db,
+        &mut *tx,
         &repo::users::NewUser {
-            email: new.email.as_str(),
-            phone: new.phone.as_ref().map(Phone::as_str),
-            password_hash: Some(&hash),
-            first_name: &new.first_name,
-            last_name: new.last_name.as_deref(),
-            middle_name: new.middle_name.as_deref(),
-            role: new.role.as_str(),
+            email: p.email.as_str(),
+            phone: p.phone.as_ref().map(Phone::as_str),
+            password_hash: hash,
+            first_name: &p.first_name,
+            last_name: p.last_name.as_deref(),
+            middle_name: p.middle_name.as_deref(),
+            role: p.role.as_str(),
         },
     )
     .await?;
-    tracing::info!(user_id = %user.id, role = %user.role, "user signed up");
+    // someone signing themselves up is the new user from here on
+    let caller = match caller.actor {
+        Actor::Anonymous => caller.as_user(user.id),
+        _ => caller.clone(),
+    };
+    audit::record(&mut *tx, &caller, action, Some(user.id), json!({"role": user.role})).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user.id, role = %user.role, "user created");
     Ok(user)
 }
 
 pub async fn get(state: &AppState, id: Uuid) -> AppResult<UserRow> {
-    repo::users::find_by_id(&state.db, id)
-        .await?
-        .ok_or_else(AppError::user_not_found)
+    repo::users::find_by_id(&state.db, id).await?.ok_or_else(AppError::user_not_found)
 }
 
-/// Changes the caller's password and revokes every other session.
-pub async fn change_password(
-    state: &AppState,
-    p: &Principal,
-    current: &SecretString,
-    new: &SecretString,
-) -> AppResult<()> {
-    let user = get(state, p.user_id).await?;
-    if state
-        .passwords
-        .verify(current, user.password_hash.as_deref())
-        .await?
-        == Verdict::Wrong
-    {
-        return Err(AppError::InvalidCredentials);
-    }
-    let hash = state.passwords.hash_new(new, &policy_inputs(&user)).await?;
+/// Name changes; for the optional names `Some(None)` clears and `None` keeps.
+pub struct NameChange {
+    pub first_name: Option<String>,
+    pub last_name: Option<Option<String>>,
+    pub middle_name: Option<Option<String>>,
+}
+
+pub async fn update_profile(state: &AppState, caller: &Caller, id: Uuid, change: NameChange) -> AppResult<UserRow> {
     let mut tx = state.db.begin().await?;
-    repo::users::set_password_hash(&mut *tx, user.id, &hash).await?;
-    repo::sessions::revoke_all(&mut *tx, user.id, Some(p.session_id)).await?;
+    live_user(&mut tx, id).await?;
+    let user = repo::users::update_names(
+        &mut *tx,
+        id,
+        &repo::users::NameChange {
+            first_name: change.first_name.as_deref(),
+            last_name: change.last_name.as_ref().map(Option::as_deref),
+            middle_name: change.middle_name.as_ref().map(Option::as_deref),
+        },
+    )
+    .await?;
+    let fields: Vec<&str> = [
+        change.first_name.as_ref().map(|_| "first_name"),
+        change.last_name.as_ref().map(|_| "last_name"),
+        change.middle_name.as_ref().map(|_| "middle_name"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    audit::record(&mut *tx, caller, Action::ProfileUpdate, Some(id), json!({"fields": fields})).await?;
     tx.commit().await?;
-    tracing::info!(user_id = %user.id, "password changed");
-    Ok(())
+    Ok(user)
 }
 
-/// Who a reset token is for.
-pub enum ResetTarget {
-    Email(Email),
-    UserId(Uuid),
+/// Contact changes; `phone: Some(None)` removes the phone.
+pub struct ContactChange {
+    pub email: Option<Email>,
+    pub phone: Option<Option<Phone>>,
 }
 
-/// A fresh reset token (256 random bits); only its hash is stored.
-pub async fn issue_reset_token(
+/// Changes email and/or phone. A user changing their own contacts proves it with `current_password`;
+/// a server does not. Taken email or phone → 409.
+pub async fn change_contacts(
     state: &AppState,
-    target: ResetTarget,
-) -> AppResult<(String, DateTime<Utc>)> {
-    let user = match target {
-        ResetTarget::Email(email) => repo::users::find_by_email(&state.db, email.as_str()).await?,
-        ResetTarget::UserId(id) => repo::users::find_by_id(&state.db, id).await?,
+    caller: &Caller,
+    id: Uuid,
+    change: ContactChange,
+    current_password: Option<&SecretString>,
+) -> AppResult<UserRow> {
+    if let Some(password) = current_password {
+        let user = get(state, id).await?;
+        if state.passwords.verify(password, user.password_hash.as_deref()).await? == Verdict::Wrong {
+            return Err(AppError::InvalidCredentials);
+        }
     }
-    .ok_or_else(AppError::user_not_found)?;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = URL_SAFE_NO_PAD.encode(bytes);
-    let expires_at = Utc::now() + Duration::seconds(state.settings.auth.reset_token_ttl_secs);
-    repo::reset_tokens::insert(&state.db, &token_hash(&token), user.id, expires_at).await?;
-    tracing::info!(user_id = %user.id, "reset token issued");
-    Ok((token, expires_at))
-}
-
-/// Sets a new password with a reset token: the token is used up, every session revoked, and the
-/// login lockout for the account lifted.
-pub async fn reset_password(
-    state: &AppState,
-    token: &str,
-    password: &SecretString,
-) -> AppResult<()> {
-    let hash = token_hash(token);
-    let user_id = repo::reset_tokens::usable_user(&state.db, &hash)
-        .await?
-        .ok_or(AppError::InvalidResetToken)?;
-    let user = get(state, user_id).await?;
-    let new_hash = state
-        .passwords
-        .hash_new(password, &policy_inputs(&user))
-        .await?;
     let mut tx = state.db.begin().await?;
-    if !repo::reset_tokens::consume(&mut *tx, &hash).await? {
-        return Err(AppError::InvalidResetToken);
-    }
-    repo::users::set_password_hash(&mut *tx, user.id, &new_hash).await?;
-    repo::sessions::revoke_all(&mut *tx, user.id, None).await?;
-    repo::login_throttle::clear(&mut *tx, &user.email.to_lowercase()).await?;
+    live_user(&mut tx, id).await?;
+    let phone = change.phone.as_ref().map(|p| p.as_ref().map(Phone::as_str));
+    let user = repo::users::update_contacts(&mut *tx, id, change.email.as_ref().map(Email::as_str), phone).await?;
+    let fields: Vec<&str> =
+        [change.email.as_ref().map(|_| "email"), change.phone.as_ref().map(|_| "phone")].into_iter().flatten().collect();
+    audit::record(&mut *tx, caller, Action::ContactsUpdate, Some(id), json!({"fields": fields})).await?;
     tx.commit().await?;
-    tracing::info!(user_id = %user.id, "password reset");
-    Ok(())
+    Ok(user)
 }
 
-fn policy_inputs(user: &UserRow) -> Vec<&str> {
-    let mut inputs = vec![user.email.as_str(), user.first_name.as_str()];
-    inputs.extend(user.last_name.as_deref());
-    inputs
+/// Locks an existing, active user: 404 when unknown, 400 `already_deleted` when soft-deleted.
+pub async fn live_user(conn: &mut sqlx::PgConnection, id: Uuid) -> AppResult<UserRow> {
+    let user = repo::users::lock(conn, id).await?.ok_or_else(AppError::user_not_found)?;
+    if user.is_deleted() {
+        return Err(AppError::AlreadyDeleted);
+    }
+    Ok(user)
+}
+
+/// An admin search: a page of users, newest first, and the id to continue before.
+pub async fn search(state: &AppState, s: &repo::users::Search<'_>) -> AppResult<(Vec<UserRow>, Option<Uuid>)> {
+    let rows = repo::users::search(&state.db, &repo::users::Search { limit: s.limit + 1, ..*s }).await?;
+    Ok(super::split_page(rows, s.limit, |u| u.id))
 }

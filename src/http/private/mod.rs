@@ -1,4 +1,5 @@
 //! Routes of a signed-in user.
 
+pub mod admin;
 pub mod seances;
 pub mod users;

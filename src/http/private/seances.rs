@@ -9,7 +9,7 @@ use crate::error::{AppResult, Problem};
 use crate::http::docs::PROBLEM;
 use crate::http::dto::{SessionList, SessionResponse};
 use crate::http::extract::{CurrentUser, Path};
-use crate::service::sessions;
+use crate::service::{sessions, Caller};
 
 #[utoipa::path(
     put, path = "/users/logout", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
@@ -22,8 +22,9 @@ use crate::service::sessions;
 pub async fn logout(
     State(state): State<AppState>,
     CurrentUser(p): CurrentUser,
+    caller: Caller,
 ) -> AppResult<(StatusCode, HeaderMap)> {
-    sessions::logout(&state, &p).await?;
+    sessions::logout(&state, &caller, &p).await?;
     let mut headers = HeaderMap::new();
     state.cookies.append_clear(&mut headers);
     Ok((StatusCode::NO_CONTENT, headers))
@@ -60,9 +61,10 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     CurrentUser(p): CurrentUser,
+    caller: Caller,
     Path(id): Path<Uuid>,
 ) -> AppResult<(StatusCode, HeaderMap)> {
-    sessions::revoke(&state, &p, id).await?;
+    sessions::revoke(&state, &caller, &p, id).await?;
     let mut headers = HeaderMap::new();
     if id == p.session_id {
         state.cookies.append_clear(&mut headers);
@@ -80,7 +82,8 @@ pub async fn revoke(
 pub async fn revoke_others(
     State(state): State<AppState>,
     CurrentUser(p): CurrentUser,
+    caller: Caller,
 ) -> AppResult<StatusCode> {
-    sessions::revoke_others(&state, &p).await?;
+    sessions::revoke_others(&state, &caller, &p).await?;
     Ok(StatusCode::NO_CONTENT)
 }

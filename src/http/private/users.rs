@@ -1,18 +1,20 @@
-//! The caller's own account.
+//! The caller's own account, and the admins' user search.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::app::AppState;
-use crate::error::{AppResult, Problem};
+use crate::domain::{clean_name, validate_name, Email, Phone, Role};
+use crate::error::{AppError, AppResult, Problem};
 use crate::http::docs::PROBLEM;
-use crate::http::dto::UserResponse;
-use crate::http::extract::{CurrentUser, Json};
-use crate::service::users;
+use crate::http::dto::{decode_cursor, encode_cursor, Page, UserResponse, UserStatus};
+use crate::http::extract::{contacts_rejection, nullable, AdminUser, CurrentUser, Json};
+use crate::repo;
+use crate::service::{lifecycle, passwords, users, Caller};
 
 #[utoipa::path(
     get, path = "/users/me", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
@@ -21,11 +23,112 @@ use crate::service::users;
         (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
     )
 )]
-pub async fn me(
+pub async fn me(State(state): State<AppState>, CurrentUser(p): CurrentUser) -> AppResult<axum::Json<UserResponse>> {
+    Ok(axum::Json(users::get(&state, p.user_id).await?.into()))
+}
+
+/// Names to change: an absent field is kept; `null` clears an optional one.
+/// Aliases: `name`/`firstname`, `lastname`, `middlename`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileChange {
+    #[serde(default, alias = "name", alias = "firstname")]
+    #[validate(custom(function = "validate_name"))]
+    pub first_name: Option<String>,
+    #[serde(default, alias = "lastname", deserialize_with = "nullable")]
+    #[validate(length(max = 100))]
+    #[schema(value_type = Option<String>)]
+    pub last_name: Option<Option<String>>,
+    #[serde(default, alias = "middlename", deserialize_with = "nullable")]
+    #[validate(length(max = 100))]
+    #[schema(value_type = Option<String>)]
+    pub middle_name: Option<Option<String>>,
+}
+
+impl From<ProfileChange> for users::NameChange {
+    fn from(c: ProfileChange) -> Self {
+        Self {
+            first_name: c.first_name.map(|n| n.trim().to_owned()),
+            last_name: c.last_name.map(clean_name),
+            middle_name: c.middle_name.map(clean_name),
+        }
+    }
+}
+
+#[utoipa::path(
+    patch, path = "/users/me", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
+    request_body = ProfileChange,
+    responses(
+        (status = 200, body = UserResponse, description = "The updated user"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
+    )
+)]
+pub async fn update_me(
     State(state): State<AppState>,
     CurrentUser(p): CurrentUser,
+    caller: Caller,
+    Json(body): Json<ProfileChange>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(users::get(&state, p.user_id).await?.into()))
+    Ok(axum::Json(users::update_profile(&state, &caller, p.user_id, body.into()).await?.into()))
+}
+
+/// New email and/or phone (`phone: null` removes it), proven with the current password.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsChange {
+    #[serde(default)]
+    pub email: Option<Email>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Option<Phone>>,
+    #[serde(alias = "passw")]
+    #[schema(value_type = String, format = Password)]
+    pub current_password: SecretString,
+}
+
+#[utoipa::path(
+    put, path = "/users/me/contacts", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
+    request_body = ContactsChange,
+    responses(
+        (status = 200, body = UserResponse, description = "The updated user"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials` (wrong current password) or `unauthenticated`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "`email_taken` or `phone_taken`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`invalid_contacts` (bad email or phone) or `validation_failed`"),
+    )
+)]
+pub async fn change_contacts(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+    caller: Caller,
+    body: Result<Json<ContactsChange>, AppError>,
+) -> AppResult<axum::Json<UserResponse>> {
+    let Json(body) = body.map_err(contacts_rejection)?;
+    let change = users::ContactChange { email: body.email, phone: body.phone };
+    let user = users::change_contacts(&state, &caller, p.user_id, change, Some(&body.current_password)).await?;
+    Ok(axum::Json(user.into()))
+}
+
+#[utoipa::path(
+    delete, path = "/users/me", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
+    responses(
+        (status = 204, description = "Soft-deleted: every session revoked, cookies cleared; restorable with `public/users/restore`"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`last_admin`: the only active admin cannot delete itself"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
+    )
+)]
+pub async fn delete_me(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+    caller: Caller,
+) -> AppResult<(StatusCode, HeaderMap)> {
+    lifecycle::soft_delete(&state, &caller, p.user_id).await?;
+    let mut headers = HeaderMap::new();
+    state.cookies.append_clear(&mut headers);
+    Ok((StatusCode::NO_CONTENT, headers))
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -50,8 +153,56 @@ pub struct ChangePasswordRequest {
 pub async fn change_password(
     State(state): State<AppState>,
     CurrentUser(p): CurrentUser,
+    caller: Caller,
     Json(body): Json<ChangePasswordRequest>,
 ) -> AppResult<StatusCode> {
-    users::change_password(&state, &p, &body.current_password, &body.new_password).await?;
+    passwords::change(&state, &caller, &p, &body.current_password, &body.new_password).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Search: `query` matches a case-insensitive substring of email, phone or names.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    #[serde(default)]
+    #[validate(length(max = 200))]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub status: Option<UserStatus>,
+    #[serde(default)]
+    #[validate(range(min = 1, max = 100))]
+    #[schema(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(
+    put, path = "/users/any", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
+    request_body = SearchRequest,
+    responses(
+        (status = 200, body = Page<UserResponse>, description = "Matching users, newest first"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`forbidden` for roles other than admin"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed` (e.g. a bad cursor or limit)"),
+    )
+)]
+pub async fn search(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Json(body): Json<SearchRequest>,
+) -> AppResult<axum::Json<Page<UserResponse>>> {
+    let before = body.cursor.as_deref().map(decode_cursor).transpose()?;
+    let query = body.query.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty());
+    let search = repo::users::Search {
+        query: query.as_deref(),
+        role: body.role.map(Role::as_str),
+        status: body.status.map(UserStatus::as_str),
+        before,
+        limit: body.limit.unwrap_or(20),
+    };
+    let (rows, next) = users::search(&state, &search).await?;
+    Ok(axum::Json(Page { items: rows.into_iter().map(Into::into).collect(), next_cursor: next.map(encode_cursor) }))
 }

@@ -11,13 +11,13 @@ use validator::Validate;
 
 use crate::app::AppState;
 use crate::auth::{cookies, csrf};
-use crate::domain::{clean_name, validate_name, Email, Phone};
+use crate::domain::{clean_name, validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::auth_layer::append_auth_cookies;
 use crate::http::docs::PROBLEM;
 use crate::http::dto::{LoginResponse, TokenResponse, UserResponse};
-use crate::http::extract::{Json, OptionalJson};
-use crate::service::{auth, users, ClientMeta};
+use crate::http::extract::{ClientIp, Json, OptionalJson};
+use crate::service::{auth, lifecycle, passwords, users, Caller, ClientMeta};
 
 /// Email and password. `passw` is accepted for `password`.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -101,12 +101,13 @@ pub struct RefreshedSession {
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     method: Method,
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<RefreshRequest>,
 ) -> AppResult<Response> {
     if let Some(RefreshRequest { refresh_token }) = body {
-        let issued = auth::refresh(&state, &refresh_token).await?;
+        let issued = auth::refresh(&state, &refresh_token, ip).await?;
         return Ok(axum::Json(TokenResponse::from(issued)).into_response());
     }
     let token =
@@ -114,7 +115,7 @@ pub async fn refresh(
             clear_cookies: false,
         })?;
     csrf::check(&method, &headers, &state.settings.server.cors_origins)?;
-    let issued = auth::refresh(&state, &token).await?;
+    let issued = auth::refresh(&state, &token, ip).await?;
     let mut out = HeaderMap::new();
     append_auth_cookies(&state, &mut out, &issued);
     let body = RefreshedSession {
@@ -147,16 +148,16 @@ pub struct SignUpRequest {
 }
 
 impl SignUpRequest {
-    pub fn into_sign_up(self, role: crate::domain::Role) -> users::SignUp {
-        users::SignUp {
+    fn into_parts(self, role: Role) -> (users::Profile, SecretString) {
+        let profile = users::Profile {
             email: self.email,
-            password: self.password,
             first_name: self.first_name.trim().to_owned(),
             last_name: clean_name(self.last_name),
             middle_name: clean_name(self.middle_name),
             phone: self.phone,
             role,
-        }
+        };
+        (profile, self.password)
     }
 }
 
@@ -172,14 +173,17 @@ impl SignUpRequest {
 )]
 pub async fn sign_up(
     State(state): State<AppState>,
-    meta: ClientMeta,
+    caller: Caller,
     Json(body): Json<SignUpRequest>,
 ) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
     if !state.settings.auth.public_sign_up {
         return Err(AppError::SignUpDisabled);
     }
-    state.limits.sign_up.check(meta.ip)?;
-    let user = users::sign_up(&state, body.into_sign_up(state.settings.auth.default_role)).await?;
+    if let Some(ip) = caller.ip {
+        state.limits.sign_up.check(ip)?;
+    }
+    let (profile, password) = body.into_parts(state.settings.auth.default_role);
+    let user = users::sign_up(&state, &caller, profile, &password).await?;
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
 
@@ -203,8 +207,29 @@ pub struct ResetPasswordRequest {
 )]
 pub async fn reset_password(
     State(state): State<AppState>,
+    caller: Caller,
     Json(body): Json<ResetPasswordRequest>,
 ) -> AppResult<StatusCode> {
-    users::reset_password(&state, &body.reset_token, &body.password).await?;
+    passwords::reset(&state, &caller, &body.reset_token, &body.password).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/users/restore", tag = "public", request_body = Credentials,
+    responses(
+        (status = 200, body = UserResponse, description = "The soft-deleted account is active again (sign in next)"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`already_active`: the account is not deleted"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` or `too_many_attempts` (shares the login lockout)"),
+    )
+)]
+pub async fn restore(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    Json(body): Json<Credentials>,
+) -> AppResult<axum::Json<UserResponse>> {
+    state.limits.restore.check(meta.ip)?;
+    let user = lifecycle::restore_with_password(&state, &meta, &body.email, &body.password).await?;
+    Ok(axum::Json(user.into()))
 }

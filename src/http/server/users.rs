@@ -1,4 +1,4 @@
-//! Account operations for internal services.
+//! Account operations for internal services (the seed's server API).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,12 +10,11 @@ use validator::Validate;
 
 use crate::app::AppState;
 use crate::domain::{clean_name, validate_name, Email, Phone, Role};
-use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::error::{AppError, AppResult, Problem};
 use crate::http::docs::PROBLEM;
-use crate::http::dto::{ResetTokenResponse, UserResponse};
-use crate::http::extract::{Json, ServerClient};
-use crate::http::public::users::ResetPasswordRequest;
-use crate::service::users::{self, ResetTarget};
+use crate::http::dto::UserResponse;
+use crate::http::extract::{contacts_rejection, nullable, Json, Path};
+use crate::service::{lifecycle, users, Caller};
 
 /// As the public sign-up, plus an optional `role` (default `auth.default_role`).
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -51,82 +50,214 @@ pub struct ServerSignUpRequest {
 )]
 pub async fn sign_up(
     State(state): State<AppState>,
-    client: ServerClient,
+    caller: Caller,
     Json(body): Json<ServerSignUpRequest>,
 ) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
-    let new = users::SignUp {
+    let profile = users::Profile {
         role: body.role.unwrap_or(state.settings.auth.default_role),
         email: body.email,
-        password: body.password,
         first_name: body.first_name.trim().to_owned(),
         last_name: clean_name(body.last_name),
         middle_name: clean_name(body.middle_name),
         phone: body.phone,
     };
-    let user = users::sign_up(&state, new).await?;
-    tracing::info!(server_key = %client.name, user_id = %user.id, "server created a user");
+    let user = users::sign_up(&state, &caller, profile, &body.password).await?;
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
 
-/// Exactly one of `email` and `user_id`.
+/// A user without a password; it signs in after a password reset.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ResetTokenRequest {
+pub struct CreateUserRequest {
+    pub email: Email,
     #[serde(default)]
-    pub email: Option<Email>,
+    pub phone: Option<Phone>,
+    #[serde(alias = "name", alias = "firstname")]
+    #[validate(custom(function = "validate_name"))]
+    pub first_name: String,
+    #[serde(default, alias = "lastname")]
+    #[validate(length(max = 100))]
+    pub last_name: Option<String>,
+    #[serde(default, alias = "middlename")]
+    #[validate(length(max = 100))]
+    pub middle_name: Option<String>,
     #[serde(default)]
-    pub user_id: Option<Uuid>,
+    pub role: Option<Role>,
 }
 
 #[utoipa::path(
-    post, path = "/users/passw/reset_token", tag = "server", security(("server_key" = [])), request_body = ResetTokenRequest,
+    post, path = "/users/create_user", tag = "server", security(("server_key" = [])), request_body = CreateUserRequest,
     responses(
-        (status = 201, body = ResetTokenResponse, description = "A single-use reset token, for services that deliver it themselves"),
+        (status = 201, body = UserResponse, description = "Created without a password"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "`email_taken` or `phone_taken`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`invalid_contacts` (bad email or phone) or `validation_failed`"),
+    )
+)]
+pub async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateUserRequest>, AppError>,
+) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
+    let Json(body) = body.map_err(contacts_rejection)?;
+    let profile = users::Profile {
+        role: body.role.unwrap_or(state.settings.auth.default_role),
+        email: body.email,
+        first_name: body.first_name.trim().to_owned(),
+        last_name: clean_name(body.last_name),
+        middle_name: clean_name(body.middle_name),
+        phone: body.phone,
+    };
+    let user = users::create_without_password(&state, &caller, profile).await?;
+    Ok((StatusCode::CREATED, axum::Json(user.into())))
+}
+
+#[utoipa::path(
+    get, path = "/users/{user_id}", tag = "server", security(("server_key" = [])),
+    params(("user_id" = Uuid, Path, description = "user id")),
+    responses(
+        (status = 200, body = UserResponse, description = "The user with linked accounts (deleted users too)"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`: not a UUID"),
+    )
+)]
+pub async fn get_user(State(state): State<AppState>, Path(user_id): Path<Uuid>) -> AppResult<axum::Json<UserResponse>> {
+    Ok(axum::Json(users::get(&state, user_id).await?.into()))
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserIdRequest {
+    pub user_id: Uuid,
+}
+
+#[utoipa::path(
+    put, path = "/users/recovery-user", tag = "server", security(("server_key" = [])), request_body = UserIdRequest,
+    responses(
+        (status = 200, body = UserResponse, description = "Restored"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`already_active`"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
 )]
-pub async fn reset_token(
+pub async fn recovery_user(
     State(state): State<AppState>,
-    _client: ServerClient,
-    Json(body): Json<ResetTokenRequest>,
-) -> AppResult<(StatusCode, axum::Json<ResetTokenResponse>)> {
-    let target = match (body.email, body.user_id) {
-        (Some(email), None) => ResetTarget::Email(email),
-        (None, Some(id)) => ResetTarget::UserId(id),
-        _ => {
-            let why = "give exactly one of email and user_id";
-            return Err(AppError::Validation(vec![
-                FieldError::new("email", why),
-                FieldError::new("user_id", why),
-            ]));
-        }
-    };
-    let (reset_token, expires_at) = users::issue_reset_token(&state, target).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(ResetTokenResponse {
-            reset_token,
-            expires_at,
-        }),
-    ))
+    caller: Caller,
+    Json(body): Json<UserIdRequest>,
+) -> AppResult<axum::Json<UserResponse>> {
+    Ok(axum::Json(lifecycle::restore(&state, &caller, body.user_id).await?.into()))
 }
 
 #[utoipa::path(
-    put, path = "/users/passw/set_new_passw", tag = "server", security(("server_key" = [])), request_body = ResetPasswordRequest,
+    delete, path = "/users/delete-user-temporarily", tag = "server", security(("server_key" = [])), request_body = UserIdRequest,
     responses(
-        (status = 204, description = "Password set; every session of the user revoked"),
-        (status = 400, body = Problem, content_type = PROBLEM, description = "`invalid_reset_token`"),
+        (status = 204, description = "Soft-deleted; every session revoked"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`already_deleted` or `last_admin`"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 422, body = Problem, content_type = PROBLEM, description = "`weak_password` or `validation_failed`"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
 )]
-pub async fn set_new_password(
+pub async fn delete_temporarily(
     State(state): State<AppState>,
-    _client: ServerClient,
-    Json(body): Json<ResetPasswordRequest>,
+    caller: Caller,
+    Json(body): Json<UserIdRequest>,
 ) -> AppResult<StatusCode> {
-    users::reset_password(&state, &body.reset_token, &body.password).await?;
+    lifecycle::soft_delete(&state, &caller, body.user_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    delete, path = "/users/delete-user-permanently", tag = "server", security(("server_key" = [])), request_body = UserIdRequest,
+    responses(
+        (status = 204, description = "Deleted with its sessions and linked accounts"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`last_admin`"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
+    )
+)]
+pub async fn delete_permanently(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<UserIdRequest>,
+) -> AppResult<StatusCode> {
+    lifecycle::permanent_delete(&state, &caller, body.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The full name: `first_name` is set; an absent optional name is kept, `null` clears it.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FullNameRequest {
+    pub user_id: Uuid,
+    #[serde(alias = "name", alias = "firstname")]
+    #[validate(custom(function = "validate_name"))]
+    pub first_name: String,
+    #[serde(default, alias = "lastname", deserialize_with = "nullable")]
+    #[validate(length(max = 100))]
+    #[schema(value_type = Option<String>)]
+    pub last_name: Option<Option<String>>,
+    #[serde(default, alias = "middlename", deserialize_with = "nullable")]
+    #[validate(length(max = 100))]
+    #[schema(value_type = Option<String>)]
+    pub middle_name: Option<Option<String>>,
+}
+
+#[utoipa::path(
+    put, path = "/users/change-fullname", tag = "server", security(("server_key" = [])), request_body = FullNameRequest,
+    responses(
+        (status = 200, body = UserResponse, description = "The updated user"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`already_deleted`"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
+    )
+)]
+pub async fn change_fullname(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<FullNameRequest>,
+) -> AppResult<axum::Json<UserResponse>> {
+    let change = users::NameChange {
+        first_name: Some(body.first_name.trim().to_owned()),
+        last_name: body.last_name.map(clean_name),
+        middle_name: body.middle_name.map(clean_name),
+    };
+    Ok(axum::Json(users::update_profile(&state, &caller, body.user_id, change).await?.into()))
+}
+
+/// New email and/or phone (`phone: null` removes it).
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsRequest {
+    pub user_id: Uuid,
+    #[serde(default)]
+    pub email: Option<Email>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Option<Phone>>,
+}
+
+#[utoipa::path(
+    put, path = "/users/change-contacts", tag = "server", security(("server_key" = [])), request_body = ContactsRequest,
+    responses(
+        (status = 200, body = UserResponse, description = "The updated user"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`already_deleted`"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "`email_taken` or `phone_taken`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`invalid_contacts` or `validation_failed`"),
+    )
+)]
+pub async fn change_contacts(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<ContactsRequest>, AppError>,
+) -> AppResult<axum::Json<UserResponse>> {
+    let Json(body) = body.map_err(contacts_rejection)?;
+    let change = users::ContactChange { email: body.email, phone: body.phone };
+    Ok(axum::Json(users::change_contacts(&state, &caller, body.user_id, change, None).await?.into()))
 }

@@ -1,0 +1,22 @@
+//! Purges accounts soft-deleted longer than `users.purge_after_days`, every
+//! `users.purge_interval_secs`. Every instance runs it; row locks make each purge happen once.
+
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::service::lifecycle;
+
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_secs(state.settings.users.purge_interval_secs);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(e) = lifecycle::purge_expired(&state).await {
+                // an outage is retried at the next tick
+                tracing::warn!(error = %e, "purge job failed");
+            }
+        }
+    })
+}

@@ -1,0 +1,63 @@
+//! The append-only audit log.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target_user_id: Option<Uuid>,
+    pub ip: Option<String>,
+    pub details: serde_json::Value,
+}
+
+pub struct NewAudit<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target_user_id: Option<Uuid>,
+    pub ip: Option<&'a str>,
+    pub details: &'a serde_json::Value,
+}
+
+pub async fn insert(db: impl PgExecutor<'_>, a: &NewAudit<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into audit_log (id, actor, action, target_user_id, ip, details) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(a.actor)
+    .bind(a.action)
+    .bind(a.target_user_id)
+    .bind(a.ip)
+    .bind(a.details)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Newest first; `before` is the last id of the previous page (ids are time-ordered UUIDv7).
+pub async fn page(
+    db: impl PgExecutor<'_>,
+    user_id: Option<Uuid>,
+    action: Option<&str>,
+    before: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<AuditRow>> {
+    sqlx::query_as(
+        "select id, at, actor, action, target_user_id, ip, details from audit_log
+         where ($1::uuid is null or target_user_id = $1)
+           and ($2::text is null or action = $2)
+           and ($3::uuid is null or id < $3)
+         order by id desc
+         limit $4",
+    )
+    .bind(user_id)
+    .bind(action)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,155 @@
+//! Who did what: every state change writes one record, inside the change's own transaction.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde_json::Value;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::AppResult;
+use crate::repo::audit::{self, AuditRow, NewAudit};
+
+/// The actor of a change: `user:<id>`, `server:<key name>`, `system` (the purge job), or
+/// `anonymous` for a failed sign-in, where nobody has proven who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    User(Uuid),
+    Server(String),
+    System,
+    Anonymous,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::User(id) => write!(f, "user:{id}"),
+            Actor::Server(name) => write!(f, "server:{name}"),
+            Actor::System => f.write_str("system"),
+            Actor::Anonymous => f.write_str("anonymous"),
+        }
+    }
+}
+
+/// The caller of an operation, as the audit log records it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: Actor,
+    pub ip: Option<IpAddr>,
+}
+
+impl Caller {
+    pub fn system() -> Self {
+        Self { actor: Actor::System, ip: None }
+    }
+
+    /// The same request, now known to be this user (after a successful sign-in).
+    pub fn as_user(&self, id: Uuid) -> Self {
+        Self { actor: Actor::User(id), ip: self.ip }
+    }
+}
+
+/// The actions the audit log knows, with their stable names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    SignUp,
+    CreateUser,
+    Login,
+    LoginFailed,
+    Logout,
+    SessionRevoke,
+    SessionsRevokeAll,
+    RefreshReuse,
+    PasswordChange,
+    ResetTokenIssue,
+    PasswordReset,
+    ProfileUpdate,
+    ContactsUpdate,
+    RoleChange,
+    SoftDelete,
+    PermanentDelete,
+    Restore,
+    Link,
+    Unlink,
+    LinkUpdate,
+}
+
+impl Action {
+    pub const ALL: [Action; 20] = [
+        Action::SignUp,
+        Action::CreateUser,
+        Action::Login,
+        Action::LoginFailed,
+        Action::Logout,
+        Action::SessionRevoke,
+        Action::SessionsRevokeAll,
+        Action::RefreshReuse,
+        Action::PasswordChange,
+        Action::ResetTokenIssue,
+        Action::PasswordReset,
+        Action::ProfileUpdate,
+        Action::ContactsUpdate,
+        Action::RoleChange,
+        Action::SoftDelete,
+        Action::PermanentDelete,
+        Action::Restore,
+        Action::Link,
+        Action::Unlink,
+        Action::LinkUpdate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::SignUp => "user.sign_up",
+            Action::CreateUser => "user.create",
+            Action::Login => "auth.login",
+            Action::LoginFailed => "auth.login_failed",
+            Action::Logout => "session.logout",
+            Action::SessionRevoke => "session.revoke",
+            Action::SessionsRevokeAll => "session.revoke_all",
+            Action::RefreshReuse => "session.refresh_reuse",
+            Action::PasswordChange => "user.password_change",
+            Action::ResetTokenIssue => "user.reset_token_issue",
+            Action::PasswordReset => "user.password_reset",
+            Action::ProfileUpdate => "user.profile_update",
+            Action::ContactsUpdate => "user.contacts_update",
+            Action::RoleChange => "user.role_change",
+            Action::SoftDelete => "user.soft_delete",
+            Action::PermanentDelete => "user.permanent_delete",
+            Action::Restore => "user.restore",
+            Action::Link => "linked_account.link",
+            Action::Unlink => "linked_account.unlink",
+            Action::LinkUpdate => "linked_account.update",
+        }
+    }
+}
+
+/// Writes one record. Call it with the transaction that makes the change.
+pub async fn record(
+    db: impl PgExecutor<'_>,
+    caller: &Caller,
+    action: Action,
+    target: Option<Uuid>,
+    details: Value,
+) -> sqlx::Result<()> {
+    let actor = caller.actor.to_string();
+    let ip = caller.ip.map(|ip| ip.to_string());
+    audit::insert(
+        db,
+        &NewAudit { actor: &actor, action: action.as_str(), target_user_id: target, ip: ip.as_deref(), details: &details },
+    )
+    .await
+}
+
+/// A page of records, newest first, optionally about one user or of one action.
+pub async fn list(
+    state: &AppState,
+    user_id: Option<Uuid>,
+    action: Option<&str>,
+    before: Option<Uuid>,
+    limit: i64,
+) -> AppResult<(Vec<AuditRow>, Option<Uuid>)> {
+    let rows = audit::page(&state.db, user_id, action, before, limit + 1).await?;
+    Ok(super::split_page(rows, limit, |r| r.id))
+}

@@ -1,0 +1,139 @@
+//! An account's life: soft delete, restore, permanent delete, role changes, and the purge of
+//! accounts soft-deleted too long ago. Changes that could leave no admin lock the admins' rows first.
+
+use secrecy::SecretString;
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::audit::{self, Action, Caller};
+use super::auth::check_password;
+use super::ClientMeta;
+use crate::app::AppState;
+use crate::domain::{Email, Role};
+use crate::error::{AppError, AppResult};
+use crate::repo::{self, users::UserRow};
+
+/// Soft delete: the account keeps its email and phone, every session is revoked, and it can be
+/// restored until purged.
+pub async fn soft_delete(state: &AppState, caller: &Caller, id: Uuid) -> AppResult<()> {
+    let mut tx = state.db.begin().await?;
+    let user = lock_guarding_last_admin(&mut tx, id).await?;
+    if user.is_deleted() {
+        return Err(AppError::AlreadyDeleted);
+    }
+    if user.last_admin {
+        return Err(AppError::LastAdmin);
+    }
+    repo::users::set_deleted(&mut *tx, id, true).await?;
+    let revoked = repo::sessions::revoke_all(&mut *tx, id, None).await?;
+    audit::record(&mut *tx, caller, Action::SoftDelete, Some(id), json!({"sessions_revoked": revoked})).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %id, "user soft-deleted");
+    Ok(())
+}
+
+/// Brings a soft-deleted account back; 400 `already_active` when it is not deleted.
+pub async fn restore(state: &AppState, caller: &Caller, id: Uuid) -> AppResult<UserRow> {
+    let mut tx = state.db.begin().await?;
+    let user = repo::users::lock(&mut tx, id).await?.ok_or_else(AppError::user_not_found)?;
+    if !user.is_deleted() {
+        return Err(AppError::AlreadyActive);
+    }
+    let user = repo::users::set_deleted(&mut *tx, id, false).await?;
+    audit::record(&mut *tx, caller, Action::Restore, Some(id), json!({})).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %id, "user restored");
+    Ok(user)
+}
+
+/// Self-service restore: the email and password prove the owner (with the login's lockout and
+/// timing rules), then as [`restore`].
+pub async fn restore_with_password(
+    state: &AppState,
+    meta: &ClientMeta,
+    email: &Email,
+    password: &SecretString,
+) -> AppResult<UserRow> {
+    let user = check_password(state, meta, email, password).await?;
+    let caller = Caller { actor: super::Actor::User(user.id), ip: Some(meta.ip) };
+    restore(state, &caller, user.id).await
+}
+
+/// Permanent delete: sessions, reset tokens and linked accounts go with the user.
+pub async fn permanent_delete(state: &AppState, caller: &Caller, id: Uuid) -> AppResult<()> {
+    let mut tx = state.db.begin().await?;
+    let user = lock_guarding_last_admin(&mut tx, id).await?;
+    if user.last_admin {
+        return Err(AppError::LastAdmin);
+    }
+    repo::users::delete(&mut *tx, id).await?;
+    audit::record(&mut *tx, caller, Action::PermanentDelete, Some(id), json!({"email": user.row.email})).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %id, "user permanently deleted");
+    Ok(())
+}
+
+/// Changes the role; the user's tokens carry it from their next refresh. The last active admin
+/// cannot be demoted.
+pub async fn set_role(state: &AppState, caller: &Caller, id: Uuid, role: Role) -> AppResult<UserRow> {
+    let mut tx = state.db.begin().await?;
+    let user = lock_guarding_last_admin(&mut tx, id).await?;
+    if user.last_admin && role != Role::Admin {
+        return Err(AppError::LastAdmin);
+    }
+    let from = user.row.role.clone();
+    let updated = repo::users::set_role(&mut *tx, id, role.as_str()).await?;
+    audit::record(&mut *tx, caller, Action::RoleChange, Some(id), json!({"from": from, "to": role})).await?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// Permanently deletes accounts soft-deleted more than `users.purge_after_days` ago, in batches.
+/// Safe with several instances: each batch claims its rows with `FOR UPDATE SKIP LOCKED`.
+pub async fn purge_expired(state: &AppState) -> AppResult<u64> {
+    const BATCH: i64 = 100;
+    let days = state.settings.users.purge_after_days;
+    let mut purged = 0;
+    loop {
+        let mut tx = state.db.begin().await?;
+        let ids = repo::users::claim_purgeable(&mut tx, days, BATCH).await?;
+        for id in &ids {
+            repo::users::delete(&mut *tx, *id).await?;
+            audit::record(&mut *tx, &Caller::system(), Action::PermanentDelete, Some(*id), json!({"reason": "purge"}))
+                .await?;
+        }
+        tx.commit().await?;
+        purged += ids.len() as u64;
+        if (ids.len() as i64) < BATCH {
+            break;
+        }
+    }
+    if purged > 0 {
+        tracing::info!(purged, "purged soft-deleted accounts");
+    }
+    Ok(purged)
+}
+
+struct Guarded {
+    row: UserRow,
+    /// the user is the only active admin
+    last_admin: bool,
+}
+
+impl std::ops::Deref for Guarded {
+    type Target = UserRow;
+
+    fn deref(&self) -> &UserRow {
+        &self.row
+    }
+}
+
+/// Locks the active admins (always first, so concurrent changes serialise in one order), then the
+/// user; tells whether the user is the last active admin.
+async fn lock_guarding_last_admin(conn: &mut PgConnection, id: Uuid) -> AppResult<Guarded> {
+    let admins = repo::users::lock_active_admins(conn).await?;
+    let row = repo::users::lock(conn, id).await?.ok_or_else(AppError::user_not_found)?;
+    let last_admin = admins == [id];
+    Ok(Guarded { row, last_admin })
+}

@@ -1,0 +1,96 @@
+//! Password change, reset tokens, and reset.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
+use secrecy::SecretString;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::audit::{self, Action, Caller};
+use super::{users, Principal};
+use crate::app::AppState;
+use crate::auth::jwt::token_hash;
+use crate::auth::password::Verdict;
+use crate::domain::Email;
+use crate::error::{AppError, AppResult};
+use crate::repo::{self, users::UserRow};
+
+/// Changes the caller's password and revokes every other session.
+pub async fn change(
+    state: &AppState,
+    caller: &Caller,
+    p: &Principal,
+    current: &SecretString,
+    new: &SecretString,
+) -> AppResult<()> {
+    let user = users::get(state, p.user_id).await?;
+    if state.passwords.verify(current, user.password_hash.as_deref()).await? == Verdict::Wrong {
+        return Err(AppError::InvalidCredentials);
+    }
+    let hash = state.passwords.hash_new(new, &policy_inputs(&user)).await?;
+    let mut tx = state.db.begin().await?;
+    repo::users::set_password_hash(&mut *tx, user.id, &hash).await?;
+    let revoked = repo::sessions::revoke_all(&mut *tx, user.id, Some(p.session_id)).await?;
+    audit::record(&mut *tx, caller, Action::PasswordChange, Some(user.id), json!({"sessions_revoked": revoked}))
+        .await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user.id, "password changed");
+    Ok(())
+}
+
+/// Who a reset token is for.
+pub enum ResetTarget {
+    Email(Email),
+    UserId(Uuid),
+}
+
+/// A fresh reset token (256 random bits); only its hash is stored.
+pub async fn issue_reset_token(
+    state: &AppState,
+    caller: &Caller,
+    target: ResetTarget,
+) -> AppResult<(String, DateTime<Utc>)> {
+    let user = match target {
+        ResetTarget::Email(email) => repo::users::find_by_email(&state.db, email.as_str()).await?,
+        ResetTarget::UserId(id) => repo::users::find_by_id(&state.db, id).await?,
+    }
+    .ok_or_else(AppError::user_not_found)?;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let expires_at = Utc::now() + Duration::seconds(state.settings.auth.reset_token_ttl_secs);
+    let mut tx = state.db.begin().await?;
+    repo::reset_tokens::insert(&mut *tx, &token_hash(&token), user.id, expires_at).await?;
+    audit::record(&mut *tx, caller, Action::ResetTokenIssue, Some(user.id), json!({"expires_at": expires_at})).await?;
+    tx.commit().await?;
+    Ok((token, expires_at))
+}
+
+/// Sets a new password with a reset token: the token is used up, every session revoked, and the
+/// login lockout for the account lifted.
+pub async fn reset(state: &AppState, caller: &Caller, token: &str, password: &SecretString) -> AppResult<()> {
+    let hash = token_hash(token);
+    let user_id = repo::reset_tokens::usable_user(&state.db, &hash).await?.ok_or(AppError::InvalidResetToken)?;
+    let user = users::get(state, user_id).await?;
+    let new_hash = state.passwords.hash_new(password, &policy_inputs(&user)).await?;
+    let mut tx = state.db.begin().await?;
+    if !repo::reset_tokens::consume(&mut *tx, &hash).await? {
+        return Err(AppError::InvalidResetToken);
+    }
+    repo::users::set_password_hash(&mut *tx, user.id, &new_hash).await?;
+    let revoked = repo::sessions::revoke_all(&mut *tx, user.id, None).await?;
+    repo::login_throttle::clear(&mut *tx, &user.email.to_lowercase()).await?;
+    audit::record(&mut *tx, caller, Action::PasswordReset, Some(user.id), json!({"sessions_revoked": revoked}))
+        .await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user.id, "password reset");
+    Ok(())
+}
+
+fn policy_inputs(user: &UserRow) -> Vec<&str> {
+    let mut inputs = vec![user.email.as_str(), user.first_name.as_str()];
+    inputs.extend(user.last_name.as_deref());
+    inputs
+}
