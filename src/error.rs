@@ -140,7 +140,9 @@ impl IntoResponse for AppError {
             _ => {}
         }
         let errors = match &self {
-            AppError::Validation(errors) | AppError::InvalidContacts(errors) => Some(errors.clone()),
+            AppError::Validation(errors) | AppError::InvalidContacts(errors) => {
+                Some(errors.clone())
+            }
             _ => None,
         };
         let problem = Problem {

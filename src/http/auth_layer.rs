@@ -17,8 +17,15 @@ use crate::service::auth::{self as auth_service, AuthFailure};
 use crate::service::Issued;
 
 pub async fn require_user(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let ip = client_ip(peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), req.headers(), &state.trusted_proxies);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let ip = client_ip(
+        peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        req.headers(),
+        &state.trusted_proxies,
+    );
     let (principal, rotated) = match resolve_user(&state, req.method(), req.headers(), ip).await {
         Ok(found) => found,
         Err(e) => return e.into_response(),

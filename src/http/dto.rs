@@ -159,7 +159,12 @@ pub fn decode_cursor(cursor: &str) -> Result<Uuid, AppError> {
         .decode(cursor)
         .ok()
         .and_then(|b| Uuid::from_slice(&b).ok())
-        .ok_or_else(|| AppError::Validation(vec![FieldError::new("cursor", "not a cursor this service issued")]))
+        .ok_or_else(|| {
+            AppError::Validation(vec![FieldError::new(
+                "cursor",
+                "not a cursor this service issued",
+            )])
+        })
 }
 
 /// One audit record.

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use validator::Validate;
 
 use crate::app::AppState;
-use crate::error::{AppError, FieldError};
 use crate::domain::Role;
+use crate::error::{AppError, FieldError};
 use crate::service::{Actor, Caller, ClientMeta, Principal};
 
 /// A JSON body: 415 unless JSON, 413 over the size limit, 400 `malformed_body` when it does not
@@ -304,7 +304,10 @@ where
         } else {
             Actor::Anonymous
         };
-        Ok(Caller { actor, ip: Some(ip) })
+        Ok(Caller {
+            actor,
+            ip: Some(ip),
+        })
     }
 }
 
@@ -322,7 +325,9 @@ where
         let query = parts.uri.query().unwrap_or_default();
         let value: T = serde_urlencoded::from_str(query)
             .map_err(|e| AppError::Validation(vec![FieldError::new("query", e.to_string())]))?;
-        value.validate().map_err(|errors| AppError::Validation(field_errors(&errors)))?;
+        value
+            .validate()
+            .map_err(|errors| AppError::Validation(field_errors(&errors)))?;
         Ok(Query(value))
     }
 }
@@ -340,7 +345,11 @@ where
 /// Bad email or phone on the contact routes is 422 `invalid_contacts` rather than `validation_failed`.
 pub fn contacts_rejection(e: AppError) -> AppError {
     match e {
-        AppError::Validation(errors) if errors.iter().all(|e| e.field == "email" || e.field == "phone") => {
+        AppError::Validation(errors)
+            if errors
+                .iter()
+                .all(|e| e.field == "email" || e.field == "phone") =>
+        {
             AppError::InvalidContacts(errors)
         }
         other => other,

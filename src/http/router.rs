@@ -83,11 +83,18 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
             private::seances::revoke_others
         ))
         .routes(routes!(private::seances::revoke))
-        .routes(routes!(private::users::me, private::users::update_me, private::users::delete_me))
+        .routes(routes!(
+            private::users::me,
+            private::users::update_me,
+            private::users::delete_me
+        ))
         .routes(routes!(private::users::change_contacts))
         .routes(routes!(private::users::change_password))
         .routes(routes!(private::users::search))
-        .routes(routes!(private::admin::get_user, private::admin::delete_user))
+        .routes(routes!(
+            private::admin::get_user,
+            private::admin::delete_user
+        ))
         .routes(routes!(private::admin::restore_user))
         .routes(routes!(private::admin::set_role))
         .routes(routes!(private::admin::revoke_user_sessions))

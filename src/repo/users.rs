@@ -1,7 +1,7 @@
 //! The `users` table.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// A user as stored. Holds the password hash, so it is deliberately not `Serialize`.
@@ -86,17 +86,21 @@ pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) ->
 
 /// Locks the user's row for the rest of the transaction.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(&format!("select {COLUMNS} from users where id = $1 for update"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from users where id = $1 for update"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Locks every active admin's row: changes that could remove the last admin serialise here.
 pub async fn lock_active_admins(conn: &mut PgConnection) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar("select id from users where role = 'admin' and status = 'active' order by id for update")
-        .fetch_all(conn)
-        .await
+    sqlx::query_scalar(
+        "select id from users where role = 'admin' and status = 'active' order by id for update",
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// Names to set; for the optional ones, `Some(None)` clears and `None` keeps.
@@ -106,7 +110,11 @@ pub struct NameChange<'a> {
     pub middle_name: Option<Option<&'a str>>,
 }
 
-pub async fn update_names(db: impl PgExecutor<'_>, id: Uuid, c: &NameChange<'_>) -> sqlx::Result<UserRow> {
+pub async fn update_names(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    c: &NameChange<'_>,
+) -> sqlx::Result<UserRow> {
     sqlx::query_as(&format!(
         "update users set
              first_name = coalesce($2, first_name),
@@ -149,7 +157,11 @@ pub async fn update_contacts(
     .await
 }
 
-pub async fn set_deleted(db: impl PgExecutor<'_>, id: Uuid, deleted: bool) -> sqlx::Result<UserRow> {
+pub async fn set_deleted(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    deleted: bool,
+) -> sqlx::Result<UserRow> {
     sqlx::query_as(&format!(
         "update users set
              status = case when $2 then 'deleted' else 'active' end,
@@ -165,16 +177,21 @@ pub async fn set_deleted(db: impl PgExecutor<'_>, id: Uuid, deleted: bool) -> sq
 }
 
 pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: &str) -> sqlx::Result<UserRow> {
-    sqlx::query_as(&format!("update users set role = $2, updated_at = now() where id = $1 returning {COLUMNS}"))
-        .bind(id)
-        .bind(role)
-        .fetch_one(db)
-        .await
+    sqlx::query_as(&format!(
+        "update users set role = $2, updated_at = now() where id = $1 returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(role)
+    .fetch_one(db)
+    .await
 }
 
 /// Deletes the user; sessions, reset tokens and linked accounts go with it (foreign keys cascade).
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query("delete from users where id = $1").bind(id).execute(db).await?;
+    let done = sqlx::query("delete from users where id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -190,33 +207,41 @@ pub struct Search<'a> {
 }
 
 /// Newest first by id (UUIDv7, time-ordered): users added while paging sort before the cursor, so
-/// pages neither repeat nor skip a row.
+/// pages neither repeat nor skip a row. Only the filters given are added to the SQL, so the planner
+/// can use the trigram index (a generic `$1 is null or ...` plan could not).
 pub async fn search(db: impl PgExecutor<'_>, s: &Search<'_>) -> sqlx::Result<Vec<UserRow>> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from users
-         where ($1::text is null or search_text like '%' || $1 || '%' escape '\\')
-           and ($2::text is null or role = $2)
-           and ($3::text is null or status = $3)
-           and ($4::uuid is null or id < $4)
-         order by id desc
-         limit $5"
-    ))
-    .bind(s.query.map(escape_like))
-    .bind(s.role)
-    .bind(s.status)
-    .bind(s.before)
-    .bind(s.limit)
-    .fetch_all(db)
-    .await
+    let mut q = QueryBuilder::<Postgres>::new(format!("select {COLUMNS} from users where true"));
+    if let Some(text) = s.query {
+        q.push(" and search_text like '%' || ")
+            .push_bind(escape_like(text))
+            .push(" || '%' escape '\\'");
+    }
+    if let Some(role) = s.role {
+        q.push(" and role = ").push_bind(role);
+    }
+    if let Some(status) = s.status {
+        q.push(" and status = ").push_bind(status);
+    }
+    if let Some(before) = s.before {
+        q.push(" and id < ").push_bind(before);
+    }
+    q.push(" order by id desc limit ").push_bind(s.limit);
+    q.build_query_as().fetch_all(db).await
 }
 
 fn escape_like(q: &str) -> String {
-    q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    q.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 /// Claims up to `limit` users soft-deleted before the cutoff. Rows another instance is purging are
 /// skipped, so each is purged exactly once.
-pub async fn claim_purgeable(conn: &mut PgConnection, older_than_days: i32, limit: i64) -> sqlx::Result<Vec<Uuid>> {
+pub async fn claim_purgeable(
+    conn: &mut PgConnection,
+    older_than_days: i32,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
         "select id from users
          where status = 'deleted' and deleted_at < now() - make_interval(days => $1)

@@ -41,12 +41,18 @@ pub struct Caller {
 
 impl Caller {
     pub fn system() -> Self {
-        Self { actor: Actor::System, ip: None }
+        Self {
+            actor: Actor::System,
+            ip: None,
+        }
     }
 
     /// The same request, now known to be this user (after a successful sign-in).
     pub fn as_user(&self, id: Uuid) -> Self {
-        Self { actor: Actor::User(id), ip: self.ip }
+        Self {
+            actor: Actor::User(id),
+            ip: self.ip,
+        }
     }
 }
 
@@ -137,7 +143,13 @@ pub async fn record(
     let ip = caller.ip.map(|ip| ip.to_string());
     audit::insert(
         db,
-        &NewAudit { actor: &actor, action: action.as_str(), target_user_id: target, ip: ip.as_deref(), details: &details },
+        &NewAudit {
+            actor: &actor,
+            action: action.as_str(),
+            target_user_id: target,
+            ip: ip.as_deref(),
+            details: &details,
+        },
     )
     .await
 }

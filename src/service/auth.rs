@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use chrono::{Duration, Utc};
-use serde_json::json;
 use secrecy::SecretString;
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -23,7 +23,12 @@ const DEAD: AppError = AppError::Unauthenticated {
 
 /// Checks the password (one hash whether or not the email exists), the lockout and the account's
 /// state, then opens a session.
-pub async fn login(state: &AppState, email: &Email, password: &SecretString, meta: &ClientMeta) -> AppResult<(UserRow, Issued)> {
+pub async fn login(
+    state: &AppState,
+    email: &Email,
+    password: &SecretString,
+    meta: &ClientMeta,
+) -> AppResult<(UserRow, Issued)> {
     let user = check_password(state, meta, email, password).await?;
     if user.is_deleted() {
         return Err(AppError::AccountDeleted);
@@ -36,11 +41,18 @@ pub async fn login(state: &AppState, email: &Email, password: &SecretString, met
 /// Proves an email and password: the lockout first, then one argon2 verification whether or not
 /// the email exists (no timing oracle). A wrong password is counted and audited; a right one ends
 /// the count and upgrades an old hash.
-pub async fn check_password(state: &AppState, meta: &ClientMeta, email: &Email, password: &SecretString) -> AppResult<UserRow> {
+pub async fn check_password(
+    state: &AppState,
+    meta: &ClientMeta,
+    email: &Email,
+    password: &SecretString,
+) -> AppResult<UserRow> {
     let key = email.key();
     if let Some(until) = repo::login_throttle::locked_until(&state.db, &key).await? {
         let secs = (until - Utc::now()).num_seconds().max(1);
-        return Err(AppError::TooManyAttempts { retry_after_secs: secs as u64 });
+        return Err(AppError::TooManyAttempts {
+            retry_after_secs: secs as u64,
+        });
     }
     let user = repo::users::find_by_email(&state.db, email.as_str()).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
@@ -50,10 +62,26 @@ pub async fn check_password(state: &AppState, meta: &ClientMeta, email: &Email, 
         (user, _) => {
             let auth = &state.settings.auth;
             let mut tx = state.db.begin().await?;
-            repo::login_throttle::record_failure(&mut *tx, &key, auth.max_failed_logins, auth.lockout_secs).await?;
-            let caller = Caller { actor: Actor::Anonymous, ip: Some(meta.ip) };
+            repo::login_throttle::record_failure(
+                &mut *tx,
+                &key,
+                auth.max_failed_logins,
+                auth.lockout_secs,
+            )
+            .await?;
+            let caller = Caller {
+                actor: Actor::Anonymous,
+                ip: Some(meta.ip),
+            };
             let target = user.map(|u| u.id);
-            audit::record(&mut *tx, &caller, Action::LoginFailed, target, json!({"email": key})).await?;
+            audit::record(
+                &mut *tx,
+                &caller,
+                Action::LoginFailed,
+                target,
+                json!({"email": key}),
+            )
+            .await?;
             tx.commit().await?;
             tracing::info!("wrong email or password");
             return Err(AppError::InvalidCredentials);
@@ -68,8 +96,16 @@ pub async fn check_password(state: &AppState, meta: &ClientMeta, email: &Email, 
 }
 
 /// Opens a session for a user already proven to be who they say.
-pub async fn start_session(state: &AppState, user: &UserRow, meta: &ClientMeta) -> AppResult<Issued> {
-    let principal = Principal { user_id: user.id, session_id: Uuid::now_v7(), role: role_of(user)? };
+pub async fn start_session(
+    state: &AppState,
+    user: &UserRow,
+    meta: &ClientMeta,
+) -> AppResult<Issued> {
+    let principal = Principal {
+        user_id: user.id,
+        session_id: Uuid::now_v7(),
+        role: role_of(user)?,
+    };
     let (issued, refresh_hash) = issue_pair(state, principal)?;
     let user_agent = meta.user_agent.as_deref().map(|ua| truncate(ua, 512));
     let ip = meta.ip.to_string();
@@ -86,7 +122,10 @@ pub async fn start_session(state: &AppState, user: &UserRow, meta: &ClientMeta) 
         },
     )
     .await?;
-    let caller = Caller { actor: Actor::User(user.id), ip: Some(meta.ip) };
+    let caller = Caller {
+        actor: Actor::User(user.id),
+        ip: Some(meta.ip),
+    };
     let details = json!({"session_id": issued.principal.session_id});
     audit::record(&mut *tx, &caller, Action::Login, Some(user.id), details).await?;
     tx.commit().await?;
@@ -150,9 +189,19 @@ pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Iss
         });
     }
     repo::sessions::revoke(&mut *tx, session.id).await?;
-    let caller = Caller { actor: Actor::Anonymous, ip: Some(ip) };
+    let caller = Caller {
+        actor: Actor::Anonymous,
+        ip: Some(ip),
+    };
     let details = json!({"session_id": session.id});
-    audit::record(&mut *tx, &caller, Action::RefreshReuse, Some(session.user_id), details).await?;
+    audit::record(
+        &mut *tx,
+        &caller,
+        Action::RefreshReuse,
+        Some(session.user_id),
+        details,
+    )
+    .await?;
     tx.commit().await?;
     tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused; session revoked");
     Err(DEAD)
@@ -160,8 +209,13 @@ pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Iss
 
 /// Verifies an access token and that its session is still live.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AuthFailure> {
-    let claims = state.keys.verify(token, TokenKind::Access).map_err(AuthFailure::Token)?;
-    live_session(state, claims.sub, claims.sid).await.map_err(AuthFailure::Rejected)
+    let claims = state
+        .keys
+        .verify(token, TokenKind::Access)
+        .map_err(AuthFailure::Token)?;
+    live_session(state, claims.sub, claims.sid)
+        .await
+        .map_err(AuthFailure::Rejected)
 }
 
 /// Why an access token did not authenticate.
@@ -173,15 +227,24 @@ pub enum AuthFailure {
 
 /// The session's principal, with the user's current role, if the session is live.
 async fn live_session(state: &AppState, user_id: Uuid, session_id: Uuid) -> AppResult<Principal> {
-    let s = repo::sessions::state(&state.db, session_id).await?.ok_or(DEAD)?;
+    let s = repo::sessions::state(&state.db, session_id)
+        .await?
+        .ok_or(DEAD)?;
     if !s.live || s.user_id != user_id {
         return Err(DEAD);
     }
     if s.stale_last_seen {
         repo::sessions::touch(&state.db, session_id).await?;
     }
-    let role = s.role.parse().map_err(|e: String| AppError::Internal(anyhow::anyhow!(e)))?;
-    Ok(Principal { user_id, session_id, role })
+    let role = s
+        .role
+        .parse()
+        .map_err(|e: String| AppError::Internal(anyhow::anyhow!(e)))?;
+    Ok(Principal {
+        user_id,
+        session_id,
+        role,
+    })
 }
 
 fn issue_pair(state: &AppState, principal: Principal) -> AppResult<(Issued, Vec<u8>)> {

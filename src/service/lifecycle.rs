@@ -27,7 +27,14 @@ pub async fn soft_delete(state: &AppState, caller: &Caller, id: Uuid) -> AppResu
     }
     repo::users::set_deleted(&mut *tx, id, true).await?;
     let revoked = repo::sessions::revoke_all(&mut *tx, id, None).await?;
-    audit::record(&mut *tx, caller, Action::SoftDelete, Some(id), json!({"sessions_revoked": revoked})).await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::SoftDelete,
+        Some(id),
+        json!({"sessions_revoked": revoked}),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user_id = %id, "user soft-deleted");
     Ok(())
@@ -36,7 +43,9 @@ pub async fn soft_delete(state: &AppState, caller: &Caller, id: Uuid) -> AppResu
 /// Brings a soft-deleted account back; 400 `already_active` when it is not deleted.
 pub async fn restore(state: &AppState, caller: &Caller, id: Uuid) -> AppResult<UserRow> {
     let mut tx = state.db.begin().await?;
-    let user = repo::users::lock(&mut tx, id).await?.ok_or_else(AppError::user_not_found)?;
+    let user = repo::users::lock(&mut tx, id)
+        .await?
+        .ok_or_else(AppError::user_not_found)?;
     if !user.is_deleted() {
         return Err(AppError::AlreadyActive);
     }
@@ -56,7 +65,10 @@ pub async fn restore_with_password(
     password: &SecretString,
 ) -> AppResult<UserRow> {
     let user = check_password(state, meta, email, password).await?;
-    let caller = Caller { actor: super::Actor::User(user.id), ip: Some(meta.ip) };
+    let caller = Caller {
+        actor: super::Actor::User(user.id),
+        ip: Some(meta.ip),
+    };
     restore(state, &caller, user.id).await
 }
 
@@ -68,7 +80,14 @@ pub async fn permanent_delete(state: &AppState, caller: &Caller, id: Uuid) -> Ap
         return Err(AppError::LastAdmin);
     }
     repo::users::delete(&mut *tx, id).await?;
-    audit::record(&mut *tx, caller, Action::PermanentDelete, Some(id), json!({"email": user.row.email})).await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::PermanentDelete,
+        Some(id),
+        json!({"email": user.row.email}),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user_id = %id, "user permanently deleted");
     Ok(())
@@ -76,7 +95,12 @@ pub async fn permanent_delete(state: &AppState, caller: &Caller, id: Uuid) -> Ap
 
 /// Changes the role; the user's tokens carry it from their next refresh. The last active admin
 /// cannot be demoted.
-pub async fn set_role(state: &AppState, caller: &Caller, id: Uuid, role: Role) -> AppResult<UserRow> {
+pub async fn set_role(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    role: Role,
+) -> AppResult<UserRow> {
     let mut tx = state.db.begin().await?;
     let user = lock_guarding_last_admin(&mut tx, id).await?;
     if user.last_admin && role != Role::Admin {
@@ -84,7 +108,14 @@ pub async fn set_role(state: &AppState, caller: &Caller, id: Uuid, role: Role) -
     }
     let from = user.row.role.clone();
     let updated = repo::users::set_role(&mut *tx, id, role.as_str()).await?;
-    audit::record(&mut *tx, caller, Action::RoleChange, Some(id), json!({"from": from, "to": role})).await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::RoleChange,
+        Some(id),
+        json!({"from": from, "to": role}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(updated)
 }
@@ -100,8 +131,14 @@ pub async fn purge_expired(state: &AppState) -> AppResult<u64> {
         let ids = repo::users::claim_purgeable(&mut tx, days, BATCH).await?;
         for id in &ids {
             repo::users::delete(&mut *tx, *id).await?;
-            audit::record(&mut *tx, &Caller::system(), Action::PermanentDelete, Some(*id), json!({"reason": "purge"}))
-                .await?;
+            audit::record(
+                &mut *tx,
+                &Caller::system(),
+                Action::PermanentDelete,
+                Some(*id),
+                json!({"reason": "purge"}),
+            )
+            .await?;
         }
         tx.commit().await?;
         purged += ids.len() as u64;
@@ -133,7 +170,9 @@ impl std::ops::Deref for Guarded {
 /// user; tells whether the user is the last active admin.
 async fn lock_guarding_last_admin(conn: &mut PgConnection, id: Uuid) -> AppResult<Guarded> {
     let admins = repo::users::lock_active_admins(conn).await?;
-    let row = repo::users::lock(conn, id).await?.ok_or_else(AppError::user_not_found)?;
+    let row = repo::users::lock(conn, id)
+        .await?
+        .ok_or_else(AppError::user_not_found)?;
     let last_admin = admins == [id];
     Ok(Guarded { row, last_admin })
 }

@@ -43,7 +43,11 @@ pub struct Issued {
 }
 
 /// Splits a page fetched with `limit + 1` rows into the page and the id to continue before.
-pub fn split_page<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> Uuid) -> (Vec<T>, Option<Uuid>) {
+pub fn split_page<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    id: impl Fn(&T) -> Uuid,
+) -> (Vec<T>, Option<Uuid>) {
     if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         let next = rows.last().map(id);

@@ -26,15 +26,26 @@ pub async fn change(
     new: &SecretString,
 ) -> AppResult<()> {
     let user = users::get(state, p.user_id).await?;
-    if state.passwords.verify(current, user.password_hash.as_deref()).await? == Verdict::Wrong {
+    if state
+        .passwords
+        .verify(current, user.password_hash.as_deref())
+        .await?
+        == Verdict::Wrong
+    {
         return Err(AppError::InvalidCredentials);
     }
     let hash = state.passwords.hash_new(new, &policy_inputs(&user)).await?;
     let mut tx = state.db.begin().await?;
     repo::users::set_password_hash(&mut *tx, user.id, &hash).await?;
     let revoked = repo::sessions::revoke_all(&mut *tx, user.id, Some(p.session_id)).await?;
-    audit::record(&mut *tx, caller, Action::PasswordChange, Some(user.id), json!({"sessions_revoked": revoked}))
-        .await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::PasswordChange,
+        Some(user.id),
+        json!({"sessions_revoked": revoked}),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "password changed");
     Ok(())
@@ -63,18 +74,35 @@ pub async fn issue_reset_token(
     let expires_at = Utc::now() + Duration::seconds(state.settings.auth.reset_token_ttl_secs);
     let mut tx = state.db.begin().await?;
     repo::reset_tokens::insert(&mut *tx, &token_hash(&token), user.id, expires_at).await?;
-    audit::record(&mut *tx, caller, Action::ResetTokenIssue, Some(user.id), json!({"expires_at": expires_at})).await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::ResetTokenIssue,
+        Some(user.id),
+        json!({"expires_at": expires_at}),
+    )
+    .await?;
     tx.commit().await?;
     Ok((token, expires_at))
 }
 
 /// Sets a new password with a reset token: the token is used up, every session revoked, and the
 /// login lockout for the account lifted.
-pub async fn reset(state: &AppState, caller: &Caller, token: &str, password: &SecretString) -> AppResult<()> {
+pub async fn reset(
+    state: &AppState,
+    caller: &Caller,
+    token: &str,
+    password: &SecretString,
+) -> AppResult<()> {
     let hash = token_hash(token);
-    let user_id = repo::reset_tokens::usable_user(&state.db, &hash).await?.ok_or(AppError::InvalidResetToken)?;
+    let user_id = repo::reset_tokens::usable_user(&state.db, &hash)
+        .await?
+        .ok_or(AppError::InvalidResetToken)?;
     let user = users::get(state, user_id).await?;
-    let new_hash = state.passwords.hash_new(password, &policy_inputs(&user)).await?;
+    let new_hash = state
+        .passwords
+        .hash_new(password, &policy_inputs(&user))
+        .await?;
     let mut tx = state.db.begin().await?;
     if !repo::reset_tokens::consume(&mut *tx, &hash).await? {
         return Err(AppError::InvalidResetToken);
@@ -82,8 +110,14 @@ pub async fn reset(state: &AppState, caller: &Caller, token: &str, password: &Se
     repo::users::set_password_hash(&mut *tx, user.id, &new_hash).await?;
     let revoked = repo::sessions::revoke_all(&mut *tx, user.id, None).await?;
     repo::login_throttle::clear(&mut *tx, &user.email.to_lowercase()).await?;
-    audit::record(&mut *tx, caller, Action::PasswordReset, Some(user.id), json!({"sessions_revoked": revoked}))
-        .await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::PasswordReset,
+        Some(user.id),
+        json!({"sessions_revoked": revoked}),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "password reset");
     Ok(())

@@ -16,7 +16,14 @@ pub async fn list(state: &AppState, p: &Principal) -> AppResult<Vec<SessionRow>>
 pub async fn logout(state: &AppState, caller: &Caller, p: &Principal) -> AppResult<()> {
     let mut tx = state.db.begin().await?;
     repo::sessions::revoke(&mut *tx, p.session_id).await?;
-    audit::record(&mut *tx, caller, Action::Logout, Some(p.user_id), json!({"session_id": p.session_id})).await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::Logout,
+        Some(p.user_id),
+        json!({"session_id": p.session_id}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -27,18 +34,38 @@ pub async fn revoke(state: &AppState, caller: &Caller, p: &Principal, id: Uuid) 
     if !repo::sessions::revoke_own(&mut *tx, p.user_id, id).await? {
         return Err(AppError::session_not_found());
     }
-    audit::record(&mut *tx, caller, Action::SessionRevoke, Some(p.user_id), json!({"session_id": id})).await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::SessionRevoke,
+        Some(p.user_id),
+        json!({"session_id": id}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Revokes every session of the user except `keep`.
-pub async fn revoke_all(state: &AppState, caller: &Caller, user_id: Uuid, keep: Option<Uuid>) -> AppResult<u64> {
+pub async fn revoke_all(
+    state: &AppState,
+    caller: &Caller,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+) -> AppResult<u64> {
     let mut tx = state.db.begin().await?;
-    repo::users::lock(&mut tx, user_id).await?.ok_or_else(AppError::user_not_found)?;
+    repo::users::lock(&mut tx, user_id)
+        .await?
+        .ok_or_else(AppError::user_not_found)?;
     let n = repo::sessions::revoke_all(&mut *tx, user_id, keep).await?;
-    audit::record(&mut *tx, caller, Action::SessionsRevokeAll, Some(user_id), json!({"revoked": n, "kept": keep}))
-        .await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::SessionsRevokeAll,
+        Some(user_id),
+        json!({"revoked": n, "kept": keep}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(n)
 }

@@ -24,7 +24,12 @@ pub struct Profile {
 
 /// Creates a user with a password. The unique indexes decide races: of concurrent sign-ups with one
 /// email exactly one commits, the rest get 409.
-pub async fn sign_up(state: &AppState, caller: &Caller, profile: Profile, password: &SecretString) -> AppResult<UserRow> {
+pub async fn sign_up(
+    state: &AppState,
+    caller: &Caller,
+    profile: Profile,
+    password: &SecretString,
+) -> AppResult<UserRow> {
     let mut inputs = vec![profile.email.as_str(), profile.first_name.as_str()];
     inputs.extend(profile.last_name.as_deref());
     let hash = state.passwords.hash_new(password, &inputs).await?;
@@ -32,11 +37,21 @@ pub async fn sign_up(state: &AppState, caller: &Caller, profile: Profile, passwo
 }
 
 /// Creates a user without a password: it signs in after a password reset (or through a provider).
-pub async fn create_without_password(state: &AppState, caller: &Caller, profile: Profile) -> AppResult<UserRow> {
+pub async fn create_without_password(
+    state: &AppState,
+    caller: &Caller,
+    profile: Profile,
+) -> AppResult<UserRow> {
     create(state, caller, &profile, None, Action::CreateUser).await
 }
 
-async fn create(state: &AppState, caller: &Caller, p: &Profile, hash: Option<&str>, action: Action) -> AppResult<UserRow> {
+async fn create(
+    state: &AppState,
+    caller: &Caller,
+    p: &Profile,
+    hash: Option<&str>,
+    action: Action,
+) -> AppResult<UserRow> {
     let mut tx = state.db.begin().await?;
     let user = repo::users::insert(
         &mut *tx,
@@ -56,14 +71,23 @@ async fn create(state: &AppState, caller: &Caller, p: &Profile, hash: Option<&st
         Actor::Anonymous => caller.as_user(user.id),
         _ => caller.clone(),
     };
-    audit::record(&mut *tx, &caller, action, Some(user.id), json!({"role": user.role})).await?;
+    audit::record(
+        &mut *tx,
+        &caller,
+        action,
+        Some(user.id),
+        json!({"role": user.role}),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, role = %user.role, "user created");
     Ok(user)
 }
 
 pub async fn get(state: &AppState, id: Uuid) -> AppResult<UserRow> {
-    repo::users::find_by_id(&state.db, id).await?.ok_or_else(AppError::user_not_found)
+    repo::users::find_by_id(&state.db, id)
+        .await?
+        .ok_or_else(AppError::user_not_found)
 }
 
 /// Name changes; for the optional names `Some(None)` clears and `None` keeps.
@@ -73,7 +97,12 @@ pub struct NameChange {
     pub middle_name: Option<Option<String>>,
 }
 
-pub async fn update_profile(state: &AppState, caller: &Caller, id: Uuid, change: NameChange) -> AppResult<UserRow> {
+pub async fn update_profile(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    change: NameChange,
+) -> AppResult<UserRow> {
     let mut tx = state.db.begin().await?;
     live_user(&mut tx, id).await?;
     let user = repo::users::update_names(
@@ -94,7 +123,14 @@ pub async fn update_profile(state: &AppState, caller: &Caller, id: Uuid, change:
     .into_iter()
     .flatten()
     .collect();
-    audit::record(&mut *tx, caller, Action::ProfileUpdate, Some(id), json!({"fields": fields})).await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::ProfileUpdate,
+        Some(id),
+        json!({"fields": fields}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -116,24 +152,49 @@ pub async fn change_contacts(
 ) -> AppResult<UserRow> {
     if let Some(password) = current_password {
         let user = get(state, id).await?;
-        if state.passwords.verify(password, user.password_hash.as_deref()).await? == Verdict::Wrong {
+        if state
+            .passwords
+            .verify(password, user.password_hash.as_deref())
+            .await?
+            == Verdict::Wrong
+        {
             return Err(AppError::InvalidCredentials);
         }
     }
     let mut tx = state.db.begin().await?;
     live_user(&mut tx, id).await?;
     let phone = change.phone.as_ref().map(|p| p.as_ref().map(Phone::as_str));
-    let user = repo::users::update_contacts(&mut *tx, id, change.email.as_ref().map(Email::as_str), phone).await?;
-    let fields: Vec<&str> =
-        [change.email.as_ref().map(|_| "email"), change.phone.as_ref().map(|_| "phone")].into_iter().flatten().collect();
-    audit::record(&mut *tx, caller, Action::ContactsUpdate, Some(id), json!({"fields": fields})).await?;
+    let user = repo::users::update_contacts(
+        &mut *tx,
+        id,
+        change.email.as_ref().map(Email::as_str),
+        phone,
+    )
+    .await?;
+    let fields: Vec<&str> = [
+        change.email.as_ref().map(|_| "email"),
+        change.phone.as_ref().map(|_| "phone"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::ContactsUpdate,
+        Some(id),
+        json!({"fields": fields}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(user)
 }
 
 /// Locks an existing, active user: 404 when unknown, 400 `already_deleted` when soft-deleted.
 pub async fn live_user(conn: &mut sqlx::PgConnection, id: Uuid) -> AppResult<UserRow> {
-    let user = repo::users::lock(conn, id).await?.ok_or_else(AppError::user_not_found)?;
+    let user = repo::users::lock(conn, id)
+        .await?
+        .ok_or_else(AppError::user_not_found)?;
     if user.is_deleted() {
         return Err(AppError::AlreadyDeleted);
     }
@@ -141,7 +202,17 @@ pub async fn live_user(conn: &mut sqlx::PgConnection, id: Uuid) -> AppResult<Use
 }
 
 /// An admin search: a page of users, newest first, and the id to continue before.
-pub async fn search(state: &AppState, s: &repo::users::Search<'_>) -> AppResult<(Vec<UserRow>, Option<Uuid>)> {
-    let rows = repo::users::search(&state.db, &repo::users::Search { limit: s.limit + 1, ..*s }).await?;
+pub async fn search(
+    state: &AppState,
+    s: &repo::users::Search<'_>,
+) -> AppResult<(Vec<UserRow>, Option<Uuid>)> {
+    let rows = repo::users::search(
+        &state.db,
+        &repo::users::Search {
+            limit: s.limit + 1,
+            ..*s
+        },
+    )
+    .await?;
     Ok(super::split_page(rows, s.limit, |u| u.id))
 }

@@ -113,6 +113,36 @@ impl TestApp {
         }
     }
 
+    /// Creates a user with a role through the server route, then signs in.
+    pub async fn signed_in_as(&self, email: &str, role: &str) -> Session {
+        let res = self
+            .post("/api/v1/server/users/sign_up")
+            .server_key()
+            .json(json!({"email": email, "password": PASSWORD, "first_name": "Ann", "role": role}))
+            .send()
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        let res = self.login(email, PASSWORD).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        Session {
+            access: res.cookie("access_token").unwrap(),
+            refresh: res.cookie("refresh_token").unwrap(),
+            session_id: res.json()["session_id"].as_str().unwrap().to_owned(),
+            user_id: res.json()["user"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// The audit actions recorded about a user, oldest first.
+    pub async fn audit_actions(&self, user_id: &str) -> Vec<String> {
+        sqlx::query_scalar(
+            "select action from audit_log where target_user_id = $1::uuid order by id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
     /// Tokens from the body-form sign-in.
     pub async fn tokens(&self, email: &str, password: &str) -> Value {
         let res = self

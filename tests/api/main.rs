@@ -3,15 +3,20 @@
 
 mod helpers;
 
+mod accounts;
+mod admin;
+mod audit;
 mod binary;
 mod errors;
 mod health;
 mod login;
 mod outage;
 mod passwords;
+mod purge;
 mod refresh;
 mod security;
 mod server;
+mod server_accounts;
 mod sessions;
 mod sign_up;
 mod tokens;

@@ -84,7 +84,9 @@ pub async fn restore_user(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(lifecycle::restore(&state, &caller, id).await?.into()))
+    Ok(axum::Json(
+        lifecycle::restore(&state, &caller, id).await?.into(),
+    ))
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -112,7 +114,11 @@ pub async fn set_role(
     Path(id): Path<Uuid>,
     Json(body): Json<RoleChange>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(lifecycle::set_role(&state, &caller, id, body.role).await?.into()))
+    Ok(axum::Json(
+        lifecycle::set_role(&state, &caller, id, body.role)
+            .await?
+            .into(),
+    ))
 }
 
 #[utoipa::path(
@@ -165,6 +171,16 @@ pub async fn audit(
 ) -> AppResult<axum::Json<Page<AuditRecord>>> {
     let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let limit = params.limit.unwrap_or(20);
-    let (rows, next) = audit::list(&state, params.user_id, params.action.as_deref(), before, limit).await?;
-    Ok(axum::Json(Page { items: rows.into_iter().map(Into::into).collect(), next_cursor: next.map(encode_cursor) }))
+    let (rows, next) = audit::list(
+        &state,
+        params.user_id,
+        params.action.as_deref(),
+        before,
+        limit,
+    )
+    .await?;
+    Ok(axum::Json(Page {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor: next.map(encode_cursor),
+    }))
 }

@@ -23,7 +23,10 @@ use crate::service::{lifecycle, passwords, users, Caller};
         (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
     )
 )]
-pub async fn me(State(state): State<AppState>, CurrentUser(p): CurrentUser) -> AppResult<axum::Json<UserResponse>> {
+pub async fn me(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+) -> AppResult<axum::Json<UserResponse>> {
     Ok(axum::Json(users::get(&state, p.user_id).await?.into()))
 }
 
@@ -71,7 +74,11 @@ pub async fn update_me(
     caller: Caller,
     Json(body): Json<ProfileChange>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(users::update_profile(&state, &caller, p.user_id, body.into()).await?.into()))
+    Ok(axum::Json(
+        users::update_profile(&state, &caller, p.user_id, body.into())
+            .await?
+            .into(),
+    ))
 }
 
 /// New email and/or phone (`phone: null` removes it), proven with the current password.
@@ -106,8 +113,18 @@ pub async fn change_contacts(
     body: Result<Json<ContactsChange>, AppError>,
 ) -> AppResult<axum::Json<UserResponse>> {
     let Json(body) = body.map_err(contacts_rejection)?;
-    let change = users::ContactChange { email: body.email, phone: body.phone };
-    let user = users::change_contacts(&state, &caller, p.user_id, change, Some(&body.current_password)).await?;
+    let change = users::ContactChange {
+        email: body.email,
+        phone: body.phone,
+    };
+    let user = users::change_contacts(
+        &state,
+        &caller,
+        p.user_id,
+        change,
+        Some(&body.current_password),
+    )
+    .await?;
     Ok(axum::Json(user.into()))
 }
 
@@ -156,7 +173,14 @@ pub async fn change_password(
     caller: Caller,
     Json(body): Json<ChangePasswordRequest>,
 ) -> AppResult<StatusCode> {
-    passwords::change(&state, &caller, &p, &body.current_password, &body.new_password).await?;
+    passwords::change(
+        &state,
+        &caller,
+        &p,
+        &body.current_password,
+        &body.new_password,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -195,7 +219,10 @@ pub async fn search(
     Json(body): Json<SearchRequest>,
 ) -> AppResult<axum::Json<Page<UserResponse>>> {
     let before = body.cursor.as_deref().map(decode_cursor).transpose()?;
-    let query = body.query.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty());
+    let query = body
+        .query
+        .map(|q| q.trim().to_lowercase())
+        .filter(|q| !q.is_empty());
     let search = repo::users::Search {
         query: query.as_deref(),
         role: body.role.map(Role::as_str),
@@ -204,5 +231,8 @@ pub async fn search(
         limit: body.limit.unwrap_or(20),
     };
     let (rows, next) = users::search(&state, &search).await?;
-    Ok(axum::Json(Page { items: rows.into_iter().map(Into::into).collect(), next_cursor: next.map(encode_cursor) }))
+    Ok(axum::Json(Page {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor: next.map(encode_cursor),
+    }))
 }

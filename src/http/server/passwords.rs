@@ -46,11 +46,20 @@ pub async fn reset_token(
         (None, Some(id)) => ResetTarget::UserId(id),
         _ => {
             let why = "give exactly one of email and user_id";
-            return Err(AppError::Validation(vec![FieldError::new("email", why), FieldError::new("user_id", why)]));
+            return Err(AppError::Validation(vec![
+                FieldError::new("email", why),
+                FieldError::new("user_id", why),
+            ]));
         }
     };
     let (reset_token, expires_at) = passwords::issue_reset_token(&state, &caller, target).await?;
-    Ok((StatusCode::CREATED, axum::Json(ResetTokenResponse { reset_token, expires_at })))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(ResetTokenResponse {
+            reset_token,
+            expires_at,
+        }),
+    ))
 }
 
 #[utoipa::path(

@@ -122,7 +122,10 @@ pub async fn create_user(
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`: not a UUID"),
     )
 )]
-pub async fn get_user(State(state): State<AppState>, Path(user_id): Path<Uuid>) -> AppResult<axum::Json<UserResponse>> {
+pub async fn get_user(
+    State(state): State<AppState>,
+    Path(user_id): Path<Uuid>,
+) -> AppResult<axum::Json<UserResponse>> {
     Ok(axum::Json(users::get(&state, user_id).await?.into()))
 }
 
@@ -147,7 +150,11 @@ pub async fn recovery_user(
     caller: Caller,
     Json(body): Json<UserIdRequest>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(lifecycle::restore(&state, &caller, body.user_id).await?.into()))
+    Ok(axum::Json(
+        lifecycle::restore(&state, &caller, body.user_id)
+            .await?
+            .into(),
+    ))
 }
 
 #[utoipa::path(
@@ -226,7 +233,11 @@ pub async fn change_fullname(
         last_name: body.last_name.map(clean_name),
         middle_name: body.middle_name.map(clean_name),
     };
-    Ok(axum::Json(users::update_profile(&state, &caller, body.user_id, change).await?.into()))
+    Ok(axum::Json(
+        users::update_profile(&state, &caller, body.user_id, change)
+            .await?
+            .into(),
+    ))
 }
 
 /// New email and/or phone (`phone: null` removes it).
@@ -258,6 +269,13 @@ pub async fn change_contacts(
     body: Result<Json<ContactsRequest>, AppError>,
 ) -> AppResult<axum::Json<UserResponse>> {
     let Json(body) = body.map_err(contacts_rejection)?;
-    let change = users::ContactChange { email: body.email, phone: body.phone };
-    Ok(axum::Json(users::change_contacts(&state, &caller, body.user_id, change, None).await?.into()))
+    let change = users::ContactChange {
+        email: body.email,
+        phone: body.phone,
+    };
+    Ok(axum::Json(
+        users::change_contacts(&state, &caller, body.user_id, change, None)
+            .await?
+            .into(),
+    ))
 }
