@@ -19,6 +19,7 @@ use crate::auth::password::Passwords;
 use crate::auth::server_keys::ServerKeys;
 use crate::config::Settings;
 use crate::http::rate_limit::Limits;
+use crate::providers::yandex::YandexClient;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -35,6 +36,7 @@ pub struct Inner {
     pub server_keys: ServerKeys,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
+    pub yandex: YandexClient,
 }
 
 impl Deref for AppState {
@@ -58,6 +60,7 @@ impl AppState {
             server_keys: ServerKeys::new(&settings.server_api.keys),
             limits: Limits::new(settings.rate_limit.login_per_minute),
             trusted_proxies,
+            yandex: YandexClient::new(&settings.oauth)?,
             keys,
             passwords,
             db,

@@ -24,6 +24,7 @@ pub struct Settings {
     pub cookies: CookieSettings,
     pub rate_limit: RateLimitSettings,
     pub users: UsersSettings,
+    pub oauth: OAuthSettings,
     pub server_api: ServerApiSettings,
     pub log: LogSettings,
 }
@@ -88,6 +89,35 @@ pub struct RateLimitSettings {
 pub struct UsersSettings {
     pub purge_after_days: i32,
     pub purge_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSettings {
+    #[serde(deserialize_with = "list_or_csv")]
+    pub allowed_redirects: Vec<String>,
+    pub http_timeout_secs: u64,
+    pub state_ttl_secs: i64,
+    pub yandex: YandexSettings,
+    pub telegram: TelegramSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YandexSettings {
+    pub authorize_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub redirect_uri: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramSettings {
+    pub bot_token: SecretString,
+    pub max_age_secs: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +257,45 @@ impl Settings {
         }
         if self.users.purge_interval_secs == 0 {
             return fail("users.purge_interval_secs", "must be at least 1");
+        }
+        let o = &self.oauth;
+        if o.http_timeout_secs == 0 {
+            return fail("oauth.http_timeout_secs", "must be at least 1");
+        }
+        if o.state_ttl_secs <= 0 {
+            return fail(
+                "oauth.state_ttl_secs",
+                "must be a positive number of seconds",
+            );
+        }
+        if o.telegram.max_age_secs <= 0 {
+            return fail(
+                "oauth.telegram.max_age_secs",
+                "must be a positive number of seconds",
+            );
+        }
+        for (key, value) in [
+            ("oauth.yandex.authorize_url", &o.yandex.authorize_url),
+            ("oauth.yandex.token_url", &o.yandex.token_url),
+            ("oauth.yandex.userinfo_url", &o.yandex.userinfo_url),
+        ] {
+            if url::Url::parse(value).is_err() {
+                return fail(key, "not a URL");
+            }
+        }
+        if !o.yandex.client_id.is_empty() && url::Url::parse(&o.yandex.redirect_uri).is_err() {
+            return fail(
+                "oauth.yandex.redirect_uri",
+                "not a URL (required with oauth.yandex.client_id)",
+            );
+        }
+        for target in &o.allowed_redirects {
+            if url::Url::parse(target).is_err() {
+                return fail(
+                    "oauth.allowed_redirects",
+                    &format!("`{target}` is not a URL"),
+                );
+            }
         }
         if self.rate_limit.login_per_minute == 0 {
             return fail("rate_limit.login_per_minute", "must be at least 1");

@@ -76,6 +76,14 @@ pub enum AppError {
     AlreadyDeleted,
     #[error("this would leave no active admin")]
     LastAdmin,
+    #[error("this would leave the account with no way to sign in")]
+    LastLoginMethod,
+    #[error("{0}")]
+    LinkNotOfNetwork(String),
+    #[error("the sign-in provider failed; try again")]
+    ProviderError,
+    #[error("the sign-in attempt is unknown, used, expired or from another browser")]
+    InvalidState,
     #[error("{1}")]
     NotFound(&'static str, &'static str),
     #[error("{1}")]
@@ -121,6 +129,10 @@ impl AppError {
             AlreadyActive => (StatusCode::BAD_REQUEST, "already_active"),
             AlreadyDeleted => (StatusCode::BAD_REQUEST, "already_deleted"),
             LastAdmin => (StatusCode::BAD_REQUEST, "last_admin"),
+            LastLoginMethod => (StatusCode::BAD_REQUEST, "last_login_method"),
+            LinkNotOfNetwork(_) => (StatusCode::UNPROCESSABLE_ENTITY, "link_not_of_network"),
+            ProviderError => (StatusCode::BAD_GATEWAY, "provider_error"),
+            InvalidState => (StatusCode::BAD_REQUEST, "invalid_state"),
             NotFound(code, _) => (StatusCode::NOT_FOUND, code),
             Conflict(code, _) => (StatusCode::CONFLICT, code),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -211,6 +223,10 @@ fn unique_conflict(constraint: &str) -> Option<AppError> {
     match constraint {
         "users_email_key" => Some(AppError::Conflict("email_taken", "email is already taken")),
         "users_phone_key" => Some(AppError::Conflict("phone_taken", "phone is already taken")),
+        "linked_accounts_link_key" | "linked_accounts_external_key" => Some(AppError::Conflict(
+            "link_exists",
+            "this account is already linked",
+        )),
         _ => None,
     }
 }

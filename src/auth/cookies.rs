@@ -21,6 +21,8 @@ pub struct CookieJar {
 /// cookie only to the API (`/api/v1`, Strict), where refresh and auto-refresh happen.
 const ACCESS_PATH: &str = "/";
 const REFRESH_PATH: &str = "/api/v1";
+pub const OAUTH_NONCE: &str = "oauth_nonce";
+const OAUTH_PATH: &str = "/api/v1/public/oauth";
 
 impl CookieJar {
     pub fn new(settings: &Settings) -> Self {
@@ -69,6 +71,16 @@ impl CookieJar {
             self.build(&self.access_name, "", ACCESS_PATH, SameSite::Lax, 0),
             self.build(&self.refresh_name, "", REFRESH_PATH, SameSite::Strict, 0),
         ]
+    }
+
+    /// The cookie that binds a started provider sign-in to this browser. Lax, so the top-level
+    /// redirect back from the provider carries it; only the OAuth routes see it.
+    pub fn set_oauth_nonce(&self, nonce: &str, ttl_secs: i64) -> HeaderValue {
+        self.build(OAUTH_NONCE, nonce, OAUTH_PATH, SameSite::Lax, ttl_secs)
+    }
+
+    pub fn clear_oauth_nonce(&self) -> HeaderValue {
+        self.build(OAUTH_NONCE, "", OAUTH_PATH, SameSite::Lax, 0)
     }
 
     /// Appends the clearing headers to a response's headers.

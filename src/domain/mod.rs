@@ -3,10 +3,12 @@
 mod email;
 mod phone;
 mod role;
+mod social;
 
 pub use email::Email;
 pub use phone::Phone;
 pub use role::Role;
+pub use social::SocialNetwork;
 
 use std::borrow::Cow;
 

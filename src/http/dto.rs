@@ -7,9 +7,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::app::AppState;
 use crate::domain::Role;
+use crate::error::AppResult;
 use crate::error::{AppError, FieldError};
-use crate::repo::{audit::AuditRow, sessions::SessionRow, users::UserRow};
+use crate::repo::users::UserRow;
+use crate::repo::{audit::AuditRow, linked_accounts::LinkedAccountRow, sessions::SessionRow};
+use crate::service::linked_accounts::{self, UserView};
 use crate::service::Issued;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
@@ -50,8 +54,20 @@ pub struct UserResponse {
     pub linked_accounts: Vec<LinkedAccountResponse>,
 }
 
-impl From<UserRow> for UserResponse {
-    fn from(u: UserRow) -> Self {
+impl From<LinkedAccountRow> for LinkedAccountResponse {
+    fn from(l: LinkedAccountRow) -> Self {
+        Self {
+            id: l.id,
+            social_network: l.social_network,
+            connection_link: l.connection_link,
+            connected_for: l.connected_for,
+            connected_at: l.connected_at,
+        }
+    }
+}
+
+impl From<UserView> for UserResponse {
+    fn from(UserView { user: u, links }: UserView) -> Self {
         Self {
             id: u.id,
             email: u.email,
@@ -69,7 +85,7 @@ impl From<UserRow> for UserResponse {
             created_at: u.created_at,
             updated_at: u.updated_at,
             deleted_at: u.deleted_at,
-            linked_accounts: Vec::new(),
+            linked_accounts: links.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -204,4 +220,14 @@ impl UserStatus {
             UserStatus::Deleted => "deleted",
         }
     }
+}
+
+/// A user's response body with their linked accounts (one query for the links).
+pub async fn user_body(state: &AppState, user: UserRow) -> AppResult<axum::Json<UserResponse>> {
+    Ok(axum::Json(linked_accounts::view(state, user).await?.into()))
+}
+
+/// The body for a user created a moment ago (no linked accounts yet).
+pub fn new_user_body(user: UserRow) -> axum::Json<UserResponse> {
+    axum::Json(UserView::new_user(user).into())
 }

@@ -75,7 +75,10 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(public::users::refresh))
         .routes(routes!(public::users::sign_up))
         .routes(routes!(public::users::reset_password))
-        .routes(routes!(public::users::restore));
+        .routes(routes!(public::users::restore))
+        .routes(routes!(public::oauth::yandex_authorize))
+        .routes(routes!(public::oauth::yandex_callback))
+        .routes(routes!(public::oauth::telegram));
     let private = OpenApiRouter::new()
         .routes(routes!(private::seances::logout))
         .routes(routes!(
@@ -99,6 +102,11 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(private::admin::set_role))
         .routes(routes!(private::admin::revoke_user_sessions))
         .routes(routes!(private::admin::audit))
+        .routes(routes!(private::linked_accounts::link))
+        .routes(routes!(
+            private::linked_accounts::update,
+            private::linked_accounts::unlink
+        ))
         .route_layer(from_fn_with_state(state.clone(), require_user));
     let server = OpenApiRouter::new()
         .routes(routes!(server::users::sign_up))
@@ -109,6 +117,9 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(server::users::delete_permanently))
         .routes(routes!(server::users::change_fullname))
         .routes(routes!(server::users::change_contacts))
+        .routes(routes!(server::linked_accounts::link))
+        .routes(routes!(server::linked_accounts::unlink))
+        .routes(routes!(server::linked_accounts::change_reason))
         .routes(routes!(server::passwords::reset_token))
         .routes(routes!(server::passwords::set_new_password))
         .route_layer(from_fn_with_state(state.clone(), require_server));

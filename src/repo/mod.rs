@@ -1,7 +1,9 @@
 //! SQL, one async fn per query, over any executor; rows are `FromRow` structs, never responses.
 
 pub mod audit;
+pub mod linked_accounts;
 pub mod login_throttle;
+pub mod oauth_states;
 pub mod reset_tokens;
 pub mod sessions;
 pub mod signing_keys;

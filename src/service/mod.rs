@@ -4,6 +4,8 @@
 pub mod audit;
 pub mod auth;
 pub mod lifecycle;
+pub mod linked_accounts;
+pub mod oauth;
 pub mod passwords;
 pub mod sessions;
 pub mod users;

@@ -53,8 +53,21 @@ async fn create(
     action: Action,
 ) -> AppResult<UserRow> {
     let mut tx = state.db.begin().await?;
+    let user = create_in(&mut tx, caller, p, hash, action).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Inserts the user and audits it, inside the caller's transaction.
+pub async fn create_in(
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+    p: &Profile,
+    hash: Option<&str>,
+    action: Action,
+) -> AppResult<UserRow> {
     let user = repo::users::insert(
-        &mut *tx,
+        &mut *conn,
         &repo::users::NewUser {
             email: p.email.as_str(),
             phone: p.phone.as_ref().map(Phone::as_str),
@@ -72,14 +85,13 @@ async fn create(
         _ => caller.clone(),
     };
     audit::record(
-        &mut *tx,
+        &mut *conn,
         &caller,
         action,
         Some(user.id),
         json!({"role": user.role}),
     )
     .await?;
-    tx.commit().await?;
     tracing::info!(user_id = %user.id, role = %user.role, "user created");
     Ok(user)
 }

@@ -11,6 +11,7 @@ use crate::app::AppState;
 use crate::domain::Role;
 use crate::error::{AppResult, Problem};
 use crate::http::docs::PROBLEM;
+use crate::http::dto::user_body;
 use crate::http::dto::{decode_cursor, encode_cursor, AuditRecord, Page, UserResponse};
 use crate::http::extract::{AdminUser, Json, Path, Query};
 use crate::service::{audit, lifecycle, sessions, users, Caller};
@@ -30,7 +31,7 @@ pub async fn get_user(
     _admin: AdminUser,
     Path(id): Path<Uuid>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(users::get(&state, id).await?.into()))
+    user_body(&state, users::get(&state, id).await?).await
 }
 
 #[derive(Debug, Deserialize, Validate, IntoParams)]
@@ -84,9 +85,7 @@ pub async fn restore_user(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(
-        lifecycle::restore(&state, &caller, id).await?.into(),
-    ))
+    user_body(&state, lifecycle::restore(&state, &caller, id).await?).await
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -114,11 +113,11 @@ pub async fn set_role(
     Path(id): Path<Uuid>,
     Json(body): Json<RoleChange>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(
-        lifecycle::set_role(&state, &caller, id, body.role)
-            .await?
-            .into(),
-    ))
+    user_body(
+        &state,
+        lifecycle::set_role(&state, &caller, id, body.role).await?,
+    )
+    .await
 }
 
 #[utoipa::path(

@@ -1,5 +1,6 @@
 //! Routes of a signed-in user.
 
 pub mod admin;
+pub mod linked_accounts;
 pub mod seances;
 pub mod users;

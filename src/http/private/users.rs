@@ -11,9 +11,11 @@ use crate::app::AppState;
 use crate::domain::{clean_name, validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::docs::PROBLEM;
+use crate::http::dto::user_body;
 use crate::http::dto::{decode_cursor, encode_cursor, Page, UserResponse, UserStatus};
 use crate::http::extract::{contacts_rejection, nullable, AdminUser, CurrentUser, Json};
 use crate::repo;
+use crate::service::linked_accounts;
 use crate::service::{lifecycle, passwords, users, Caller};
 
 #[utoipa::path(
@@ -27,7 +29,7 @@ pub async fn me(
     State(state): State<AppState>,
     CurrentUser(p): CurrentUser,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(users::get(&state, p.user_id).await?.into()))
+    user_body(&state, users::get(&state, p.user_id).await?).await
 }
 
 /// Names to change: an absent field is kept; `null` clears an optional one.
@@ -74,11 +76,8 @@ pub async fn update_me(
     caller: Caller,
     Json(body): Json<ProfileChange>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(
-        users::update_profile(&state, &caller, p.user_id, body.into())
-            .await?
-            .into(),
-    ))
+    let user = users::update_profile(&state, &caller, p.user_id, body.into()).await?;
+    user_body(&state, user).await
 }
 
 /// New email and/or phone (`phone: null` removes it), proven with the current password.
@@ -125,7 +124,7 @@ pub async fn change_contacts(
         Some(&body.current_password),
     )
     .await?;
-    Ok(axum::Json(user.into()))
+    user_body(&state, user).await
 }
 
 #[utoipa::path(
@@ -232,7 +231,11 @@ pub async fn search(
     };
     let (rows, next) = users::search(&state, &search).await?;
     Ok(axum::Json(Page {
-        items: rows.into_iter().map(Into::into).collect(),
+        items: linked_accounts::views(&state, rows)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
         next_cursor: next.map(encode_cursor),
     }))
 }

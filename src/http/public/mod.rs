@@ -1,4 +1,5 @@
 //! Routes that need no credentials.
 
 pub mod health;
+pub mod oauth;
 pub mod users;

@@ -15,8 +15,10 @@ use crate::domain::{clean_name, validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::auth_layer::append_auth_cookies;
 use crate::http::docs::PROBLEM;
+use crate::http::dto::{new_user_body, user_body};
 use crate::http::dto::{LoginResponse, TokenResponse, UserResponse};
 use crate::http::extract::{ClientIp, Json, OptionalJson};
+use crate::service::linked_accounts;
 use crate::service::{auth, lifecycle, passwords, users, Caller, ClientMeta};
 
 /// Email and password. `passw` is accepted for `password`.
@@ -49,7 +51,7 @@ pub async fn login(
     let mut headers = HeaderMap::new();
     append_auth_cookies(&state, &mut headers, &issued);
     let body = LoginResponse {
-        user: user.into(),
+        user: linked_accounts::view(&state, user).await?.into(),
         session_id: issued.principal.session_id,
     };
     Ok((headers, axum::Json(body)).into_response())
@@ -184,7 +186,7 @@ pub async fn sign_up(
     }
     let (profile, password) = body.into_parts(state.settings.auth.default_role);
     let user = users::sign_up(&state, &caller, profile, &password).await?;
-    Ok((StatusCode::CREATED, axum::Json(user.into())))
+    Ok((StatusCode::CREATED, new_user_body(user)))
 }
 
 /// A reset token and the new password (`passw` is accepted for `password`).
@@ -231,5 +233,5 @@ pub async fn restore(
 ) -> AppResult<axum::Json<UserResponse>> {
     state.limits.restore.check(meta.ip)?;
     let user = lifecycle::restore_with_password(&state, &meta, &body.email, &body.password).await?;
-    Ok(axum::Json(user.into()))
+    user_body(&state, user).await
 }

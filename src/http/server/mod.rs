@@ -1,4 +1,5 @@
 //! Routes for internal services holding a server API key.
 
+pub mod linked_accounts;
 pub mod passwords;
 pub mod users;

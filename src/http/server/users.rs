@@ -13,6 +13,7 @@ use crate::domain::{clean_name, validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::docs::PROBLEM;
 use crate::http::dto::UserResponse;
+use crate::http::dto::{new_user_body, user_body};
 use crate::http::extract::{contacts_rejection, nullable, Json, Path};
 use crate::service::{lifecycle, users, Caller};
 
@@ -62,7 +63,7 @@ pub async fn sign_up(
         phone: body.phone,
     };
     let user = users::sign_up(&state, &caller, profile, &body.password).await?;
-    Ok((StatusCode::CREATED, axum::Json(user.into())))
+    Ok((StatusCode::CREATED, new_user_body(user)))
 }
 
 /// A user without a password; it signs in after a password reset.
@@ -109,7 +110,7 @@ pub async fn create_user(
         phone: body.phone,
     };
     let user = users::create_without_password(&state, &caller, profile).await?;
-    Ok((StatusCode::CREATED, axum::Json(user.into())))
+    Ok((StatusCode::CREATED, new_user_body(user)))
 }
 
 #[utoipa::path(
@@ -126,7 +127,7 @@ pub async fn get_user(
     State(state): State<AppState>,
     Path(user_id): Path<Uuid>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(users::get(&state, user_id).await?.into()))
+    user_body(&state, users::get(&state, user_id).await?).await
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -150,11 +151,11 @@ pub async fn recovery_user(
     caller: Caller,
     Json(body): Json<UserIdRequest>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(
-        lifecycle::restore(&state, &caller, body.user_id)
-            .await?
-            .into(),
-    ))
+    user_body(
+        &state,
+        lifecycle::restore(&state, &caller, body.user_id).await?,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -233,11 +234,11 @@ pub async fn change_fullname(
         last_name: body.last_name.map(clean_name),
         middle_name: body.middle_name.map(clean_name),
     };
-    Ok(axum::Json(
-        users::update_profile(&state, &caller, body.user_id, change)
-            .await?
-            .into(),
-    ))
+    user_body(
+        &state,
+        users::update_profile(&state, &caller, body.user_id, change).await?,
+    )
+    .await
 }
 
 /// New email and/or phone (`phone: null` removes it).
@@ -273,9 +274,6 @@ pub async fn change_contacts(
         email: body.email,
         phone: body.phone,
     };
-    Ok(axum::Json(
-        users::change_contacts(&state, &caller, body.user_id, change, None)
-            .await?
-            .into(),
-    ))
+    let user = users::change_contacts(&state, &caller, body.user_id, change, None).await?;
+    user_body(&state, user).await
 }

@@ -1,0 +1,236 @@
+//! Sign-in with Yandex (authorization code flow, `state` + PKCE) and Telegram (Login Widget).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::app::AppState;
+use crate::auth::cookies::{self, OAUTH_NONCE};
+use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::http::auth_layer::append_auth_cookies;
+use crate::http::docs::PROBLEM;
+use crate::http::dto::LoginResponse;
+use crate::http::extract::{Json, Query};
+use crate::service::oauth::{self, Outcome, TelegramLogin};
+use crate::service::{auth, linked_accounts, ClientMeta};
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeParams {
+    /// where to send the browser afterwards; one of `oauth.allowed_redirects`
+    pub redirect_to: String,
+}
+
+#[utoipa::path(
+    get, path = "/oauth/yandex/authorize", tag = "public", params(AuthorizeParams),
+    responses(
+        (status = 302, description = "To Yandex's authorize URL (code flow, `state`, PKCE S256); sets the `oauth_nonce` cookie binding the flow to this browser. \
+            With a live access cookie the flow links the Yandex identity to that user instead of signing in"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "`provider_not_configured`"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`: `redirect_to` is not in `oauth.allowed_redirects`"),
+    )
+)]
+pub async fn yandex_authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<AuthorizeParams>,
+) -> AppResult<Response> {
+    if !state
+        .settings
+        .oauth
+        .allowed_redirects
+        .iter()
+        .any(|r| r == &params.redirect_to)
+    {
+        return Err(AppError::Validation(vec![FieldError::new(
+            "redirect_to",
+            "not an allowed redirect",
+        )]));
+    }
+    let link_user = signed_in_user(&state, &headers).await;
+    let started = oauth::start_yandex(&state, &params.redirect_to, link_user).await?;
+    let mut response = redirect(&started.location)?;
+    let ttl = state.settings.oauth.state_ttl_secs;
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        state.cookies.set_oauth_nonce(&started.browser_nonce, ttl),
+    );
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    /// set by Yandex when the person declined
+    pub error: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/oauth/yandex/callback", tag = "public", params(CallbackParams),
+    responses(
+        (status = 302, description = "Back to `redirect_to`: signed in (auth cookies set); `?linked=yandex` after linking; \
+            `?error=account_exists` when the Yandex email belongs to another account (never linked automatically); \
+            `?error=account_deleted`, `?error=link_exists`, or Yandex's own `error`"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`invalid_state`: unknown, replayed, expired, or from another browser"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "`provider_not_configured`"),
+        (status = 502, body = Problem, content_type = PROBLEM, description = "`provider_error`: Yandex failed or timed out"),
+    )
+)]
+pub async fn yandex_callback(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    headers: HeaderMap,
+    Query(params): Query<CallbackParams>,
+) -> AppResult<Response> {
+    let state_param = params.state.as_deref().ok_or(AppError::InvalidState)?;
+    let nonce = cookies::read(&headers, OAUTH_NONCE);
+    let code = match (&params.code, &params.error) {
+        (Some(code), _) => Ok(code.as_str()),
+        (None, Some(error)) => Err(error.as_str()),
+        (None, None) => Err("no_code"),
+    };
+    let (redirect_to, finished) =
+        oauth::finish_yandex(&state, &meta, state_param, nonce.as_deref(), code).await?;
+    let back = |pairs: &[(&str, &str)]| with_query(&redirect_to, pairs);
+    let mut response = match finished {
+        Ok(Outcome::SignedIn(_, issued)) => {
+            let mut r = redirect(&redirect_to)?;
+            append_auth_cookies(&state, r.headers_mut(), &issued);
+            r
+        }
+        Ok(Outcome::Linked(_)) => redirect(&back(&[("linked", "yandex")]))?,
+        Ok(Outcome::AccountExists) => redirect(&back(&[("error", "account_exists")]))?,
+        Ok(Outcome::Declined(reason)) => redirect(&back(&[("error", &reason)]))?,
+        Err(AppError::AccountDeleted) => redirect(&back(&[("error", "account_deleted")]))?,
+        Err(AppError::Conflict("link_exists", _)) => redirect(&back(&[("error", "link_exists")]))?,
+        Err(e) => return Err(e),
+    };
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.cookies.clear_oauth_nonce());
+    Ok(response)
+}
+
+/// The Telegram Login Widget's fields, exactly as the widget gives them.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramRequest {
+    pub id: i64,
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub photo_url: Option<String>,
+    pub auth_date: i64,
+    pub hash: String,
+}
+
+impl From<TelegramRequest> for TelegramLogin {
+    fn from(r: TelegramRequest) -> Self {
+        let mut fields = BTreeMap::new();
+        fields.insert("id".to_owned(), r.id.to_string());
+        fields.insert("first_name".to_owned(), r.first_name);
+        fields.insert("auth_date".to_owned(), r.auth_date.to_string());
+        for (key, value) in [
+            ("last_name", r.last_name),
+            ("username", r.username),
+            ("photo_url", r.photo_url),
+        ] {
+            if let Some(value) = value {
+                fields.insert(key.to_owned(), value);
+            }
+        }
+        TelegramLogin {
+            fields,
+            hash: r.hash,
+        }
+    }
+}
+
+#[utoipa::path(
+    post, path = "/oauth/telegram", tag = "public", request_body = TelegramRequest,
+    responses(
+        (status = 200, body = LoginResponse, description = "Signed in (cookies set), a new user for an unknown Telegram id; \
+            with a live access cookie the identity is linked to that user instead"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials`: bad hash or `auth_date` older than `oauth.telegram.max_age_secs`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "`provider_not_configured`"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "`link_exists`: the identity belongs to another account"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited`"),
+    )
+)]
+pub async fn telegram(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    headers: HeaderMap,
+    Json(body): Json<TelegramRequest>,
+) -> AppResult<Response> {
+    state.limits.login.check(meta.ip)?;
+    let current = signed_in(&state, &headers).await;
+    let outcome = oauth::telegram(
+        &state,
+        &meta,
+        body.into(),
+        current.as_ref().map(|p| p.user_id),
+    )
+    .await?;
+    let (user, session_id, issued) = match outcome {
+        Outcome::SignedIn(user, issued) => (*user, issued.principal.session_id, Some(issued)),
+        Outcome::Linked(user) => (
+            *user,
+            current.map(|p| p.session_id).unwrap_or_default(),
+            None,
+        ),
+        Outcome::AccountExists | Outcome::Declined(_) => {
+            return Err(AppError::Conflict(
+                "account_exists",
+                "the email belongs to another account",
+            ))
+        }
+    };
+    let mut out = HeaderMap::new();
+    if let Some(issued) = &issued {
+        append_auth_cookies(&state, &mut out, issued);
+    }
+    let body = LoginResponse {
+        user: linked_accounts::view(&state, user).await?.into(),
+        session_id,
+    };
+    Ok((StatusCode::OK, out, axum::Json(body)).into_response())
+}
+
+/// The signed-in user behind a live access cookie, if any (for link mode).
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<crate::service::Principal> {
+    let token = cookies::read(headers, state.cookies.access_name())?;
+    auth::authenticate(state, &token).await.ok()
+}
+
+async fn signed_in_user(state: &AppState, headers: &HeaderMap) -> Option<Uuid> {
+    signed_in(state, headers).await.map(|p| p.user_id)
+}
+
+fn redirect(location: &str) -> AppResult<Response> {
+    let value = HeaderValue::from_str(location)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("redirect: {e}")))?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, value)]).into_response())
+}
+
+fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
+    match url::Url::parse(base) {
+        Ok(mut url) => {
+            url.query_pairs_mut().extend_pairs(pairs);
+            url.into()
+        }
+        Err(_) => base.to_owned(),
+    }
+}
