@@ -86,7 +86,10 @@ async fn the_openapi_document_describes_every_routed_operation(pool: PgPool) {
         ("delete", "/api/v1/private/users/me/linked-accounts/{id}"),
         ("post", "/api/v1/server/users/link-social-network"),
         ("delete", "/api/v1/server/users/unlink-social-network"),
-        ("put", "/api/v1/server/users/change-social-network-connection-reason"),
+        (
+            "put",
+            "/api/v1/server/users/change-social-network-connection-reason",
+        ),
         ("get", "/api/v1/public/oauth/yandex/authorize"),
         ("get", "/api/v1/public/oauth/yandex/callback"),
         ("post", "/api/v1/public/oauth/telegram"),

@@ -12,6 +12,7 @@ use validator::Validate;
 
 use crate::app::AppState;
 use crate::auth::cookies::{self, OAUTH_NONCE};
+use crate::auth::csrf;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::auth_layer::append_auth_cookies;
 use crate::http::docs::PROBLEM;
@@ -177,6 +178,14 @@ pub async fn telegram(
 ) -> AppResult<Response> {
     state.limits.login.check(meta.ip)?;
     let current = signed_in(&state, &headers).await;
+    if current.is_some() {
+        // linking rides on the session cookie: the same Origin rule as any cookie-authenticated write
+        csrf::check(
+            &axum::http::Method::POST,
+            &headers,
+            &state.settings.server.cors_origins,
+        )?;
+    }
     let outcome = oauth::telegram(
         &state,
         &meta,
