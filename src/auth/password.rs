@@ -1,12 +1,17 @@
 //! argon2id hashing and the password policy. Hashing runs on the blocking pool behind a semaphore
-//! sized to the cores, so a login flood neither stalls the runtime nor holds 19 MiB per waiting request.
+//! sized to the cores, so a login flood neither stalls the runtime nor holds 19 MiB per waiting
+//! request. Each permit owns one preallocated argon2 memory arena that is reused for every hash:
+//! letting argon2 allocate 19 MiB per call made the allocator keep hundreds of MiB after a flood.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::Mutex;
+
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::config::AuthSettings;
@@ -24,6 +29,8 @@ pub struct Passwords {
 struct Inner {
     params: Params,
     permits: Semaphore,
+    /// one arena per permit; a task holding a permit always finds one here
+    arenas: Mutex<Vec<Vec<Block>>>,
     min_score: u8,
     /// Verified against when the email is unknown, so both paths cost one hash.
     dummy_hash: String,
@@ -45,11 +52,16 @@ impl Passwords {
             None,
         )
         .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
-        let dummy_hash = hash_blocking(&params, "dummy password for unknown accounts")?;
+        let slots = num_cpus::get().max(1);
+        let mut arena = vec![Block::new(); params.block_count()];
+        let dummy_hash = hash_into(&params, "dummy password for unknown accounts", &mut arena)?;
+        let mut arenas = vec![arena];
+        arenas.resize_with(slots, || vec![Block::new(); params.block_count()]);
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
-                permits: Semaphore::new(num_cpus::get().max(1)),
+                permits: Semaphore::new(slots),
+                arenas: Mutex::new(arenas),
                 min_score: auth.min_password_score,
                 dummy_hash,
             }),
@@ -62,9 +74,9 @@ impl Passwords {
         let inner = self.inner.clone();
         let password = password.clone();
         let inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
-        self.on_pool(move || {
+        self.on_pool(move |arena| {
             check_policy(password.expose_secret(), &inputs, inner.min_score)?;
-            Ok(hash_blocking(&inner.params, password.expose_secret())?)
+            Ok(hash_into(&inner.params, password.expose_secret(), arena)?)
         })
         .await
     }
@@ -75,16 +87,14 @@ impl Passwords {
         let inner = self.inner.clone();
         let password = password.clone();
         let hash = hash.map(str::to_owned);
-        self.on_pool(move || {
+        self.on_pool(move |arena| {
             let (stored, real) = match &hash {
                 Some(h) => (h.as_str(), true),
                 None => (inner.dummy_hash.as_str(), false),
             };
             let parsed = PasswordHash::new(stored)
                 .map_err(|e| anyhow::anyhow!("stored password hash is unreadable: {e}"))?;
-            let ok = argon2(&inner.params)
-                .verify_password(password.expose_secret().as_bytes(), &parsed)
-                .is_ok();
+            let ok = verify_into(&parsed, password.expose_secret(), arena)?;
             Ok(if ok && real {
                 Verdict::Right {
                     needs_rehash: !same_params(&parsed, &inner.params),
@@ -100,14 +110,15 @@ impl Passwords {
     pub async fn rehash(&self, password: &SecretString) -> AppResult<String> {
         let inner = self.inner.clone();
         let password = password.clone();
-        self.on_pool(move || Ok(hash_blocking(&inner.params, password.expose_secret())?))
+        self.on_pool(move |arena| Ok(hash_into(&inner.params, password.expose_secret(), arena)?))
             .await
     }
 
+    /// Runs `f` on the blocking pool with a permit and that permit's arena.
     async fn on_pool<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: FnOnce() -> AppResult<T> + Send + 'static,
+        F: FnOnce(&mut Vec<Block>) -> AppResult<T> + Send + 'static,
     {
         let permit = self
             .inner
@@ -115,11 +126,28 @@ impl Passwords {
             .acquire()
             .await
             .context("password semaphore closed")?;
-        let result = spawn_blocking_in_span(f)
-            .await
-            .context("password task panicked")?;
+        let mut arena = self.take_arena();
+        let (arena, result) = spawn_blocking_in_span(move || {
+            let result = f(&mut arena);
+            (arena, result)
+        })
+        .await
+        .context("password task panicked")?;
+        if let Ok(mut arenas) = self.inner.arenas.lock() {
+            arenas.push(arena);
+        }
         drop(permit);
         result
+    }
+
+    fn take_arena(&self) -> Vec<Block> {
+        self.inner
+            .arenas
+            .lock()
+            .ok()
+            .and_then(|mut arenas| arenas.pop())
+            // only after a panicked task lost its arena
+            .unwrap_or_else(|| vec![Block::new(); self.inner.params.block_count()])
     }
 }
 
@@ -127,12 +155,61 @@ fn argon2(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
-fn hash_blocking(params: &Params, password: &str) -> anyhow::Result<String> {
+/// Hashes into a PHC string, with `arena` as argon2's memory.
+fn hash_into(params: &Params, password: &str, arena: &mut [Block]) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_buf)
+        .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     argon2(params)
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, arena)
+        .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| anyhow::anyhow!("{e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("{e}"))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Recomputes a stored hash with its own parameters (old ones too) and compares in constant time.
+fn verify_into(
+    stored: &PasswordHash<'_>,
+    password: &str,
+    arena: &mut Vec<Block>,
+) -> anyhow::Result<bool> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("stored password hash: {e}");
+    let (Some(salt), Some(expected)) = (stored.salt, stored.hash) else {
+        return Err(anyhow::anyhow!("stored password hash has no salt or hash"));
+    };
+    let params = Params::try_from(stored).map_err(|e| err(&e))?;
+    let algorithm = Algorithm::try_from(stored.algorithm).map_err(|e| err(&e))?;
+    let version = stored
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| err(&e))?
+        .unwrap_or_default();
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(|e| err(&e))?;
+    let mut out = vec![0u8; expected.len()];
+    let mut bigger;
+    let memory: &mut [Block] = if arena.len() >= params.block_count() {
+        arena
+    } else {
+        // a hash made with more memory than configured now: verified once, then upgraded
+        bigger = vec![Block::new(); params.block_count()];
+        &mut bigger
+    };
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, memory)
+        .map_err(|e| err(&e))?;
+    Ok(bool::from(out.as_slice().ct_eq(expected.as_bytes())))
 }
 
 fn same_params(hash: &PasswordHash<'_>, params: &Params) -> bool {
@@ -193,9 +270,44 @@ mod tests {
     fn detects_old_parameters() {
         let old = Params::new(4096, 1, 1, None).unwrap();
         let new = Params::new(19456, 2, 1, None).unwrap();
-        let hash = hash_blocking(&old, "pw").unwrap();
+        let hash = hash_into(&old, "pw", &mut vec![Block::new(); old.block_count()]).unwrap();
         let parsed = PasswordHash::new(&hash).unwrap();
         assert!(!same_params(&parsed, &new));
         assert!(same_params(&parsed, &old));
+    }
+}
+
+#[cfg(test)]
+mod arena_tests {
+    use super::*;
+    use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+    #[test]
+    fn arena_hashes_are_standard_phc_strings_both_ways() {
+        let params = Params::new(19456, 2, 1, None).unwrap();
+        let mut arena = vec![Block::new(); params.block_count()];
+        let ours = hash_into(&params, "pw-1", &mut arena).unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            argon2(&params).verify_password(b"pw-1", &parsed).is_ok(),
+            "the crate verifies ours"
+        );
+        assert!(verify_into(&parsed, "pw-1", &mut arena).unwrap());
+        assert!(!verify_into(&parsed, "pw-2", &mut arena).unwrap());
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let theirs = argon2(&params)
+            .hash_password(b"pw-3", &salt)
+            .unwrap()
+            .to_string();
+        assert!(
+            verify_into(&PasswordHash::new(&theirs).unwrap(), "pw-3", &mut arena).unwrap(),
+            "we verify the crate's"
+        );
+        let bigger = Params::new(32768, 2, 1, None).unwrap();
+        let big = argon2(&bigger)
+            .hash_password(b"pw-4", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_into(&PasswordHash::new(&big).unwrap(), "pw-4", &mut arena).unwrap());
     }
 }

@@ -14,14 +14,14 @@ use crate::helpers::{free_port, PASSWORD};
 const BIN: &str = env!("CARGO_BIN_EXE_users-service");
 
 /// A database name of its own on the test server; dropped when the guard goes.
-struct FreshDb {
+pub struct FreshDb {
     admin: PgPool,
     name: String,
     url: String,
 }
 
 impl FreshDb {
-    fn new(pool: &PgPool) -> Self {
+    pub fn new(pool: &PgPool) -> Self {
         let opts: &PgConnectOptions = &pool.connect_options();
         let name = format!("users_bin_{}", uuid::Uuid::new_v4().simple());
         let url = format!(
@@ -48,7 +48,7 @@ impl FreshDb {
         cmd
     }
 
-    async fn drop_db(self) {
+    pub async fn drop_db(self) {
         sqlx::query(&format!(
             "drop database if exists {} with (force)",
             self.name
@@ -148,16 +148,22 @@ async fn create_admin_reads_the_password_from_stdin(pool: PgPool) {
     db.drop_db().await;
 }
 
-struct Server {
-    child: Child,
-    base: String,
+pub struct Server {
+    pub child: Child,
+    pub base: String,
 }
 
 impl Server {
-    async fn start(db: &FreshDb) -> Self {
+    pub async fn start(db: &FreshDb) -> Self {
+        Self::start_with(db, &[]).await
+    }
+
+    /// Starts the binary with extra `USERS__...` settings and waits until it is ready.
+    pub async fn start_with(db: &FreshDb, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = db
             .command(&[])
+            .envs(env.iter().copied())
             .env("USERS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("USERS__RATE_LIMIT__LOGIN_PER_MINUTE", "1000")
             .stdout(Stdio::null())

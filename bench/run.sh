@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# One-command benchmark: builds the release binary, runs it against a fresh database on the local
+# PostgreSQL, drives each scenario with wrk, measures the machine's ceilings (argon2id, pgbench) in
+# the same run, and writes bench/RESULTS.md. Leaves nothing running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LC_ALL=C
+
+DURATION=${DURATION:-15}
+PORT=${PORT:-18089}
+PGURL=postgres://postgres@127.0.0.1:5432
+DB=users_bench_$$
+PGB=pgbench_$$
+BASE=http://127.0.0.1:$PORT
+OUT=bench/out
+RESULTS=bench/RESULTS.md
+mkdir -p "$OUT"
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v pgbench >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql-contrib >/dev/null; }
+
+SVC=""
+SAMPLER=""
+cleanup() {
+  [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
+  [ -n "$SVC" ] && kill "$SVC" 2>/dev/null && wait "$SVC" 2>/dev/null || true
+  psql -q "$PGURL/postgres" -c "drop database if exists $DB with (force)" >/dev/null 2>&1 || true
+  psql -q "$PGURL/postgres" -c "drop database if exists $PGB with (force)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+echo "== building"
+cargo build --release --locked --bin users-service 2>&1 | tail -1
+BIN=target/release/users-service
+
+echo "== argon2id ceiling"
+ARGON2=$(cargo bench --locked --bench argon2_rate 2>/dev/null | sed -n 's/^ARGON2_RATE=//p')
+
+echo "== pgbench ceiling"
+psql -q "$PGURL/postgres" -c "create database $PGB" >/dev/null
+pgbench -q -i -s 10 "$PGURL/$PGB" >/dev/null 2>&1
+PGTPS=$(pgbench -S -c16 -j2 -T"$DURATION" -h 127.0.0.1 -U postgres "$PGB" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1)
+
+export USERS__DATABASE__URL=$PGURL/$DB
+export USERS__SERVER__LISTEN=127.0.0.1:$PORT
+export USERS__COOKIES__SECURE=false
+export USERS__RATE_LIMIT__LOGIN_PER_MINUTE=100000000
+export USERS__AUTH__MAX_FAILED_LOGINS=100000000
+export USERS__SERVER_API__KEYS=bench:bench-server-key-0123456789
+export USERS__LOG__FORMAT=json
+export RUST_LOG=warn
+
+echo "== migrate, then time start-up to ready"
+$BIN migrate >/dev/null
+START_NS=$(date +%s%N)
+$BIN > "$OUT/service.log" 2>&1 &
+SVC=$!
+until curl -fs "$BASE/health/ready" >/dev/null 2>&1; do sleep 0.01; done
+READY_MS=$(( ($(date +%s%N) - START_NS) / 1000000 ))
+
+# peak RSS, sampled every 100 ms into a file (VmHWM would only give the whole run's peak)
+( while kill -0 "$SVC" 2>/dev/null; do
+    awk '/VmRSS/ {print $2}' "/proc/$SVC/status" 2>/dev/null >> "$OUT/rss.samples"; sleep 0.1
+  done ) &
+SAMPLER=$!
+rss_mark() { wc -l < "$OUT/rss.samples" 2>/dev/null || echo 0; }
+rss_peak_since() { tail -n +"$(( $1 + 1 ))" "$OUT/rss.samples" | sort -n | tail -n1 | awk '{printf "%.1f", $1/1024}'; }
+
+echo "== seeding"
+PASSWORD="correct horse battery staple"
+curl -fs -XPOST "$BASE/api/v1/public/users/sign_up" -H 'content-type: application/json' \
+  -d "{\"email\":\"bench@bench.example\",\"password\":\"$PASSWORD\",\"first_name\":\"Bench\"}" >/dev/null
+curl -fs -XPOST "$BASE/api/v1/server/users/sign_up" -H 'content-type: application/json' \
+  -H "authorization: Bearer bench-server-key-0123456789" \
+  -d "{\"email\":\"admin@bench.example\",\"password\":\"$PASSWORD\",\"first_name\":\"Admin\",\"role\":\"admin\"}" >/dev/null
+token_of() { curl -fs -XPOST "$BASE/api/v1/public/users/token" -H 'content-type: application/json' \
+  -d "{\"email\":\"$1\",\"password\":\"$PASSWORD\"}"; }
+ACCESS=$(token_of bench@bench.example | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+export ADMIN_TOKEN=$(token_of admin@bench.example | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+: > "$OUT/refresh.tokens"
+for _ in $(seq 1 16); do
+  token_of bench@bench.example | sed -n 's/.*"refresh_token":"\([^"]*\)".*/\1/p' >> "$OUT/refresh.tokens"
+done
+psql -q "$PGURL/$DB" -c "insert into users (id, email, first_name, last_name, role)
+  select gen_random_uuid(), 'user' || g || '@bench.example', 'Name' || g, 'Family' || (g % 1000), 'methodist'
+  from generate_series(1, 100000) g; analyze users;" >/dev/null
+
+ROWS=()
+# run NAME EXPECT_2XX wrk-args...: one table row from wrk's report
+run() {
+  local name=$1; shift
+  local mark; mark=$(rss_mark)
+  wrk --latency "$@" > "$OUT/$name.txt" 2>&1 || true
+  ROWS+=("$(row "$name" "$OUT/$name.txt" "$(rss_peak_since "$mark")")")
+  echo "   $name: $(grep 'Requests/sec' "$OUT/$name.txt" | awk '{print $2}') req/s"
+}
+row() {
+  local name=$1 file=$2 rss=$3
+  local rps p50 p99 total non2xx sockerr
+  rps=$(awk '/Requests\/sec/ {print $2}' "$file")
+  p50=$(awk '$1=="50%" {print $2}' "$file")
+  p99=$(awk '$1=="99%" {print $2}' "$file")
+  total=$(awk '/requests in/ {print $1}' "$file")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' "$file"); non2xx=${non2xx:-0}
+  sockerr=$(awk '/Socket errors/ {s=0; for(i=1;i<=NF;i++) if ($i ~ /^[0-9]+,?$/) s+=$i; print s}' "$file"); sockerr=${sockerr:-0}
+  echo "| $name | ${rps:-0} | ${p50:-?} | ${p99:-?} | ${total:-0} | $sockerr | $non2xx | $rss |"
+}
+
+echo "== scenarios (${DURATION}s each)"
+run get_me_bearer -t2 -c32 -d"${DURATION}s" -H "Authorization: Bearer $ACCESS" "$BASE/api/v1/private/users/me"
+run get_me_cookie -t2 -c32 -d"${DURATION}s" -H "Cookie: access_token=$ACCESS" "$BASE/api/v1/private/users/me"
+export BODY="{\"email\":\"bench@bench.example\",\"password\":\"$PASSWORD\"}" PATH_=/api/v1/public/users/login
+run login -t2 -c32 -d"${DURATION}s" -s bench/lua/post_json.lua "$BASE"
+export TOKENS=$OUT/refresh.tokens
+run refresh_body -t16 -c16 -d"${DURATION}s" -s bench/lua/refresh.lua "$BASE"
+run sign_up -t2 -c32 -d"${DURATION}s" -s bench/lua/sign_up.lua "$BASE"
+run health_live -t2 -c32 -d"${DURATION}s" "$BASE/health/live"
+run search_100k -t2 -c16 -d"${DURATION}s" -s bench/lua/search.lua "$BASE"
+
+echo "== /health/live during a 256-connection login flood"
+MARK=$(rss_mark)
+wrk -t2 -c256 -d"$((DURATION + 4))s" -s bench/lua/post_json.lua "$BASE" > "$OUT/login_flood.txt" 2>&1 &
+FLOOD=$!
+sleep 2
+wrk --latency -t1 -c4 -d"${DURATION}s" "$BASE/health/live" > "$OUT/health_during_flood.txt" 2>&1 || true
+wait "$FLOOD" || true
+FLOOD_RSS=$(rss_peak_since "$MARK")
+ROWS+=("$(row login_flood_256 "$OUT/login_flood.txt" "$FLOOD_RSS")")
+ROWS+=("$(row health_live_during_flood "$OUT/health_during_flood.txt" "$FLOOD_RSS")")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+rps_of() { awk '/Requests\/sec/ {print $2}' "$OUT/$1.txt"; }
+LOGIN_RPS=$(rps_of login); SIGNUP_RPS=$(rps_of sign_up); ME_RPS=$(rps_of get_me_bearer)
+PEAK_RSS=$(sort -n "$OUT/rss.samples" | tail -n1 | awk '{printf "%.1f", $1/1024}')
+HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
+
+{
+  echo "# Benchmark results"
+  echo
+  echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB;"
+  echo "\`bash bench/run.sh\` (wrk, ${DURATION}s per scenario, release build, fresh database on the local PostgreSQL)."
+  echo
+  echo "| scenario | req/s | p50 | p99 | requests | socket errors | non-2xx | peak RSS (MiB) |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "## Ceilings measured in the same run"
+  echo
+  echo "| ceiling | value |"
+  echo "|---|---|"
+  echo "| argon2id hashes/s, 2 threads, configured parameters | $ARGON2 |"
+  echo "| pgbench -S -c16 -j2 TPS (scale 10, TCP) | $PGTPS |"
+  echo "| login/s ÷ hash/s | $(ratio "$LOGIN_RPS" "$ARGON2") |"
+  echo "| sign_up/s ÷ hash/s | $(ratio "$SIGNUP_RPS" "$ARGON2") |"
+  echo "| GET me/s ÷ pgbench TPS | $(ratio "$ME_RPS" "$PGTPS") |"
+  echo "| start-up to ready (migrated database) | ${READY_MS} ms |"
+  echo "| /health/live p99 during the login flood | $HEALTH_P99 |"
+  echo "| peak RSS over the whole run | $PEAK_RSS MiB |"
+  echo
+  echo "Targets: GET me ≥ 0.50 of pgbench TPS; login and sign_up ≥ 0.90 of the argon2 rate; /health/live"
+  echo "p99 < 10 ms during the flood; peak RSS < 150 MiB; zero errors where success is expected"
+  echo "(the flood row's non-2xx are none: every login there is valid); start-up < 1 s."
+} > "$RESULTS"
+cat "$RESULTS"

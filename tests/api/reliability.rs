@@ -1,0 +1,94 @@
+//! What production does to the service: concurrency, floods. (Outage: `outage.rs`; shutdown and
+//! the same-email sign-up race: `binary.rs`, `sign_up.rs`; racing refreshes: `refresh.rs`.)
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::binary::{FreshDb, Server};
+use crate::helpers::{unique_ip, TestApp, PASSWORD};
+
+#[sqlx::test]
+async fn fifty_concurrent_logins_of_one_user_all_succeed(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    app.sign_up("ann@example.com").await;
+    let logins = (0..50).map(|_| {
+        app.post("/api/v1/public/users/login")
+            .json(json!({"email": "ann@example.com", "password": PASSWORD}))
+            .ip(unique_ip())
+            .send()
+    });
+    let results = futures::future::join_all(logins).await;
+    assert!(results.iter().all(|r| r.status == StatusCode::OK));
+    assert_eq!(
+        app.scalar_i64(
+            "select count(*) from sessions where revoked_at is null and $1 = $1",
+            ""
+        )
+        .await,
+        50
+    );
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[sqlx::test]
+async fn a_flood_of_wrong_passwords_keeps_memory_bounded_and_liveness_answering(pool: PgPool) {
+    let db = FreshDb::new(&pool);
+    let server = Server::start_with(
+        &db,
+        &[
+            ("USERS__RATE_LIMIT__LOGIN_PER_MINUTE", "100000"),
+            ("USERS__AUTH__MAX_FAILED_LOGINS", "100000"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let flood: Vec<_> = (0..300)
+        .map(|i| {
+            let request = client
+                .post(format!("{}/api/v1/public/users/login", server.base))
+                .json(&json!({"email": format!("nobody{i}@example.com"), "password": "wrong password here"}));
+            tokio::spawn(request.send())
+        })
+        .collect();
+    // liveness keeps answering while every hash slot is busy (not a timing check: it must answer)
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut probes = 0;
+    while flood.iter().any(|h| !h.is_finished()) {
+        let live = probe
+            .get(format!("{}/health/live", server.base))
+            .send()
+            .await
+            .expect("liveness did not answer");
+        assert_eq!(live.status(), 200);
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(probes > 0);
+    for h in flood {
+        assert_eq!(h.await.unwrap().unwrap().status(), 401);
+    }
+    // 300 concurrent argon2 hashes at 19 MiB each would need ~5.7 GiB; the semaphore caps them at
+    // one per core
+    let peak_mib = peak_rss_kib(server.child.id()) / 1024;
+    assert!(peak_mib < 200, "peak RSS {peak_mib} MiB");
+    drop(server);
+    db.drop_db().await;
+}
