@@ -181,7 +181,7 @@ fn hash_into(params: &Params, password: &str, arena: &mut [Block]) -> anyhow::Re
 fn verify_into(
     stored: &PasswordHash<'_>,
     password: &str,
-    arena: &mut Vec<Block>,
+    arena: &mut [Block],
 ) -> anyhow::Result<bool> {
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("stored password hash: {e}");
     let (Some(salt), Some(expected)) = (stored.salt, stored.hash) else {
