@@ -1,5 +1,5 @@
 //! The machine's argon2id ceiling: hashes per second on 2 threads at the service's configured
-//! parameters (same crate, same parameters). `cargo bench --bench argon2_rate`.
+//! parameters (same crate, same parameters). `cargo run --release --example argon2_rate`.
 
 use std::time::{Duration, Instant};
 

@@ -34,7 +34,7 @@ cargo build --release --locked --bin users-service 2>&1 | tail -1
 BIN=target/release/users-service
 
 echo "== argon2id ceiling"
-ARGON2=$(cargo bench --locked --bench argon2_rate 2>/dev/null | sed -n 's/^ARGON2_RATE=//p')
+ARGON2=$(cargo run --quiet --release --locked --example argon2_rate 2>/dev/null | sed -n 's/^ARGON2_RATE=//p')
 
 echo "== pgbench ceiling"
 psql -q "$PGURL/postgres" -c "create database $PGB" >/dev/null
@@ -79,7 +79,7 @@ ACCESS=$(token_of bench@bench.example | sed -n 's/.*"access_token":"\([^"]*\)".*
 export ADMIN_TOKEN=$(token_of admin@bench.example | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
 : > "$OUT/refresh.tokens"
 for _ in $(seq 1 16); do
-  token_of bench@bench.example | sed -n 's/.*"refresh_token":"\([^"]*\)".*/\1/p' >> "$OUT/refresh.tokens"
+  echo "$(token_of bench@bench.example | sed -n 's/.*"refresh_token":"\([^"]*\)".*/\1/p')" >> "$OUT/refresh.tokens"
 done
 psql -q "$PGURL/$DB" -c "insert into users (id, email, first_name, last_name, role)
   select gen_random_uuid(), 'user' || g || '@bench.example', 'Name' || g, 'Family' || (g % 1000), 'methodist'
@@ -119,7 +119,7 @@ run search_100k -t2 -c16 -d"${DURATION}s" -s bench/lua/search.lua "$BASE"
 
 echo "== /health/live during a 256-connection login flood"
 MARK=$(rss_mark)
-wrk -t2 -c256 -d"$((DURATION + 4))s" -s bench/lua/post_json.lua "$BASE" > "$OUT/login_flood.txt" 2>&1 &
+wrk -t2 -c256 --timeout 60s -d"$((DURATION + 4))s" -s bench/lua/post_json.lua "$BASE" > "$OUT/login_flood.txt" 2>&1 &
 FLOOD=$!
 sleep 2
 wrk --latency -t1 -c4 -d"${DURATION}s" "$BASE/health/live" > "$OUT/health_during_flood.txt" 2>&1 || true

@@ -1,0 +1,88 @@
+// Drives Debian's Chromium (headless) through sign-in, cookie auth, auto-refresh and logout, from a
+// page served on http://localhost:3000, against the service on http://localhost:8080.
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const API = process.env.API ?? 'http://localhost:8080';
+const ACCESS_TTL = Number(process.env.ACCESS_TTL ?? 2);
+const page_html = fs.readFileSync(path.join(import.meta.dirname, 'site', 'index.html'), 'utf8')
+  .replace('<script>', `<script>window.API = ${JSON.stringify(API)};`);
+
+function serve(port) {
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end(page_html);
+  });
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
+}
+
+let passed = 0;
+let failed = 0;
+function check(name, ok, detail) {
+  if (ok) {
+    passed++;
+    console.log(`ok   ${name}`);
+  } else {
+    failed++;
+    console.log(`FAIL ${name}: ${JSON.stringify(detail)}`);
+  }
+}
+
+const allowed = await serve(3000);
+const foreign = await serve(3001);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync'],
+});
+try {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto('http://localhost:3000/');
+  const api = (method, p, body) => page.evaluate(([m, pp, b]) => window.api(m, pp, b), [method, p, body]);
+
+  const email = `browser-${Date.now()}@example.com`;
+  const password = 'correct horse battery staple';
+  const signUp = await api('POST', '/api/v1/public/users/sign_up', { email, password, first_name: 'Browser' });
+  check('sign up from another origin', signUp.status === 201, signUp);
+
+  const login = await api('POST', '/api/v1/public/users/login', { email, password });
+  check('sign in sets the session cookies', login.status === 200, login);
+
+  const jsCookies = await page.evaluate(() => document.cookie);
+  check('document.cookie shows no token', !jsCookies.includes('access_token') && !jsCookies.includes('refresh_token'),
+        jsCookies);
+
+  const me = await api('GET', '/api/v1/private/users/me');
+  check('users/me with the cookie', me.status === 200 && me.body?.email === email, me);
+
+  // let the access token (and its cookie) expire: the refresh cookie renews it on the fly
+  await page.waitForTimeout((ACCESS_TTL + 1) * 1000);
+  const renewed = await api('GET', '/api/v1/private/users/me');
+  check('users/me after the access token expired (auto-refresh)', renewed.status === 200, renewed);
+  const again = await api('GET', '/api/v1/private/users/me');
+  check('the rotated cookies work', again.status === 200, again);
+
+  // a page on an origin not in server.cors_origins cannot use the session
+  const other = await context.newPage();
+  await other.goto('http://localhost:3001/');
+  const forged = await other.evaluate(() => window.api('PUT', '/api/v1/private/users/logout'));
+  check('a cross-origin write from a foreign origin is refused', forged.status === 0 || forged.status === 403, forged);
+  const stillIn = await api('GET', '/api/v1/private/users/me');
+  check('the session survived the foreign page', stillIn.status === 200, stillIn);
+
+  const logout = await api('PUT', '/api/v1/private/users/logout');
+  check('logout', logout.status === 204, logout);
+  const after = await api('GET', '/api/v1/private/users/me');
+  check('users/me after logout is 401', after.status === 401 && after.body?.code === 'unauthenticated', after);
+} catch (e) {
+  check('browser run', false, String(e));
+} finally {
+  await browser.close();
+  allowed.close();
+  foreign.close();
+}
+console.log(`browser: ${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
