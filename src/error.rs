@@ -207,9 +207,14 @@ impl From<sqlx::Error> for AppError {
                 if let Some(conflict) = db.constraint().and_then(unique_conflict) {
                     return conflict;
                 }
-                // class 08: connection exceptions; 57P0x: the server is shutting down or restarting
+                // class 08: connection exceptions; 57P0x: the server is shutting down or restarting;
+                // class 22: data the database refuses (a value the edge checks let through)
                 match db.code().as_deref() {
                     Some(c) if c.starts_with("08") || c.starts_with("57P") => AppError::Unavailable,
+                    Some(c) if c.starts_with("22") => AppError::Validation(vec![FieldError::new(
+                        "body",
+                        "a value is not acceptable",
+                    )]),
                     _ => AppError::Internal(e.into()),
                 }
             }

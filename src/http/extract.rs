@@ -126,6 +126,19 @@ pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, AppError
     // syntax first, so a truncated document is malformed even where its start fits no field
     serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
         .map_err(|e| AppError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
+    // every body is an object (serde would also read a struct from an array)
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AppError::Validation(vec![FieldError::new(
+            "body",
+            "expected a JSON object",
+        )]));
+    }
+    if has_escaped_nul(bytes) {
+        return Err(AppError::Validation(vec![FieldError::new(
+            "body",
+            "strings may not contain NUL characters",
+        )]));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let inner = e.inner();
@@ -151,6 +164,17 @@ pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, AppError
         .validate()
         .map_err(|errors| AppError::Validation(field_errors(&errors)))?;
     Ok(value)
+}
+
+/// True when a JSON string holds `\u0000` (an escape, not an escaped backslash followed by text).
+fn has_escaped_nul(bytes: &[u8]) -> bool {
+    let needle = b"u0000";
+    bytes.windows(needle.len()).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(needle) && {
+            let slashes = bytes[..i].iter().rev().take_while(|b| **b == b'\\').count();
+            slashes % 2 == 1
+        }
+    })
 }
 
 fn backticked(message: &str) -> Option<&str> {
@@ -323,6 +347,12 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        if query.to_ascii_lowercase().contains("%00") {
+            return Err(AppError::Validation(vec![FieldError::new(
+                "query",
+                "NUL characters are not allowed",
+            )]));
+        }
         let value: T = serde_urlencoded::from_str(query)
             .map_err(|e| AppError::Validation(vec![FieldError::new("query", e.to_string())]))?;
         value

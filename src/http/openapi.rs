@@ -1,8 +1,12 @@
 //! The OpenAPI document's frame: info, tags and security schemes. Paths are collected from the
 //! router itself (utoipa-axum), so the document cannot drift from the routes.
 
+use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
+
+use super::docs::PROBLEM;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -45,4 +49,64 @@ impl Modify for SecuritySchemes {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// The answers every operation can give for reasons of its shape rather than its meaning, added in
+/// one place: bodies that are not JSON (400 `malformed_body`, 415), too large (413) or of the wrong
+/// shape (422), malformed path parameters (422), and a database outage (503 `unavailable`).
+/// Applied to the finished document (after the router has added its paths).
+pub struct CommonProblems;
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let has_params = path.contains('{');
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for op in operations.into_iter().flatten() {
+                let mut add = |code: &str, what: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| problem(what));
+                };
+                if op.request_body.is_some() {
+                    add("400", "`malformed_body`: the body is not JSON");
+                    add("413", "`payload_too_large`");
+                    add(
+                        "415",
+                        "`unsupported_media_type`: the body is not `application/json`",
+                    );
+                    add("422", "`validation_failed`: the body does not fit the schema; `errors` names each field");
+                }
+                if has_params || path.ends_with("/audit") || path.contains("/oauth/yandex/") {
+                    add(
+                        "422",
+                        "`validation_failed`: a malformed path or query parameter",
+                    );
+                }
+                add("503", "`unavailable`: the database is unreachable; retry");
+            }
+        }
+    }
+}
+
+fn problem(description: &str) -> RefOr<Response> {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
+        .build();
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(PROBLEM, content)
+            .build(),
+    )
 }

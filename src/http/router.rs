@@ -16,13 +16,13 @@ use tower_http::sensitive_headers::{
 };
 use tower_http::trace::TraceLayer;
 use tracing::{field, Span};
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth_layer::{clear_dead_session_cookies, require_server, require_user};
-use super::openapi::ApiDoc;
+use super::openapi::{ApiDoc, CommonProblems};
 use super::{private, public, server};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -31,7 +31,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application: API groups, ops routes, `/openapi.json` and `/docs`, global layers.
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = api(&state).split_for_parts();
+    let (api, mut openapi) = api(&state).split_for_parts();
+    CommonProblems.modify(&mut openapi);
     let cors = cors(&state);
     let body_limit = state.settings.server.body_limit_bytes;
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
