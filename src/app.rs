@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use secrecy::ExposeSecret;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::{Connection, PgPool, Postgres};
 use tokio::net::TcpListener;
 
 use crate::auth::cookies::CookieJar;
@@ -86,6 +86,18 @@ pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(db.max_connections)
         .acquire_timeout(Duration::from_secs(db.acquire_timeout_secs))
+        // sqlx pings every connection on release already; pinging again on every acquire doubled
+        // the round trips of each query. Only a connection idle for a while (through a database
+        // restart, say) is checked before use.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > Duration::from_secs(5) {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(connect_options(settings)?))
 }
 

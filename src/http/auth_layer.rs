@@ -13,8 +13,9 @@ use super::extract::{client_ip, ServerClient};
 use crate::app::AppState;
 use crate::auth::{cookies, csrf, jwt::TokenError};
 use crate::error::{AppError, ClearAuthCookies};
+use crate::repo::users::UserRow;
 use crate::service::auth::{self as auth_service, AuthFailure};
-use crate::service::Issued;
+use crate::service::{Issued, Principal};
 
 pub async fn require_user(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let peer = req
@@ -26,12 +27,17 @@ pub async fn require_user(State(state): State<AppState>, mut req: Request, next:
         req.headers(),
         &state.trusted_proxies,
     );
-    let (principal, rotated) = match resolve_user(&state, req.method(), req.headers(), ip).await {
-        Ok(found) => found,
-        Err(e) => return e.into_response(),
-    };
+    let (principal, user, rotated) =
+        match resolve_user(&state, req.method(), req.headers(), ip).await {
+            Ok(found) => found,
+            Err(e) => return e.into_response(),
+        };
     tracing::Span::current().record("user_id", tracing::field::display(principal.user_id));
     req.extensions_mut().insert(principal);
+    if let Some(user) = user {
+        // the session query read the user already: handlers that show it need not read it again
+        req.extensions_mut().insert(user);
+    }
     let mut response = next.run(req).await;
     if let Some(issued) = rotated {
         append_auth_cookies(&state, response.headers_mut(), &issued);
@@ -44,11 +50,11 @@ async fn resolve_user(
     method: &Method,
     headers: &HeaderMap,
     ip: IpAddr,
-) -> Result<(crate::service::Principal, Option<Issued>), AppError> {
+) -> Result<(Principal, Option<UserRow>, Option<Issued>), AppError> {
     if let Some(token) = bearer(headers) {
         // Bearer callers are not browsers carrying ambient credentials: no CSRF check
         return match auth_service::authenticate(state, token).await {
-            Ok(p) => Ok((p, None)),
+            Ok((p, user)) => Ok((p, Some(user), None)),
             Err(AuthFailure::Rejected(e)) => Err(no_cookie_clearing(e)),
             Err(AuthFailure::Token(_)) => Err(AppError::Unauthenticated {
                 clear_cookies: false,
@@ -65,7 +71,7 @@ async fn resolve_user(
     csrf::check(method, headers, &state.settings.server.cors_origins)?;
     if let Some(token) = access {
         match auth_service::authenticate(state, &token).await {
-            Ok(p) => return Ok((p, None)),
+            Ok((p, user)) => return Ok((p, Some(user), None)),
             Err(AuthFailure::Token(TokenError::Expired)) => {}
             Err(AuthFailure::Token(TokenError::Invalid)) => {
                 return Err(AppError::Unauthenticated {
@@ -79,7 +85,7 @@ async fn resolve_user(
         clear_cookies: true,
     })?;
     let issued = auth_service::refresh(state, &refresh, ip).await?;
-    Ok((issued.principal.clone(), Some(issued)))
+    Ok((issued.principal.clone(), None, Some(issued)))
 }
 
 /// A Bearer caller has no cookies to clear.

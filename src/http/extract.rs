@@ -295,6 +295,20 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     }
 }
 
+/// The signed-in user's row when the auth layer read it with the session (absent after an
+/// auto-refresh, where the handler reads it itself).
+pub struct SessionUser(pub Option<crate::repo::users::UserRow>);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionUser {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(SessionUser(
+            parts.extensions.remove::<crate::repo::users::UserRow>(),
+        ))
+    }
+}
+
 /// The signed-in user of an admin route: 403 `forbidden` unless their role is `admin` now.
 #[derive(Debug, Clone)]
 pub struct AdminUser(pub Principal);

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use super::users::UserRow;
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
     pub id: Uuid,
@@ -22,10 +24,11 @@ pub struct SessionRow {
 /// What authenticating a request needs to know about its session and user, in one query.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionState {
-    pub user_id: Uuid,
     pub live: bool,
     pub stale_last_seen: bool,
-    pub role: String,
+    /// the session's user, read in the same query (a private route needs it anyway)
+    #[sqlx(flatten)]
+    pub user: UserRow,
 }
 
 pub struct NewSession<'a> {
@@ -73,10 +76,10 @@ pub async fn find_for_update(
 /// A session is live when not revoked, not expired, and its user is active.
 pub async fn state(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<SessionState>> {
     sqlx::query_as(
-        "select s.user_id,
-                s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
+        "select s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
                 s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
-                u.role
+                u.id, u.email, u.phone, u.password_hash, u.first_name, u.last_name, u.middle_name, u.role,
+                u.status, u.created_at, u.updated_at, u.deleted_at
          from sessions s join users u on u.id = s.user_id
          where s.id = $1",
     )

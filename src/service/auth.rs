@@ -207,8 +207,12 @@ pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Iss
     Err(DEAD)
 }
 
-/// Verifies an access token and that its session is still live.
-pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AuthFailure> {
+/// Verifies an access token and that its session is still live; returns the session's principal
+/// and its user as they are now (one query for both).
+pub async fn authenticate(
+    state: &AppState,
+    token: &str,
+) -> Result<(Principal, UserRow), AuthFailure> {
     let claims = state
         .keys
         .verify(token, TokenKind::Access)
@@ -226,25 +230,26 @@ pub enum AuthFailure {
 }
 
 /// The session's principal, with the user's current role, if the session is live.
-async fn live_session(state: &AppState, user_id: Uuid, session_id: Uuid) -> AppResult<Principal> {
+async fn live_session(
+    state: &AppState,
+    user_id: Uuid,
+    session_id: Uuid,
+) -> AppResult<(Principal, UserRow)> {
     let s = repo::sessions::state(&state.db, session_id)
         .await?
         .ok_or(DEAD)?;
-    if !s.live || s.user_id != user_id {
+    if !s.live || s.user.id != user_id {
         return Err(DEAD);
     }
     if s.stale_last_seen {
         repo::sessions::touch(&state.db, session_id).await?;
     }
-    let role = s
-        .role
-        .parse()
-        .map_err(|e: String| AppError::Internal(anyhow::anyhow!(e)))?;
-    Ok(Principal {
+    let principal = Principal {
         user_id,
         session_id,
-        role,
-    })
+        role: role_of(&s.user)?,
+    };
+    Ok((principal, s.user))
 }
 
 fn issue_pair(state: &AppState, principal: Principal) -> AppResult<(Issued, Vec<u8>)> {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::audit::{self, Action, Actor, Caller};
 use crate::app::AppState;
 use crate::auth::password::Verdict;
-use crate::domain::{Email, Phone, Role};
+use crate::domain::{clean_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
 
@@ -20,6 +20,27 @@ pub struct Profile {
     pub middle_name: Option<String>,
     pub phone: Option<Phone>,
     pub role: Role,
+}
+
+impl Profile {
+    /// A profile from request fields: names trimmed, empty optional names dropped.
+    pub fn new(
+        email: Email,
+        first_name: &str,
+        last_name: Option<String>,
+        middle_name: Option<String>,
+        phone: Option<Phone>,
+        role: Role,
+    ) -> Self {
+        Self {
+            email,
+            first_name: first_name.trim().to_owned(),
+            last_name: clean_name(last_name),
+            middle_name: clean_name(middle_name),
+            phone,
+            role,
+        }
+    }
 }
 
 /// Creates a user with a password. The unique indexes decide races: of concurrent sign-ups with one

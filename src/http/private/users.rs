@@ -13,7 +13,9 @@ use crate::error::{AppError, AppResult, Problem};
 use crate::http::docs::PROBLEM;
 use crate::http::dto::user_body;
 use crate::http::dto::{decode_cursor, encode_cursor, Page, UserResponse, UserStatus};
-use crate::http::extract::{contacts_rejection, nullable, AdminUser, CurrentUser, Json};
+use crate::http::extract::{
+    contacts_rejection, nullable, AdminUser, CurrentUser, Json, SessionUser,
+};
 use crate::repo;
 use crate::service::linked_accounts;
 use crate::service::{lifecycle, passwords, users, Caller};
@@ -28,8 +30,13 @@ use crate::service::{lifecycle, passwords, users, Caller};
 pub async fn me(
     State(state): State<AppState>,
     CurrentUser(p): CurrentUser,
+    SessionUser(user): SessionUser,
 ) -> AppResult<axum::Json<UserResponse>> {
-    user_body(&state, users::get(&state, p.user_id).await?).await
+    let user = match user {
+        Some(user) => user,
+        None => users::get(&state, p.user_id).await?,
+    };
+    user_body(&state, user).await
 }
 
 /// Names to change: an absent field is kept; `null` clears an optional one.

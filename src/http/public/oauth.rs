@@ -221,7 +221,7 @@ pub async fn telegram(
 /// The signed-in user behind a live access cookie, if any (for link mode).
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<crate::service::Principal> {
     let token = cookies::read(headers, state.cookies.access_name())?;
-    auth::authenticate(state, &token).await.ok()
+    auth::authenticate(state, &token).await.ok().map(|(p, _)| p)
 }
 
 async fn signed_in_user(state: &AppState, headers: &HeaderMap) -> Option<Uuid> {

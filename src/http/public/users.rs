@@ -11,7 +11,7 @@ use validator::Validate;
 
 use crate::app::AppState;
 use crate::auth::{cookies, csrf};
-use crate::domain::{clean_name, validate_name, Email, Phone, Role};
+use crate::domain::{validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::auth_layer::append_auth_cookies;
 use crate::http::docs::PROBLEM;
@@ -151,14 +151,14 @@ pub struct SignUpRequest {
 
 impl SignUpRequest {
     fn into_parts(self, role: Role) -> (users::Profile, SecretString) {
-        let profile = users::Profile {
-            email: self.email,
-            first_name: self.first_name.trim().to_owned(),
-            last_name: clean_name(self.last_name),
-            middle_name: clean_name(self.middle_name),
-            phone: self.phone,
+        let profile = users::Profile::new(
+            self.email,
+            &self.first_name,
+            self.last_name,
+            self.middle_name,
+            self.phone,
             role,
-        };
+        );
         (profile, self.password)
     }
 }

@@ -54,14 +54,15 @@ pub async fn sign_up(
     caller: Caller,
     Json(body): Json<ServerSignUpRequest>,
 ) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
-    let profile = users::Profile {
-        role: body.role.unwrap_or(state.settings.auth.default_role),
-        email: body.email,
-        first_name: body.first_name.trim().to_owned(),
-        last_name: clean_name(body.last_name),
-        middle_name: clean_name(body.middle_name),
-        phone: body.phone,
-    };
+    let role = body.role.unwrap_or(state.settings.auth.default_role);
+    let profile = users::Profile::new(
+        body.email,
+        &body.first_name,
+        body.last_name,
+        body.middle_name,
+        body.phone,
+        role,
+    );
     let user = users::sign_up(&state, &caller, profile, &body.password).await?;
     Ok((StatusCode::CREATED, new_user_body(user)))
 }
@@ -101,14 +102,15 @@ pub async fn create_user(
     body: Result<Json<CreateUserRequest>, AppError>,
 ) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
     let Json(body) = body.map_err(contacts_rejection)?;
-    let profile = users::Profile {
-        role: body.role.unwrap_or(state.settings.auth.default_role),
-        email: body.email,
-        first_name: body.first_name.trim().to_owned(),
-        last_name: clean_name(body.last_name),
-        middle_name: clean_name(body.middle_name),
-        phone: body.phone,
-    };
+    let role = body.role.unwrap_or(state.settings.auth.default_role);
+    let profile = users::Profile::new(
+        body.email,
+        &body.first_name,
+        body.last_name,
+        body.middle_name,
+        body.phone,
+        role,
+    );
     let user = users::create_without_password(&state, &caller, profile).await?;
     Ok((StatusCode::CREATED, new_user_body(user)))
 }
