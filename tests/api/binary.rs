@@ -15,7 +15,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_users-service");
 
 /// A database name of its own on the test server; dropped when the guard goes.
 pub struct FreshDb {
-    admin: PgPool,
     name: String,
     url: String,
 }
@@ -31,11 +30,7 @@ impl FreshDb {
             opts.get_port(),
             name
         );
-        Self {
-            admin: pool.clone(),
-            name,
-            url,
-        }
+        Self { name, url }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -47,15 +42,29 @@ impl FreshDb {
             .env_remove("USERS_CONFIG");
         cmd
     }
+}
 
-    pub async fn drop_db(self) {
-        sqlx::query(&format!(
-            "drop database if exists {} with (force)",
-            self.name
-        ))
-        .execute(&self.admin)
-        .await
-        .unwrap();
+/// Drops the database even when the test failed, from a thread of its own (Drop cannot await).
+impl Drop for FreshDb {
+    fn drop(&mut self) {
+        let maintenance = match self.url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/postgres"),
+            None => return,
+        };
+        let sql = format!("drop database if exists {} with (force)", self.name);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&maintenance)
+                    .await
+                    .ok()?;
+                sqlx::query(&sql).execute(&mut conn).await.ok()
+            })
+        })
+        .join();
     }
 }
 
@@ -108,7 +117,7 @@ async fn migrate_creates_the_database_and_applies_the_migrations(pool: PgPool) {
         .unwrap();
     assert_eq!(roles, ["admin", "methodist", "readonly"]);
     check.close().await;
-    db.drop_db().await;
+    drop(db);
 }
 
 #[sqlx::test]
@@ -145,7 +154,7 @@ async fn create_admin_reads_the_password_from_stdin(pool: PgPool) {
     );
     assert!(!weak.status.success());
     check.close().await;
-    db.drop_db().await;
+    drop(db);
 }
 
 pub struct Server {
@@ -253,7 +262,7 @@ async fn sigterm_lets_in_flight_logins_finish_and_exits_zero(pool: PgPool) {
         "new connections are refused after shutdown"
     );
     drop(status);
-    db.drop_db().await;
+    drop(db);
 }
 
 #[sqlx::test]
