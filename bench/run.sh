@@ -160,5 +160,7 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "Targets: GET me ≥ 0.50 of pgbench TPS; login and sign_up ≥ 0.90 of the argon2 rate; /health/live"
   echo "p99 < 10 ms during the flood; peak RSS < 150 MiB; zero errors where success is expected"
   echo "(the flood row's non-2xx are none: every login there is valid); start-up < 1 s."
+  echo
+  echo "Where the misses come from, with a profile: [PROFILE.md](PROFILE.md)."
 } > "$RESULTS"
 cat "$RESULTS"
