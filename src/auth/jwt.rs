@@ -1,6 +1,8 @@
 //! Ed25519 signing keys, access and refresh token claims, encode/decode, and the JWKS document.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::Context;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,6 +19,8 @@ use uuid::Uuid;
 use crate::config::AuthSettings;
 use crate::domain::Role;
 use crate::repo;
+
+const VERIFIED_CACHE_SIZE: usize = 50_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,6 +53,10 @@ pub enum TokenError {
 }
 
 pub struct Keys {
+    /// Access tokens whose signature was checked already, by SHA-256 of the token: an Ed25519
+    /// verification was the largest cost of a private request (bench/PROFILE.md). Expiry is still
+    /// checked on every use, and revocation is the session's business, checked per request.
+    verified: Mutex<HashMap<[u8; 32], Claims>>,
     kid: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -98,6 +106,7 @@ impl Keys {
         validation.set_audience(&[&auth.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         Ok(Self {
+            verified: Mutex::new(HashMap::new()),
             kid: kid_of(&public_raw),
             encoding: EncodingKey::from_ed_der(pkcs8),
             decoding: DecodingKey::from_ed_der(&public_raw),
@@ -141,7 +150,32 @@ impl Keys {
     }
 
     /// Verifies algorithm, `kid`, signature, `iss`, `aud`, `exp` (no leeway) and the token kind.
+    /// An access token's signature is checked once; later uses only check its expiry.
     pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
+        if kind != TokenKind::Access {
+            return self.verify_signed(token, kind);
+        }
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let cached = self.verified.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(claims) = cached {
+            return if claims.exp <= Utc::now().timestamp() {
+                Err(TokenError::Expired)
+            } else {
+                Ok(claims)
+            };
+        }
+        let claims = self.verify_signed(token, kind)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            // bounded: forgetting everything now and then costs one verification per live token
+            if verified.len() >= VERIFIED_CACHE_SIZE {
+                verified.clear();
+            }
+            verified.insert(key, claims.clone());
+        }
+        Ok(claims)
+    }
+
+    fn verify_signed(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
             return Err(TokenError::Invalid);
@@ -190,4 +224,55 @@ fn kid_of(public: &[u8]) -> String {
 /// Tokens and reset secrets are stored only as this hash.
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn keys() -> Keys {
+        let settings = Settings::load(None).unwrap();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        Keys::from_pkcs8(&settings.auth, pkcs8.as_ref()).unwrap()
+    }
+
+    #[test]
+    fn a_cached_access_token_still_expires() {
+        let keys = keys();
+        let (token, _) = keys
+            .issue(
+                TokenKind::Access,
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                Some(Role::Readonly),
+                60,
+            )
+            .unwrap();
+        assert!(keys.verify(&token, TokenKind::Access).is_ok());
+        assert!(
+            keys.verify(&token, TokenKind::Access).is_ok(),
+            "from the cache"
+        );
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        keys.verified.lock().unwrap().get_mut(&key).unwrap().exp = Utc::now().timestamp();
+        assert_eq!(
+            keys.verify(&token, TokenKind::Access).unwrap_err(),
+            TokenError::Expired
+        );
+    }
+
+    #[test]
+    fn the_cache_never_admits_a_refresh_token_as_access() {
+        let keys = keys();
+        let (refresh, _) = keys
+            .issue(TokenKind::Refresh, Uuid::new_v4(), Uuid::new_v4(), None, 60)
+            .unwrap();
+        assert!(keys.verify(&refresh, TokenKind::Refresh).is_ok());
+        assert_eq!(
+            keys.verify(&refresh, TokenKind::Access).unwrap_err(),
+            TokenError::Invalid
+        );
+        assert!(keys.verified.lock().unwrap().is_empty());
+    }
 }
