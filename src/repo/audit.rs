@@ -38,6 +38,31 @@ pub async fn insert(db: impl PgExecutor<'_>, a: &NewAudit<'_>) -> sqlx::Result<(
     .map(|_| ())
 }
 
+/// The same record about each of `targets`.
+pub async fn insert_many(
+    db: impl PgExecutor<'_>,
+    actor: &str,
+    action: &str,
+    targets: &[Uuid],
+    ip: Option<&str>,
+    details: &serde_json::Value,
+) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = targets.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "insert into audit_log (id, actor, action, target_user_id, ip, details)
+         select id, $3, $4, target, $5, $6 from unnest($1::uuid[], $2::uuid[]) as t (id, target)",
+    )
+    .bind(&ids)
+    .bind(targets)
+    .bind(actor)
+    .bind(action)
+    .bind(ip)
+    .bind(details)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
 /// Newest first; `before` is the last id of the previous page (ids are time-ordered UUIDv7).
 pub async fn page(
     db: impl PgExecutor<'_>,

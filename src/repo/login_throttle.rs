@@ -3,18 +3,19 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-/// When the email is locked out, until when.
-pub async fn locked_until(
+/// The email's counter: `None` when it has none (no recent failures); otherwise until when it is
+/// locked out, if it is.
+pub async fn status(
     db: impl PgExecutor<'_>,
     email_key: &str,
-) -> sqlx::Result<Option<DateTime<Utc>>> {
+) -> sqlx::Result<Option<Option<DateTime<Utc>>>> {
     sqlx::query_scalar(
-        "select locked_until from login_throttle where email_key = $1 and locked_until > now()",
+        "select case when locked_until > now() then locked_until end
+         from login_throttle where email_key = $1",
     )
     .bind(email_key)
     .fetch_optional(db)
     .await
-    .map(Option::flatten)
 }
 
 /// Counts one failure inside the current window (a new window starts once the old one has passed).

@@ -195,6 +195,15 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
+/// Deletes several users in one statement (the purge).
+pub async fn delete_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<u64> {
+    let done = sqlx::query("delete from users where id = any($1)")
+        .bind(ids)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// What an admin search asks for.
 pub struct Search<'a> {
     /// lowercased, matched as a substring of email, phone and names

@@ -82,29 +82,6 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
-        Action::SignUp,
-        Action::CreateUser,
-        Action::Login,
-        Action::LoginFailed,
-        Action::Logout,
-        Action::SessionRevoke,
-        Action::SessionsRevokeAll,
-        Action::RefreshReuse,
-        Action::PasswordChange,
-        Action::ResetTokenIssue,
-        Action::PasswordReset,
-        Action::ProfileUpdate,
-        Action::ContactsUpdate,
-        Action::RoleChange,
-        Action::SoftDelete,
-        Action::PermanentDelete,
-        Action::Restore,
-        Action::Link,
-        Action::Unlink,
-        Action::LinkUpdate,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Action::SignUp => "user.sign_up",
@@ -150,6 +127,27 @@ pub async fn record(
             ip: ip.as_deref(),
             details: &details,
         },
+    )
+    .await
+}
+
+/// One record per user for a batch change (the purge), in one statement.
+pub async fn record_many(
+    db: impl PgExecutor<'_>,
+    caller: &Caller,
+    action: Action,
+    targets: &[Uuid],
+    details: Value,
+) -> sqlx::Result<()> {
+    let actor = caller.actor.to_string();
+    let ip = caller.ip.map(|ip| ip.to_string());
+    audit::insert_many(
+        db,
+        &actor,
+        action.as_str(),
+        targets,
+        ip.as_deref(),
+        &details,
     )
     .await
 }

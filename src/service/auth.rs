@@ -48,7 +48,8 @@ pub async fn check_password(
     password: &SecretString,
 ) -> AppResult<UserRow> {
     let key = email.key();
-    if let Some(until) = repo::login_throttle::locked_until(&state.db, &key).await? {
+    let counted = repo::login_throttle::status(&state.db, &key).await?;
+    if let Some(Some(until)) = counted {
         let secs = (until - Utc::now()).num_seconds().max(1);
         return Err(AppError::TooManyAttempts {
             retry_after_secs: secs as u64,
@@ -87,7 +88,10 @@ pub async fn check_password(
             return Err(AppError::InvalidCredentials);
         }
     };
-    repo::login_throttle::clear(&state.db, &key).await?;
+    if counted.is_some() {
+        // a right password ends the count (most logins have none to end)
+        repo::login_throttle::clear(&state.db, &key).await?;
+    }
     if needs_rehash {
         let rehashed = state.passwords.rehash(password).await?;
         repo::users::set_password_hash(&state.db, user.id, &rehashed).await?;

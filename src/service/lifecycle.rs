@@ -129,17 +129,16 @@ pub async fn purge_expired(state: &AppState) -> AppResult<u64> {
     loop {
         let mut tx = state.db.begin().await?;
         let ids = repo::users::claim_purgeable(&mut tx, days, BATCH).await?;
-        for id in &ids {
-            repo::users::delete(&mut *tx, *id).await?;
-            audit::record(
-                &mut *tx,
-                &Caller::system(),
-                Action::PermanentDelete,
-                Some(*id),
-                json!({"reason": "purge"}),
-            )
-            .await?;
-        }
+        repo::users::delete_many(&mut *tx, &ids).await?;
+        let details = json!({"reason": "purge"});
+        audit::record_many(
+            &mut *tx,
+            &Caller::system(),
+            Action::PermanentDelete,
+            &ids,
+            details,
+        )
+        .await?;
         tx.commit().await?;
         purged += ids.len() as u64;
         if (ids.len() as i64) < BATCH {

@@ -175,15 +175,14 @@ impl SignUpRequest {
 )]
 pub async fn sign_up(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     caller: Caller,
     Json(body): Json<SignUpRequest>,
 ) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
     if !state.settings.auth.public_sign_up {
         return Err(AppError::SignUpDisabled);
     }
-    if let Some(ip) = caller.ip {
-        state.limits.sign_up.check(ip)?;
-    }
+    state.limits.sign_up.check(ip)?;
     let (profile, password) = body.into_parts(state.settings.auth.default_role);
     let user = users::sign_up(&state, &caller, profile, &password).await?;
     Ok((StatusCode::CREATED, new_user_body(user)))
