@@ -20,6 +20,7 @@ use crate::auth::server_keys::ServerKeys;
 use crate::config::Settings;
 use crate::http::rate_limit::Limits;
 use crate::providers::yandex::YandexClient;
+use crate::repo::session_reads::SessionReads;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -30,6 +31,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub settings: Settings,
     pub db: PgPool,
+    /// the private routes' session checks, batched (see `repo::session_reads`)
+    pub session_reads: SessionReads,
     pub keys: Keys,
     pub passwords: Passwords,
     pub cookies: CookieJar,
@@ -61,12 +64,19 @@ impl AppState {
             limits: Limits::new(settings.rate_limit.login_per_minute),
             trusted_proxies,
             yandex: YandexClient::new(&settings.oauth)?,
+            session_reads: SessionReads::spawn(db.clone(), session_read_slots()),
             keys,
             passwords,
             db,
             settings,
         })))
     }
+}
+
+/// Session checks in flight at once: one per core keeps PostgreSQL busy without splitting the
+/// batches that form under load into single checks.
+fn session_read_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 fn connect_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {

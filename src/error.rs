@@ -200,25 +200,39 @@ pub struct ClearAuthCookies;
 
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
+        AppError::from_db(&e).unwrap_or_else(|| AppError::Internal(e.into()))
+    }
+}
+
+impl AppError {
+    /// What a database error means to a client; `None` when it is the service's own fault (500).
+    /// Takes a reference so one failed query can answer every request that was waiting on it.
+    pub fn from_db(e: &sqlx::Error) -> Option<Self> {
         use sqlx::Error::*;
-        match &e {
-            PoolTimedOut | PoolClosed | Io(_) | Tls(_) | WorkerCrashed => AppError::Unavailable,
+        match e {
+            PoolTimedOut | PoolClosed | Io(_) | Tls(_) | WorkerCrashed => {
+                Some(AppError::Unavailable)
+            }
             Database(db) => {
                 if let Some(conflict) = db.constraint().and_then(unique_conflict) {
-                    return conflict;
+                    return Some(conflict);
                 }
                 // class 08: connection exceptions; 57P0x: the server is shutting down or restarting;
                 // class 22: data the database refuses (a value the edge checks let through)
                 match db.code().as_deref() {
-                    Some(c) if c.starts_with("08") || c.starts_with("57P") => AppError::Unavailable,
-                    Some(c) if c.starts_with("22") => AppError::Validation(vec![FieldError::new(
-                        "body",
-                        "a value is not acceptable",
-                    )]),
-                    _ => AppError::Internal(e.into()),
+                    Some(c) if c.starts_with("08") || c.starts_with("57P") => {
+                        Some(AppError::Unavailable)
+                    }
+                    Some(c) if c.starts_with("22") => {
+                        Some(AppError::Validation(vec![FieldError::new(
+                            "body",
+                            "a value is not acceptable",
+                        )]))
+                    }
+                    _ => None,
                 }
             }
-            _ => AppError::Internal(e.into()),
+            _ => None,
         }
     }
 }

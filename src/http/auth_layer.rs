@@ -9,12 +9,12 @@ use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::extract::{client_ip, ServerClient};
+use super::extract::{client_ip, ServerClient, SessionUser};
 use crate::app::AppState;
 use crate::auth::{cookies, csrf, jwt::TokenError};
 use crate::error::{AppError, ClearAuthCookies};
-use crate::repo::users::UserRow;
 use crate::service::auth::{self as auth_service, AuthFailure};
+use crate::service::linked_accounts::UserView;
 use crate::service::{Issued, Principal};
 
 pub async fn require_user(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -35,8 +35,8 @@ pub async fn require_user(State(state): State<AppState>, mut req: Request, next:
     tracing::Span::current().record("user_id", tracing::field::display(principal.user_id));
     req.extensions_mut().insert(principal);
     if let Some(user) = user {
-        // the session query read the user already: handlers that show it need not read it again
-        req.extensions_mut().insert(user);
+        // the session query read the user and links already: `GET /users/me` need not read again
+        req.extensions_mut().insert(SessionUser(Some(user)));
     }
     let mut response = next.run(req).await;
     if let Some(issued) = rotated {
@@ -50,7 +50,7 @@ async fn resolve_user(
     method: &Method,
     headers: &HeaderMap,
     ip: IpAddr,
-) -> Result<(Principal, Option<UserRow>, Option<Issued>), AppError> {
+) -> Result<(Principal, Option<UserView>, Option<Issued>), AppError> {
     if let Some(token) = bearer(headers) {
         // Bearer callers are not browsers carrying ambient credentials: no CSRF check
         return match auth_service::authenticate(state, token).await {

@@ -295,17 +295,19 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     }
 }
 
-/// The signed-in user's row when the auth layer read it with the session (absent after an
-/// auto-refresh, where the handler reads it itself).
-pub struct SessionUser(pub Option<crate::repo::users::UserRow>);
+/// The signed-in user and their links when the auth layer read them with the session (absent
+/// after an auto-refresh, where the handler reads them itself).
+#[derive(Clone)]
+pub struct SessionUser(pub Option<crate::service::linked_accounts::UserView>);
 
 impl<S: Send + Sync> FromRequestParts<S> for SessionUser {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(SessionUser(
-            parts.extensions.remove::<crate::repo::users::UserRow>(),
-        ))
+        Ok(parts
+            .extensions
+            .remove::<SessionUser>()
+            .unwrap_or(SessionUser(None)))
     }
 }
 

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// Also read as JSON, aggregated into a session's state (`sessions::states`).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct LinkedAccountRow {
     pub id: Uuid,
     pub user_id: Uuid,

@@ -5,6 +5,7 @@ pub mod linked_accounts;
 pub mod login_throttle;
 pub mod oauth_states;
 pub mod reset_tokens;
+pub mod session_reads;
 pub mod sessions;
 pub mod signing_keys;
 pub mod users;

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use super::linked_accounts::LinkedAccountRow;
 use super::users::UserRow;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -21,14 +22,18 @@ pub struct SessionRow {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// What authenticating a request needs to know about its session and user, in one query.
+/// What authenticating a request needs to know about its session, read in one query with the
+/// session's user and the user's linked accounts (a private route needs the user anyway, and
+/// `GET /users/me` shows the links).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionState {
+    pub session_id: Uuid,
     pub live: bool,
     pub stale_last_seen: bool,
-    /// the session's user, read in the same query (a private route needs it anyway)
     #[sqlx(flatten)]
     pub user: UserRow,
+    #[sqlx(json)]
+    pub links: Vec<LinkedAccountRow>,
 }
 
 pub struct NewSession<'a> {
@@ -73,18 +78,22 @@ pub async fn find_for_update(
     .await
 }
 
+/// The state of several sessions in one query (see `session_reads`); unknown ids are absent.
 /// A session is live when not revoked, not expired, and its user is active.
-pub async fn state(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<SessionState>> {
+pub async fn states(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<SessionState>> {
     sqlx::query_as(
-        "select s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
+        "select s.id as session_id,
+                s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
                 s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
                 u.id, u.email, u.phone, u.password_hash, u.first_name, u.last_name, u.middle_name, u.role,
-                u.status, u.created_at, u.updated_at, u.deleted_at
+                u.status, u.created_at, u.updated_at, u.deleted_at,
+                coalesce((select json_agg(l order by l.connected_at, l.id)
+                          from linked_accounts l where l.user_id = u.id), '[]') as links
          from sessions s join users u on u.id = s.user_id
-         where s.id = $1",
+         where s.id = any($1)",
     )
-    .bind(id)
-    .fetch_optional(db)
+    .bind(ids)
+    .fetch_all(db)
     .await
 }
 

@@ -15,7 +15,9 @@ use crate::auth::jwt::{token_hash, TokenError, TokenKind};
 use crate::auth::password::Verdict;
 use crate::domain::{Email, Role};
 use crate::error::{AppError, AppResult};
+use crate::repo::session_reads::ReadError;
 use crate::repo::{self, users::UserRow};
+use crate::service::linked_accounts::UserView;
 
 const DEAD: AppError = AppError::Unauthenticated {
     clear_cookies: true,
@@ -212,11 +214,11 @@ pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Iss
 }
 
 /// Verifies an access token and that its session is still live; returns the session's principal
-/// and its user as they are now (one query for both).
+/// and its user as they are now, with their linked accounts (one query for all of it).
 pub async fn authenticate(
     state: &AppState,
     token: &str,
-) -> Result<(Principal, UserRow), AuthFailure> {
+) -> Result<(Principal, UserView), AuthFailure> {
     let claims = state
         .keys
         .verify(token, TokenKind::Access)
@@ -238,9 +240,16 @@ async fn live_session(
     state: &AppState,
     user_id: Uuid,
     session_id: Uuid,
-) -> AppResult<(Principal, UserRow)> {
-    let s = repo::sessions::state(&state.db, session_id)
-        .await?
+) -> AppResult<(Principal, UserView)> {
+    let s = state
+        .session_reads
+        .read(session_id)
+        .await
+        .map_err(|e| match e {
+            ReadError::Db(e) => AppError::from_db(&e)
+                .unwrap_or_else(|| AppError::Internal(anyhow::anyhow!("session check: {e}"))),
+            ReadError::Stopped => AppError::Unavailable,
+        })?
         .ok_or(DEAD)?;
     if !s.live || s.user.id != user_id {
         return Err(DEAD);
@@ -253,7 +262,13 @@ async fn live_session(
         session_id,
         role: role_of(&s.user)?,
     };
-    Ok((principal, s.user))
+    Ok((
+        principal,
+        UserView {
+            user: s.user,
+            links: s.links,
+        },
+    ))
 }
 
 fn issue_pair(state: &AppState, principal: Principal) -> AppResult<(Issued, Vec<u8>)> {

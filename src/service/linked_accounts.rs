@@ -15,6 +15,7 @@ use crate::error::{AppError, AppResult};
 use crate::repo::{self, linked_accounts::LinkedAccountRow, users::UserRow};
 
 /// A user with their linked accounts, as responses show them.
+#[derive(Debug, Clone)]
 pub struct UserView {
     pub user: UserRow,
     pub links: Vec<LinkedAccountRow>,

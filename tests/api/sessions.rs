@@ -178,3 +178,62 @@ async fn a_soft_deleted_users_sessions_are_dead(pool: PgPool) {
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
 }
+
+#[sqlx::test]
+async fn concurrent_session_checks_share_queries_and_each_gets_its_own_user(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        sessions.push(app.signed_in(&format!("user{i}@example.com")).await);
+    }
+    // user0 has a linked account: the links must not leak to the others in the same batch
+    let link = app
+        .post("/api/v1/server/users/link-social-network")
+        .server_key()
+        .json(
+            serde_json::json!({"user_id": sessions[0].user_id, "social_network": "vk",
+                                 "connection_link": "https://vk.com/user0"}),
+        )
+        .send()
+        .await;
+    assert_eq!(link.status, StatusCode::CREATED, "{}", link.text());
+    let dead = app.signed_in("gone@example.com").await;
+    let res = app
+        .put("/api/v1/private/users/logout")
+        .bearer(&dead.access)
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+
+    let (checks_before, queries_before) = app.state.session_reads.counts();
+    // every live session three times (duplicates in one batch), and the dead one, all at once
+    let burst = sessions
+        .iter()
+        .cycle()
+        .take(18)
+        .chain(std::iter::once(&dead))
+        .map(|s| app.get(ME).bearer(&s.access).send());
+    let results = futures::future::join_all(burst).await;
+    let (checks_after, queries_after) = app.state.session_reads.counts();
+
+    for (i, res) in results[..18].iter().enumerate() {
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        let body = res.json();
+        assert_eq!(body["email"], format!("user{}@example.com", i % 6));
+        let links = body["linked_accounts"].as_array().unwrap();
+        if i % 6 == 0 {
+            assert_eq!(links.len(), 1);
+            assert_eq!(links[0]["connection_link"], "https://vk.com/user0");
+        } else {
+            assert!(links.is_empty(), "{body}");
+        }
+    }
+    results[18].assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let checks = checks_after - checks_before;
+    let queries = queries_after - queries_before;
+    assert_eq!(checks, 19);
+    assert!(
+        queries * 4 <= checks,
+        "{checks} concurrent checks took {queries} queries"
+    );
+}

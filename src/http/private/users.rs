@@ -32,11 +32,10 @@ pub async fn me(
     CurrentUser(p): CurrentUser,
     SessionUser(user): SessionUser,
 ) -> AppResult<axum::Json<UserResponse>> {
-    let user = match user {
-        Some(user) => user,
-        None => users::get(&state, p.user_id).await?,
-    };
-    user_body(&state, user).await
+    match user {
+        Some(view) => Ok(axum::Json(view.into())),
+        None => user_body(&state, users::get(&state, p.user_id).await?).await,
+    }
 }
 
 /// Names to change: an absent field is kept; `null` clears an optional one.

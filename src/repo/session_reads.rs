@@ -1,0 +1,149 @@
+//! Coalesced session reads. Every private request checks its session in the database; under load
+//! those checks are gathered into one `where id = any($1)` query instead of one query (and one pool
+//! round trip) each. Nothing is cached: a check only joins a query that starts after the request
+//! asked, so a revocation committed before a request arrives is always seen (contract: "every
+//! private request sees a revoked session as dead at once").
+//!
+//! A task takes the waiting checks as a batch whenever one of its `in_flight` query slots is free.
+//! With little traffic a batch is one check and it goes out at once (no added delay); when queries
+//! are busy, new checks wait for the next free slot and go out together.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use uuid::Uuid;
+
+use super::sessions::{self, SessionState};
+
+/// Most checks one query carries.
+const MAX_BATCH: usize = 256;
+
+type Reply = Result<Option<SessionState>, Arc<sqlx::Error>>;
+
+struct Check {
+    session_id: Uuid,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The handle requests use; the batching task ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct SessionReads {
+    checks: mpsc::UnboundedSender<Check>,
+    counts: Arc<Counts>,
+}
+
+/// Checks asked for and queries run since start: their ratio is the batching at work.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub checks: AtomicU64,
+    pub queries: AtomicU64,
+}
+
+/// Why a check has no answer: the query failed (shared by its whole batch), or the batching task
+/// is gone (only while the service shuts down).
+#[derive(Debug)]
+pub enum ReadError {
+    Db(Arc<sqlx::Error>),
+    Stopped,
+}
+
+impl SessionReads {
+    /// Starts the batching task on the current runtime; at most `in_flight` queries run at once.
+    pub fn spawn(db: PgPool, in_flight: usize) -> Self {
+        let (checks, rx) = mpsc::unbounded_channel();
+        let counts = Arc::new(Counts::default());
+        let slots = Arc::new(Semaphore::new(in_flight.max(1)));
+        tokio::spawn(batch_loop(db, rx, slots, counts.clone()));
+        Self { checks, counts }
+    }
+
+    /// (checks asked for, queries run) since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.checks.load(Ordering::Relaxed),
+            self.counts.queries.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The session's state as the database has it now; `None` when there is no such session.
+    pub async fn read(&self, session_id: Uuid) -> Result<Option<SessionState>, ReadError> {
+        let (reply, answer) = oneshot::channel();
+        self.checks
+            .send(Check { session_id, reply })
+            .map_err(|_| ReadError::Stopped)?;
+        answer
+            .await
+            .map_err(|_| ReadError::Stopped)?
+            .map_err(ReadError::Db)
+    }
+}
+
+async fn batch_loop(
+    db: PgPool,
+    mut rx: mpsc::UnboundedReceiver<Check>,
+    slots: Arc<Semaphore>,
+    counts: Arc<Counts>,
+) {
+    loop {
+        // wait for a free slot first, so that checks arriving meanwhile join the next batch
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(check) => batch.push(check),
+                Err(_) => break,
+            }
+        }
+        counts
+            .checks
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counts.queries.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(checks = batch.len(), "session checks batched");
+        let db = db.clone();
+        tokio::spawn(async move {
+            answer(&db, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn answer(db: &PgPool, batch: Vec<Check>) {
+    let mut ids: Vec<Uuid> = batch.iter().map(|c| c.session_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match sessions::states(db, &ids).await {
+        Ok(rows) => {
+            let mut by_id: HashMap<Uuid, SessionState> =
+                rows.into_iter().map(|s| (s.session_id, s)).collect();
+            let mut waiting: HashMap<Uuid, usize> = HashMap::new();
+            for check in &batch {
+                *waiting.entry(check.session_id).or_default() += 1;
+            }
+            for check in batch {
+                // the last waiter of a session takes the row, the others get a copy
+                let left = waiting.entry(check.session_id).or_default();
+                *left -= 1;
+                let state = if *left == 0 {
+                    by_id.remove(&check.session_id)
+                } else {
+                    by_id.get(&check.session_id).cloned()
+                };
+                let _ = check.reply.send(Ok(state));
+            }
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            for check in batch {
+                let _ = check.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
