@@ -64,7 +64,11 @@ impl AppState {
             limits: Limits::new(settings.rate_limit.login_per_minute),
             trusted_proxies,
             yandex: YandexClient::new(&settings.oauth)?,
-            session_reads: SessionReads::spawn(db.clone(), session_read_slots()),
+            session_reads: SessionReads::spawn(
+                db.clone(),
+                session_read_slots(),
+                Duration::from_secs(settings.database.acquire_timeout_secs),
+            ),
             keys,
             passwords,
             db,

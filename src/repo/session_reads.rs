@@ -1,5 +1,5 @@
 //! Coalesced session reads. Every private request checks its session in the database; under load
-//! those checks are gathered into one `where id = any($1)` query instead of one query (and one pool
+//! those checks are gathered into one query (`sessions::states`) instead of one query (and one pool
 //! round trip) each. Nothing is cached: a check only joins a query that starts after the request
 //! asked, so a revocation committed before a request arrives is always seen (contract: "every
 //! private request sees a revoked session as dead at once").
@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -19,7 +20,7 @@ use uuid::Uuid;
 use super::sessions::{self, SessionState};
 
 /// Most checks one query carries.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = sessions::MAX_STATES;
 
 type Reply = Result<Option<SessionState>, Arc<sqlx::Error>>;
 
@@ -33,6 +34,7 @@ struct Check {
 pub struct SessionReads {
     checks: mpsc::UnboundedSender<Check>,
     counts: Arc<Counts>,
+    deadline: Duration,
 }
 
 /// Checks asked for and queries run since start: their ratio is the batching at work.
@@ -42,22 +44,30 @@ pub struct Counts {
     pub queries: AtomicU64,
 }
 
-/// Why a check has no answer: the query failed (shared by its whole batch), or the batching task
-/// is gone (only while the service shuts down).
+/// Why a check has no answer: the query failed (shared by its whole batch), no answer came within
+/// the deadline (the database is down or swamped), or the batching task is gone (only while the
+/// service shuts down).
 #[derive(Debug)]
 pub enum ReadError {
     Db(Arc<sqlx::Error>),
+    TimedOut,
     Stopped,
 }
 
 impl SessionReads {
     /// Starts the batching task on the current runtime; at most `in_flight` queries run at once.
-    pub fn spawn(db: PgPool, in_flight: usize) -> Self {
+    /// A check waits at most `deadline` in all (for a slot, a connection and the query), so an
+    /// outage answers as fast as a pool timeout does however many checks are queued.
+    pub fn spawn(db: PgPool, in_flight: usize, deadline: Duration) -> Self {
         let (checks, rx) = mpsc::unbounded_channel();
         let counts = Arc::new(Counts::default());
         let slots = Arc::new(Semaphore::new(in_flight.max(1)));
         tokio::spawn(batch_loop(db, rx, slots, counts.clone()));
-        Self { checks, counts }
+        Self {
+            checks,
+            counts,
+            deadline,
+        }
     }
 
     /// (checks asked for, queries run) since start.
@@ -74,8 +84,9 @@ impl SessionReads {
         self.checks
             .send(Check { session_id, reply })
             .map_err(|_| ReadError::Stopped)?;
-        answer
+        tokio::time::timeout(self.deadline, answer)
             .await
+            .map_err(|_| ReadError::TimedOut)?
             .map_err(|_| ReadError::Stopped)?
             .map_err(ReadError::Db)
     }

@@ -1,5 +1,7 @@
 //! The `sessions` table: one row per sign-in, holding only hashes of its refresh tokens.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -80,22 +82,53 @@ pub async fn find_for_update(
 
 /// The state of several sessions in one query (see `session_reads`); unknown ids are absent.
 /// A session is live when not revoked, not expired, and its user is active.
+///
+/// The ids go in as a `values ($1), …, ($n)` list with `n` the next power of two (padded with
+/// nulls, which match nothing; at most `MAX_STATES`), so PostgreSQL keeps one generic plan per
+/// size. With an array parameter (`= any($1)`) it re-plans every call, because its custom plan
+/// for one id always looks cheaper than its generic plan for an array of unknown length, and the
+/// planning then costs more than the query; `in ($1, …)` keeps its plan but rebuilds the list
+/// for every row when the table is small enough to scan.
 pub async fn states(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<SessionState>> {
-    sqlx::query_as(
-        "select s.id as session_id,
-                s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
-                s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
-                u.id, u.email, u.phone, u.password_hash, u.first_name, u.last_name, u.middle_name, u.role,
-                u.status, u.created_at, u.updated_at, u.deleted_at,
-                coalesce((select json_agg(l order by l.connected_at, l.id)
-                          from linked_accounts l where l.user_id = u.id), '[]') as links
-         from sessions s join users u on u.id = s.user_id
-         where s.id = any($1)",
-    )
-    .bind(ids)
-    .fetch_all(db)
-    .await
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = &ids[..ids.len().min(MAX_STATES)];
+    let size = ids.len().next_power_of_two();
+    let sql = &STATES_SQL[size.trailing_zeros() as usize];
+    let mut query = sqlx::query_as(sql);
+    for i in 0..size {
+        query = query.bind(ids.get(i).copied());
+    }
+    query.fetch_all(db).await
 }
+
+/// Most ids `states` takes at once.
+pub const MAX_STATES: usize = 256;
+
+/// The `states` query for 1, 2, 4, … `MAX_STATES` ids.
+static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let mut sizes = Vec::new();
+    let mut size = 1;
+    while size <= MAX_STATES {
+        let ids: Vec<String> = (1..=size).map(|i| format!("(${i}::uuid)")).collect();
+        sizes.push(format!(
+            "select s.id as session_id,
+                    s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
+                    s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
+                    u.id, u.email, u.phone, u.password_hash, u.first_name, u.last_name, u.middle_name,
+                    u.role, u.status, u.created_at, u.updated_at, u.deleted_at,
+                    coalesce((select json_agg(l order by l.connected_at, l.id)
+                              from linked_accounts l where l.user_id = u.id), '[]') as links
+             from (values {}) as q (id)
+             join sessions s on s.id = q.id
+             join users u on u.id = s.user_id",
+            ids.join(", ")
+        ));
+        size *= 2;
+    }
+    sizes
+});
 
 /// `last_seen_at` is written at most once a minute, so reads stay reads.
 pub async fn touch(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {

@@ -248,7 +248,7 @@ async fn live_session(
         .map_err(|e| match e {
             ReadError::Db(e) => AppError::from_db(&e)
                 .unwrap_or_else(|| AppError::Internal(anyhow::anyhow!("session check: {e}"))),
-            ReadError::Stopped => AppError::Unavailable,
+            ReadError::TimedOut | ReadError::Stopped => AppError::Unavailable,
         })?
         .ok_or(DEAD)?;
     if !s.live || s.user.id != user_id {
