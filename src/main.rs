@@ -5,6 +5,11 @@ use users_service::cli::{self, Cli};
 use users_service::config::Settings;
 use users_service::telemetry;
 
+/// mimalloc: the request path allocates many small short-lived objects, where glibc's malloc
+/// spent a fifth of the service's CPU under load (bench/PROFILE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
