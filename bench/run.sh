@@ -72,6 +72,7 @@ until curl -fs "$BASE/health/ready" >/dev/null 2>&1; do sleep 0.01; done
 READY_MS=$(( ($(date +%s%N) - START_NS) / 1000000 ))
 
 # peak RSS, sampled every 100 ms into a file (VmHWM would only give the whole run's peak)
+: > "$OUT/rss.samples"
 ( while kill -0 "$SVC" 2>/dev/null; do
     awk '/VmRSS/ {print $2}' "/proc/$SVC/status" 2>/dev/null >> "$OUT/rss.samples"; sleep 0.1
   done ) &
