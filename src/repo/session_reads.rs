@@ -132,22 +132,10 @@ async fn answer(db: &PgPool, batch: Vec<Check>) {
     ids.dedup();
     match sessions::states(db, &ids).await {
         Ok(rows) => {
-            let mut by_id: HashMap<Uuid, SessionState> =
+            let by_id: HashMap<Uuid, SessionState> =
                 rows.into_iter().map(|s| (s.session_id, s)).collect();
-            let mut waiting: HashMap<Uuid, usize> = HashMap::new();
-            for check in &batch {
-                *waiting.entry(check.session_id).or_default() += 1;
-            }
             for check in batch {
-                // the last waiter of a session takes the row, the others get a copy
-                let left = waiting.entry(check.session_id).or_default();
-                *left -= 1;
-                let state = if *left == 0 {
-                    by_id.remove(&check.session_id)
-                } else {
-                    by_id.get(&check.session_id).cloned()
-                };
-                let _ = check.reply.send(Ok(state));
+                let _ = check.reply.send(Ok(by_id.get(&check.session_id).cloned()));
             }
         }
         Err(e) => {
