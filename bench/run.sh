@@ -97,7 +97,7 @@ psql -q "$PGURL/$DB" -c "insert into users (id, email, first_name, role, passwor
   from generate_series(1, 256) g" >/dev/null
 seq 1 256 | xargs -P4 -I{} curl -fs -w '\n' -XPOST "$BASE/api/v1/public/users/token" \
     -H 'content-type: application/json' -d "{\"email\":\"crowd{}@bench.example\",\"password\":\"$PASSWORD\"}" \
-  | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p' > "$OUT/access.tokens"
+  | grep -o '"access_token":"[^"]*"' | cut -d'"' -f4 > "$OUT/access.tokens"  # parallel bodies may share a line
 export ADMIN_TOKEN=$(token_of admin@bench.example | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
 : > "$OUT/refresh.tokens"
 for _ in $(seq 1 16); do
