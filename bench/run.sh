@@ -130,6 +130,8 @@ row() {
 
 echo "== scenarios (${DURATION}s each)"
 export ACCESS_TOKENS=$OUT/access.tokens
+# warm-up, not recorded: opens the pool's connections and lets PostgreSQL settle their plans
+wrk -t2 -c32 -d5s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true
 PG1=$(pgbench_tps)
 HEADER=Authorization run get_me_bearer -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
 HEADER=Cookie run get_me_cookie -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
