@@ -39,9 +39,9 @@ pub struct SessionReads {
 
 /// Checks asked for and queries run since start: their ratio is the batching at work.
 #[derive(Debug, Default)]
-pub struct Counts {
-    pub checks: AtomicU64,
-    pub queries: AtomicU64,
+struct Counts {
+    checks: AtomicU64,
+    queries: AtomicU64,
 }
 
 /// Why a check has no answer: the query failed (shared by its whole batch), no answer came within
@@ -127,21 +127,38 @@ async fn batch_loop(
 }
 
 async fn answer(db: &PgPool, batch: Vec<Check>) {
-    let mut ids: Vec<Uuid> = batch.iter().map(|c| c.session_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
+    // one row per session, however many requests wait on it: clones only for the extra waiters
+    let mut waiting: HashMap<Uuid, Vec<oneshot::Sender<Reply>>> = HashMap::new();
+    for check in batch {
+        waiting
+            .entry(check.session_id)
+            .or_default()
+            .push(check.reply);
+    }
+    let ids: Vec<Uuid> = waiting.keys().copied().collect();
     match sessions::states(db, &ids).await {
         Ok(rows) => {
-            let by_id: HashMap<Uuid, SessionState> =
-                rows.into_iter().map(|s| (s.session_id, s)).collect();
-            for check in batch {
-                let _ = check.reply.send(Ok(by_id.get(&check.session_id).cloned()));
+            for row in rows {
+                let Some(mut replies) = waiting.remove(&row.session_id) else {
+                    continue;
+                };
+                let last = replies.pop();
+                for reply in replies {
+                    let _ = reply.send(Ok(Some(row.clone())));
+                }
+                if let Some(reply) = last {
+                    let _ = reply.send(Ok(Some(row)));
+                }
+            }
+            // the ids the query did not find
+            for reply in waiting.into_values().flatten() {
+                let _ = reply.send(Ok(None));
             }
         }
         Err(e) => {
             let e = Arc::new(e);
-            for check in batch {
-                let _ = check.reply.send(Err(e.clone()));
+            for reply in waiting.into_values().flatten() {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }
