@@ -1,86 +1,48 @@
-//! AppState and the service's lifecycle: database, migrations, keys, listener, graceful shutdown.
+//! The service's lifecycle: database, migrations, keys, state, listener, graceful shutdown.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use ipnet::IpNet;
+use ring::signature::Ed25519KeyPair;
 use secrecy::ExposeSecret;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres};
 use tokio::net::TcpListener;
 
-use crate::auth::cookies::CookieJar;
-use crate::auth::jwt::Keys;
-use crate::auth::password::Passwords;
-use crate::auth::server_keys::ServerKeys;
+use crate::auth::jwt::{self, Keys};
 use crate::config::Settings;
-use crate::http::rate_limit::Limits;
-use crate::providers::yandex::YandexClient;
-use crate::repo::session_reads::SessionReads;
+use crate::repo;
+pub use crate::state::AppState;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Everything a request needs, shared behind one `Arc` and passed with axum's `State`.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-pub struct Inner {
-    pub settings: Settings,
-    pub db: PgPool,
-    /// the private routes' session checks, batched (see `repo::session_reads`)
-    pub session_reads: SessionReads,
-    pub keys: Keys,
-    pub passwords: Passwords,
-    pub cookies: CookieJar,
-    pub server_keys: ServerKeys,
-    pub limits: Limits,
-    pub trusted_proxies: Vec<IpNet>,
-    pub yandex: YandexClient,
+/// The state over an existing (migrated) pool: loads the signing key, then builds the rest.
+pub async fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
+    let pkcs8 = signing_key(settings.signing_key_path().as_deref(), &db).await?;
+    let keys = Keys::from_pkcs8(&settings.auth, &pkcs8)?;
+    AppState::new(settings, db, keys)
 }
 
-impl Deref for AppState {
-    type Target = Inner;
-
-    fn deref(&self) -> &Inner {
-        &self.0
+/// From the PEM file when configured; otherwise the key stored in the database, generated and
+/// stored on first start (under an advisory lock, so concurrent first starts agree).
+async fn signing_key(key_file: Option<&Path>, db: &PgPool) -> anyhow::Result<Vec<u8>> {
+    if let Some(path) = key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("auth.signing_key_file: cannot read {}", path.display()))?;
+        let pem = pem::parse(text).context("auth.signing_key_file: not a PEM file")?;
+        return Ok(pem.contents().to_vec());
     }
-}
-
-impl AppState {
-    /// Builds the state over an existing (migrated) pool.
-    pub async fn new(settings: Settings, db: PgPool) -> anyhow::Result<Self> {
-        let keys = Keys::load(&settings.auth, settings.signing_key_path().as_deref(), &db).await?;
-        let passwords = Passwords::new(&settings.auth)?;
-        let trusted_proxies = settings
-            .trusted_proxies()
-            .map_err(|bad| anyhow::anyhow!("server.trusted_proxies: `{bad}`"))?;
-        Ok(Self(Arc::new(Inner {
-            cookies: CookieJar::new(&settings),
-            server_keys: ServerKeys::new(&settings.server_api.keys),
-            limits: Limits::new(settings.rate_limit.login_per_minute),
-            trusted_proxies,
-            yandex: YandexClient::new(&settings.oauth)?,
-            session_reads: SessionReads::spawn(
-                db.clone(),
-                session_read_slots(),
-                Duration::from_secs(settings.database.acquire_timeout_secs),
-            ),
-            keys,
-            passwords,
-            db,
-            settings,
-        })))
+    if let Some(der) = repo::signing_keys::current(db).await? {
+        return Ok(der);
     }
-}
-
-/// Session checks in flight at once: one per core keeps PostgreSQL busy without splitting the
-/// batches that form under load into single checks.
-fn session_read_slots() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    let doc = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
+    let der = doc.as_ref().to_vec();
+    let public = jwt::public_key(&der)?;
+    Ok(repo::signing_keys::insert_if_none(db, &jwt::kid_of(&public), &der, &public).await?)
 }
 
 fn connect_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
-use crate::app::{self, AppState};
+use crate::app;
 use crate::config::Settings;
 use crate::domain::{Email, Role};
 use crate::service::{users, Caller};
@@ -42,7 +42,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Serve => {
             let listener = app::bind(&settings).await?;
             let pool = app::migrate(&settings).await?;
-            let state = AppState::new(settings, pool).await?;
+            let state = app::state(settings, pool).await?;
             app::serve(state, listener).await
         }
         Command::Migrate => {
@@ -59,7 +59,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 .context("reading the password from stdin")?;
             let password = SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned());
             let pool = app::migrate(&settings).await?;
-            let state = AppState::new(settings, pool).await?;
+            let state = app::state(settings, pool).await?;
             let profile = users::Profile {
                 email,
                 first_name,

@@ -33,10 +33,12 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
-    #[serde(deserialize_with = "list_or_csv")]
-    pub cors_origins: Vec<String>,
-    #[serde(deserialize_with = "list_or_csv")]
-    pub trusted_proxies: Vec<String>,
+    /// browser origins, parsed once into header values (trailing `/` dropped)
+    #[serde(deserialize_with = "origins")]
+    pub cors_origins: Vec<Origin>,
+    /// CIDRs; a bare address is a /32 (or /128)
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<IpNet>,
     pub body_limit_bytes: usize,
     pub shutdown_timeout_secs: u64,
 }
@@ -137,7 +139,46 @@ pub struct ServerKey {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
-    pub format: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON under CI or in a container, pretty otherwise
+    #[serde(rename = "")]
+    Auto,
+    Json,
+    Pretty,
+}
+
+/// A browser origin (`scheme://host[:port]`) as `Origin` headers carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(axum::http::HeaderValue);
+
+impl Origin {
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+
+    pub fn header_value(&self) -> axum::http::HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl std::str::FromStr for Origin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim_end_matches('/');
+        let url = url::Url::parse(s).map_err(|_| format!("`{s}` is not an origin"))?;
+        if !url.has_host() || url.origin().ascii_serialization() != s {
+            return Err(format!("`{s}` is not an origin (scheme://host[:port])"));
+        }
+        axum::http::HeaderValue::from_str(s)
+            .map(Origin)
+            .map_err(|_| format!("`{s}` is not an origin"))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +226,29 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        self.validate_server()?;
+        self.validate_auth()?;
+        self.validate_oauth()?;
+        self.validate_rest()
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1");
+        }
+        if self.database.acquire_timeout_secs == 0 {
+            return fail("database.acquire_timeout_secs", "must be at least 1");
+        }
+        if url::Url::parse(secrecy::ExposeSecret::expose_secret(&self.database.url)).is_err() {
+            return fail("database.url", "not a URL");
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return fail("server.body_limit_bytes", "must be at least 1024");
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
         let a = &self.auth;
         for (key, value) in [
             ("auth.access_ttl_secs", a.access_ttl_secs),
@@ -224,55 +287,24 @@ impl Settings {
         if !self.signing_key_path().is_none_or(|p| p.is_file()) {
             return fail("auth.signing_key_file", "no such file");
         }
-        if self.database.max_connections == 0 {
-            return fail("database.max_connections", "must be at least 1");
+        if self.rate_limit.login_per_minute == 0 {
+            return fail("rate_limit.login_per_minute", "must be at least 1");
         }
-        if self.database.acquire_timeout_secs == 0 {
-            return fail("database.acquire_timeout_secs", "must be at least 1");
-        }
-        if url::Url::parse(secrecy::ExposeSecret::expose_secret(&self.database.url)).is_err() {
-            return fail("database.url", "not a URL");
-        }
-        if self.server.body_limit_bytes < 1024 {
-            return fail("server.body_limit_bytes", "must be at least 1024");
-        }
-        for origin in &self.server.cors_origins {
-            if origin.parse::<axum::http::HeaderValue>().is_err()
-                || url::Url::parse(origin).is_err()
-            {
-                return fail(
-                    "server.cors_origins",
-                    &format!("`{origin}` is not an origin"),
-                );
-            }
-        }
-        if let Err(bad) = self.trusted_proxies() {
-            return fail(
-                "server.trusted_proxies",
-                &format!("`{bad}` is not a CIDR or address"),
-            );
-        }
-        if self.users.purge_after_days < 0 {
-            return fail("users.purge_after_days", "must not be negative");
-        }
-        if self.users.purge_interval_secs == 0 {
-            return fail("users.purge_interval_secs", "must be at least 1");
-        }
+        Ok(())
+    }
+
+    fn validate_oauth(&self) -> Result<(), ConfigError> {
         let o = &self.oauth;
         if o.http_timeout_secs == 0 {
             return fail("oauth.http_timeout_secs", "must be at least 1");
         }
-        if o.state_ttl_secs <= 0 {
-            return fail(
-                "oauth.state_ttl_secs",
-                "must be a positive number of seconds",
-            );
-        }
-        if o.telegram.max_age_secs <= 0 {
-            return fail(
-                "oauth.telegram.max_age_secs",
-                "must be a positive number of seconds",
-            );
+        for (key, value) in [
+            ("oauth.state_ttl_secs", o.state_ttl_secs),
+            ("oauth.telegram.max_age_secs", o.telegram.max_age_secs),
+        ] {
+            if value <= 0 {
+                return fail(key, "must be a positive number of seconds");
+            }
         }
         for (key, value) in [
             ("oauth.yandex.authorize_url", &o.yandex.authorize_url),
@@ -297,8 +329,15 @@ impl Settings {
                 );
             }
         }
-        if self.rate_limit.login_per_minute == 0 {
-            return fail("rate_limit.login_per_minute", "must be at least 1");
+        Ok(())
+    }
+
+    fn validate_rest(&self) -> Result<(), ConfigError> {
+        if self.users.purge_after_days < 0 {
+            return fail("users.purge_after_days", "must not be negative");
+        }
+        if self.users.purge_interval_secs == 0 {
+            return fail("users.purge_interval_secs", "must be at least 1");
         }
         for key in &self.server_api.keys {
             if key.name.is_empty() {
@@ -311,26 +350,10 @@ impl Settings {
                 );
             }
         }
-        if !matches!(self.log.format.as_str(), "" | "json" | "pretty") {
-            return fail("log.format", "must be json or pretty");
-        }
         if self.cookies.access_name.is_empty() || self.cookies.refresh_name.is_empty() {
             return fail("cookies.access_name", "cookie names must not be empty");
         }
         Ok(())
-    }
-
-    /// Trusted proxies as networks; a bare address is a /32 (or /128).
-    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, String> {
-        self.server
-            .trusted_proxies
-            .iter()
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| s.clone())
-            })
-            .collect()
     }
 
     pub fn signing_key_path(&self) -> Option<PathBuf> {
@@ -340,12 +363,38 @@ impl Settings {
 
     /// JSON logs under CI or in a container unless set explicitly.
     pub fn log_json(&self) -> bool {
-        match self.log.format.as_str() {
-            "json" => true,
-            "pretty" => false,
-            _ => std::env::var_os("CI").is_some() || Path::new("/.dockerenv").exists(),
+        match self.log.format {
+            LogFormat::Json => true,
+            LogFormat::Pretty => false,
+            LogFormat::Auto => {
+                std::env::var_os("CI").is_some() || Path::new("/.dockerenv").exists()
+            }
         }
     }
+}
+
+fn fail(key: &str, why: &str) -> Result<(), ConfigError> {
+    Err(ConfigError(format!("{key}: {why}")))
+}
+
+/// A list of origins (YAML list or comma-separated), each checked once here.
+fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Origin>, D::Error> {
+    list_or_csv(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// A list of networks; a bare address means that one address.
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    list_or_csv(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a CIDR or address")))
+        })
+        .collect()
 }
 
 /// Accepts a YAML list or a comma-separated string (the environment form).
@@ -419,6 +468,20 @@ mod tests {
     }
 
     #[test]
+    fn bad_origins_and_proxies_name_their_key() {
+        for (key, value) in [
+            ("server.cors_origins", "not an origin"),
+            ("server.cors_origins", "https://app.example/path"),
+            ("server.trusted_proxies", "10.0.0.0/99"),
+            ("log.format", "xml"),
+        ] {
+            let f = Figment::from(Yaml::string(DEFAULTS)).merge(Serialized::default(key, value));
+            let err = Settings::from_figment(f).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
     fn server_keys_parse_from_env_form() {
         let f = Figment::from(Yaml::string(DEFAULTS)).merge(Serialized::default(
             "server_api.keys",
@@ -436,7 +499,7 @@ mod tests {
             vec!["10.0.0.0/8", "127.0.0.1"],
         ));
         let s = Settings::from_figment(f).unwrap();
-        let nets = s.trusted_proxies().unwrap();
+        let nets = &s.server.trusted_proxies;
         assert!(nets[1].contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
         assert!(!nets[1].contains(&"127.0.0.2".parse::<IpAddr>().unwrap()));
     }

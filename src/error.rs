@@ -55,9 +55,13 @@ pub enum AppError {
     PayloadTooLarge,
     #[error("{0}")]
     WeakPassword(String),
-    /// `clear_cookies` is set when the session behind the credentials is dead.
     #[error("missing, invalid or expired credentials")]
-    Unauthenticated { clear_cookies: bool },
+    Unauthenticated,
+    /// The session behind the credentials is dead (revoked, expired, reused, its user deleted):
+    /// 401 `unauthenticated` like any bad credential; the auth layer also clears the cookies of a
+    /// caller that came with them.
+    #[error("missing, invalid or expired credentials")]
+    SessionEnded,
     #[error("wrong email or password")]
     InvalidCredentials,
     #[error("this role is not allowed to do this")]
@@ -119,7 +123,7 @@ impl AppError {
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             WeakPassword(_) => (StatusCode::UNPROCESSABLE_ENTITY, "weak_password"),
-            Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Unauthenticated | SessionEnded => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
@@ -183,20 +187,9 @@ impl IntoResponse for AppError {
         if let AppError::Unavailable = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         }
-        if let AppError::Unauthenticated {
-            clear_cookies: true,
-        } = self
-        {
-            // The auth layer replaces this marker with the configured cookie headers.
-            response.extensions_mut().insert(ClearAuthCookies);
-        }
         response
     }
 }
-
-/// Set on a response whose session turned out dead; the auth layer appends cookie-clearing headers.
-#[derive(Debug, Clone, Copy)]
-pub struct ClearAuthCookies;
 
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {

@@ -11,4 +11,5 @@ pub mod jobs;
 pub mod providers;
 pub mod repo;
 pub mod service;
+pub mod state;
 pub mod telemetry;

@@ -3,6 +3,7 @@
 
 use axum::http::{header, HeaderMap, Method};
 
+use crate::config::Origin;
 use crate::error::{AppError, AppResult};
 
 pub fn is_unsafe(method: &Method) -> bool {
@@ -12,7 +13,7 @@ pub fn is_unsafe(method: &Method) -> bool {
     )
 }
 
-pub fn check(method: &Method, headers: &HeaderMap, allowed: &[String]) -> AppResult<()> {
+pub fn check(method: &Method, headers: &HeaderMap, allowed: &[Origin]) -> AppResult<()> {
     if !is_unsafe(method) {
         return Ok(());
     }
@@ -26,9 +27,7 @@ pub fn check(method: &Method, headers: &HeaderMap, allowed: &[String]) -> AppRes
         }),
     };
     match origin {
-        Some(o) if !allowed.iter().any(|a| a.trim_end_matches('/') == o) => {
-            Err(AppError::OriginNotAllowed)
-        }
+        Some(o) if !allowed.iter().any(|a| a.as_str() == o) => Err(AppError::OriginNotAllowed),
         _ => Ok(()),
     }
 }
@@ -51,7 +50,7 @@ mod tests {
 
     #[test]
     fn allows_listed_origin_and_absent_origin() {
-        let allowed = vec!["https://app.example".to_owned()];
+        let allowed: Vec<Origin> = vec!["https://app.example".parse().unwrap()];
         assert!(check(
             &Method::POST,
             &headers(header::ORIGIN, "https://app.example"),
@@ -69,7 +68,7 @@ mod tests {
 
     #[test]
     fn refuses_foreign_origin_or_referer() {
-        let allowed = vec!["https://app.example".to_owned()];
+        let allowed: Vec<Origin> = vec!["https://app.example".parse().unwrap()];
         assert!(check(
             &Method::DELETE,
             &headers(header::ORIGIN, "https://evil.example"),

@@ -1,7 +1,6 @@
 //! Ed25519 signing keys, access and refresh token claims, encode/decode, and the JWKS document.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Context;
@@ -13,12 +12,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::AuthSettings;
 use crate::domain::Role;
-use crate::repo;
 
 const VERIFIED_CACHE_SIZE: usize = 50_000;
 
@@ -67,37 +64,6 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// From the PEM file when configured; otherwise the key stored in the database, generated and
-    /// stored on first start (under an advisory lock, so concurrent first starts agree).
-    pub async fn load(
-        auth: &AuthSettings,
-        key_file: Option<&Path>,
-        pool: &PgPool,
-    ) -> anyhow::Result<Self> {
-        let pkcs8 = match key_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| {
-                    format!("auth.signing_key_file: cannot read {}", path.display())
-                })?;
-                let pem = pem::parse(text).context("auth.signing_key_file: not a PEM file")?;
-                pem.contents().to_vec()
-            }
-            None => match repo::signing_keys::current(pool).await? {
-                Some(der) => der,
-                None => {
-                    let rng = ring::rand::SystemRandom::new();
-                    let doc = Ed25519KeyPair::generate_pkcs8(&rng)
-                        .map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
-                    let der = doc.as_ref().to_vec();
-                    let public = public_key(&der)?;
-                    repo::signing_keys::insert_if_none(pool, &kid_of(&public), &der, &public)
-                        .await?
-                }
-            },
-        };
-        Self::from_pkcs8(auth, &pkcs8)
-    }
-
     pub fn from_pkcs8(auth: &AuthSettings, pkcs8: &[u8]) -> anyhow::Result<Self> {
         let public_raw = public_key(pkcs8)?;
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -210,14 +176,14 @@ impl Keys {
     }
 }
 
-fn public_key(pkcs8: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub fn public_key(pkcs8: &[u8]) -> anyhow::Result<Vec<u8>> {
     let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
         .map_err(|_| anyhow::anyhow!("the signing key is not a PKCS#8 Ed25519 key"))?;
     Ok(pair.public_key().as_ref().to_vec())
 }
 
 /// A stable key id: the first 16 bytes of the public key's SHA-256, base64url.
-fn kid_of(public: &[u8]) -> String {
+pub fn kid_of(public: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..16])
 }
 

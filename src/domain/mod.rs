@@ -4,11 +4,13 @@ mod email;
 mod phone;
 mod role;
 mod social;
+mod status;
 
 pub use email::Email;
 pub use phone::Phone;
 pub use role::Role;
 pub use social::SocialNetwork;
+pub use status::UserStatus;
 
 use std::borrow::Cow;
 

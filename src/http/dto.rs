@@ -7,28 +7,16 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::domain::Role;
-use crate::error::AppResult;
+use crate::domain::{Role, SocialNetwork, UserStatus};
 use crate::error::{AppError, FieldError};
-use crate::repo::users::UserRow;
-use crate::repo::{audit::AuditRow, linked_accounts::LinkedAccountRow, sessions::SessionRow};
-use crate::service::linked_accounts::{self, UserView};
+use crate::service::views::{AuditEntry, LinkedAccount, Session, UserView};
 use crate::service::Issued;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum UserStatus {
-    Active,
-    Deleted,
-}
 
 /// A linked social account (see the linked-accounts routes).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LinkedAccountResponse {
     pub id: Uuid,
-    #[schema(example = "vk")]
-    pub social_network: String,
+    pub social_network: SocialNetwork,
     #[schema(example = "https://vk.com/ann")]
     pub connection_link: String,
     pub connected_for: Option<String>,
@@ -54,8 +42,8 @@ pub struct UserResponse {
     pub linked_accounts: Vec<LinkedAccountResponse>,
 }
 
-impl From<LinkedAccountRow> for LinkedAccountResponse {
-    fn from(l: LinkedAccountRow) -> Self {
+impl From<LinkedAccount> for LinkedAccountResponse {
+    fn from(l: LinkedAccount) -> Self {
         Self {
             id: l.id,
             social_network: l.social_network,
@@ -75,13 +63,8 @@ impl From<UserView> for UserResponse {
             first_name: u.first_name,
             last_name: u.last_name,
             middle_name: u.middle_name,
-            // the column is constrained to the seeded roles
-            role: u.role.parse().unwrap_or(Role::Readonly),
-            status: if u.status == "deleted" {
-                UserStatus::Deleted
-            } else {
-                UserStatus::Active
-            },
+            role: u.role,
+            status: u.status,
             created_at: u.created_at,
             updated_at: u.updated_at,
             deleted_at: u.deleted_at,
@@ -134,10 +117,10 @@ pub struct SessionResponse {
     pub current: bool,
 }
 
-impl SessionResponse {
-    pub fn new(s: SessionRow, current: Uuid) -> Self {
+impl From<Session> for SessionResponse {
+    fn from(s: Session) -> Self {
         Self {
-            current: s.id == current,
+            current: s.current,
             id: s.id,
             user_agent: s.user_agent,
             ip: s.ip,
@@ -199,8 +182,8 @@ pub struct AuditRecord {
     pub details: serde_json::Value,
 }
 
-impl From<AuditRow> for AuditRecord {
-    fn from(r: AuditRow) -> Self {
+impl From<AuditEntry> for AuditRecord {
+    fn from(r: AuditEntry) -> Self {
         Self {
             id: r.id,
             at: r.at,
@@ -213,21 +196,7 @@ impl From<AuditRow> for AuditRecord {
     }
 }
 
-impl UserStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserStatus::Active => "active",
-            UserStatus::Deleted => "deleted",
-        }
-    }
-}
-
-/// A user's response body with their linked accounts (one query for the links).
-pub async fn user_body(state: &AppState, user: UserRow) -> AppResult<axum::Json<UserResponse>> {
-    Ok(axum::Json(linked_accounts::view(state, user).await?.into()))
-}
-
-/// The body for a user created a moment ago (no linked accounts yet).
-pub fn new_user_body(user: UserRow) -> axum::Json<UserResponse> {
-    axum::Json(UserView::new_user(user).into())
+/// A user's response body.
+pub fn user_json(view: UserView) -> axum::Json<UserResponse> {
+    axum::Json(view.into())
 }

@@ -1,9 +1,9 @@
 //! Extractors: our `Json` (rejections as problem+json with per-field errors), the client's IP and
 //! user agent, and the callers the auth layers resolved (`CurrentUser`, `ServerClient`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 
-use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -12,10 +12,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use validator::Validate;
 
-use crate::app::AppState;
+use super::auth_layer::{resolve, Refresh};
 use crate::domain::Role;
 use crate::error::{AppError, FieldError};
 use crate::service::{Actor, Caller, ClientMeta, Principal};
+use crate::state::AppState;
 
 /// A JSON body: 415 unless JSON, 413 over the size limit, 400 `malformed_body` when it does not
 /// parse, 422 `validation_failed` (naming each bad field) when it parses but does not fit `T`.
@@ -211,29 +212,19 @@ fn field_errors(errors: &validator::ValidationErrors) -> Vec<FieldError> {
 }
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the nearest untrusted
-/// address in `X-Forwarded-For`.
+/// address in `X-Forwarded-For`. Computed once per request by `auth_layer::resolve_client_ip`.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
-impl<S> FromRequestParts<S> for ClientIp
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let peer = parts
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        Ok(ClientIp(client_ip(
-            peer,
-            &parts.headers,
-            &state.trusted_proxies,
-        )))
+            .get::<ClientIp>()
+            .copied()
+            .unwrap_or(ClientIp(IpAddr::V4(Ipv4Addr::UNSPECIFIED))))
     }
 }
 
@@ -258,11 +249,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .unwrap_or(peer)
 }
 
-impl<S> FromRequestParts<S> for ClientMeta
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
@@ -289,16 +276,41 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
             .get::<Principal>()
             .cloned()
             .map(CurrentUser)
-            .ok_or(AppError::Unauthenticated {
-                clear_cookies: false,
-            })
+            .ok_or(AppError::Unauthenticated)
+    }
+}
+
+/// The signed-in user on a public route that behaves differently for one (a provider sign-in
+/// started with a session links instead): the private group's resolver, without auto-refresh.
+/// Absent or unusable credentials are `None`; a failed check (the database) is still an error.
+#[derive(Debug, Clone)]
+pub struct MaybeUser(pub Option<Principal>);
+
+impl<S> FromRequestParts<S> for MaybeUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let ip = parts
+            .extensions
+            .get::<ClientIp>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0);
+        match resolve(&state, &parts.method, &parts.headers, ip, Refresh::Never).await {
+            Ok(found) => Ok(MaybeUser(found.map(|r| r.principal))),
+            Err(AppError::SessionEnded) => Ok(MaybeUser(None)),
+            Err(e) => Err(e),
+        }
     }
 }
 
 /// The signed-in user and their links when the auth layer read them with the session (absent
 /// after an auto-refresh, where the handler reads them itself).
 #[derive(Clone)]
-pub struct SessionUser(pub Option<crate::service::linked_accounts::UserView>);
+pub struct SessionUser(pub Option<crate::service::views::UserView>);
 
 impl<S: Send + Sync> FromRequestParts<S> for SessionUser {
     type Rejection = std::convert::Infallible;
@@ -328,11 +340,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminUser {
 }
 
 /// Who is calling, for the audit log: the signed-in user, the server key's name, or anonymous.
-impl<S> FromRequestParts<S> for Caller
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
@@ -416,9 +424,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ServerClient {
             .extensions
             .get::<ServerClient>()
             .cloned()
-            .ok_or(AppError::Unauthenticated {
-                clear_cookies: false,
-            })
+            .ok_or(AppError::Unauthenticated)
     }
 }
 

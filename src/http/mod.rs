@@ -7,7 +7,6 @@ pub mod extract;
 pub mod openapi;
 mod private;
 mod public;
-pub mod rate_limit;
 mod router;
 mod server;
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::middleware::{from_fn_with_state, map_response_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::Router;
 use tower::ServiceBuilder;
@@ -21,11 +21,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::auth_layer::{clear_dead_session_cookies, require_server, require_user};
+use super::auth_layer::{require_server, require_user, resolve_client_ip};
 use super::openapi::{ApiDoc, CommonProblems};
 use super::{private, public, server};
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -38,10 +38,7 @@ pub fn router(state: AppState) -> Router {
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(map_response_with_state(
-            state.clone(),
-            clear_dead_session_cookies,
-        ))
+        .layer(from_fn_with_state(state.clone(), resolve_client_ip))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             ServiceBuilder::new()
@@ -141,7 +138,7 @@ fn cors(state: &AppState) -> CorsLayer {
         .server
         .cors_origins
         .iter()
-        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .map(|o| o.header_value())
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))

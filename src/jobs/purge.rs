@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::app::AppState;
 use crate::service::lifecycle;
+use crate::state::AppState;
 
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_secs(state.settings.users.purge_interval_secs);

@@ -4,12 +4,14 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use crate::domain::SocialNetwork;
+
 /// Also read as JSON, aggregated into a session's state (`sessions::states`).
 #[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct LinkedAccountRow {
     pub id: Uuid,
     pub user_id: Uuid,
-    pub social_network: String,
+    pub social_network: SocialNetwork,
     pub connection_link: String,
     pub connected_for: Option<String>,
     pub external_id: Option<String>,
@@ -18,7 +20,7 @@ pub struct LinkedAccountRow {
 
 pub struct NewLink<'a> {
     pub user_id: Uuid,
-    pub social_network: &'a str,
+    pub social_network: SocialNetwork,
     pub connection_link: &'a str,
     pub connected_for: Option<&'a str>,
     pub external_id: Option<&'a str>,
@@ -73,7 +75,7 @@ pub async fn find_own(
 
 pub async fn find_identity(
     db: impl PgExecutor<'_>,
-    network: &str,
+    network: SocialNetwork,
     external_id: &str,
 ) -> sqlx::Result<Option<LinkedAccountRow>> {
     sqlx::query_as(&format!(

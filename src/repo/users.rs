@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::domain::{Role, UserStatus};
+
 /// A user as stored. Holds the password hash, so it is deliberately not `Serialize`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
@@ -14,8 +16,8 @@ pub struct UserRow {
     pub first_name: String,
     pub last_name: Option<String>,
     pub middle_name: Option<String>,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: UserStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
@@ -23,7 +25,7 @@ pub struct UserRow {
 
 impl UserRow {
     pub fn is_deleted(&self) -> bool {
-        self.status == "deleted"
+        self.status == UserStatus::Deleted
     }
 }
 
@@ -34,7 +36,7 @@ pub struct NewUser<'a> {
     pub first_name: &'a str,
     pub last_name: Option<&'a str>,
     pub middle_name: Option<&'a str>,
-    pub role: &'a str,
+    pub role: Role,
 }
 
 const COLUMNS: &str =
@@ -176,7 +178,7 @@ pub async fn set_deleted(
     .await
 }
 
-pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: &str) -> sqlx::Result<UserRow> {
+pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: Role) -> sqlx::Result<UserRow> {
     sqlx::query_as(&format!(
         "update users set role = $2, updated_at = now() where id = $1 returning {COLUMNS}"
     ))
@@ -208,8 +210,8 @@ pub async fn delete_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<
 pub struct Search<'a> {
     /// lowercased, matched as a substring of email, phone and names
     pub query: Option<&'a str>,
-    pub role: Option<&'a str>,
-    pub status: Option<&'a str>,
+    pub role: Option<Role>,
+    pub status: Option<UserStatus>,
     /// the last id of the previous page
     pub before: Option<Uuid>,
     pub limit: i64,

@@ -7,9 +7,10 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::app::AppState;
+use super::views::AuditEntry;
 use crate::error::AppResult;
-use crate::repo::audit::{self, AuditRow, NewAudit};
+use crate::repo::audit::{self, NewAudit};
+use crate::state::AppState;
 
 /// The actor of a change: `user:<id>`, `server:<key name>`, `system` (the purge job), or
 /// `anonymous` for a failed sign-in, where nobody has proven who they are.
@@ -159,7 +160,8 @@ pub async fn list(
     action: Option<&str>,
     before: Option<Uuid>,
     limit: i64,
-) -> AppResult<(Vec<AuditRow>, Option<Uuid>)> {
+) -> AppResult<(Vec<AuditEntry>, Option<Uuid>)> {
     let rows = audit::page(&state.db, user_id, action, before, limit + 1).await?;
-    Ok(super::split_page(rows, limit, |r| r.id))
+    let (rows, next) = super::split_page(rows, limit, |r| r.id);
+    Ok((rows.into_iter().map(Into::into).collect(), next))
 }

@@ -9,28 +9,29 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::audit::{self, Action, Actor, Caller};
+use super::rate_limit::Budget;
 use super::{ClientMeta, Issued, Principal};
-use crate::app::AppState;
 use crate::auth::jwt::{token_hash, TokenError, TokenKind};
 use crate::auth::password::Verdict;
-use crate::domain::{Email, Role};
+use crate::domain::Email;
 use crate::error::{AppError, AppResult};
 use crate::repo::session_reads::ReadError;
 use crate::repo::{self, users::UserRow};
-use crate::service::linked_accounts::UserView;
+use crate::service::views::UserView;
+use crate::state::AppState;
 
-const DEAD: AppError = AppError::Unauthenticated {
-    clear_cookies: true,
-};
+const DEAD: AppError = AppError::SessionEnded;
 
 /// Checks the password (one hash whether or not the email exists), the lockout and the account's
 /// state, then opens a session.
 pub async fn login(
     state: &AppState,
+    budget: Budget,
     email: &Email,
     password: &SecretString,
     meta: &ClientMeta,
 ) -> AppResult<(UserRow, Issued)> {
+    state.limits.check(budget, meta.ip)?;
     let user = check_password(state, meta, email, password).await?;
     if user.is_deleted() {
         return Err(AppError::AccountDeleted);
@@ -110,7 +111,7 @@ pub async fn start_session(
     let principal = Principal {
         user_id: user.id,
         session_id: Uuid::now_v7(),
-        role: role_of(user)?,
+        role: user.role,
     };
     let (issued, refresh_hash) = issue_pair(state, principal)?;
     let user_agent = meta.user_agent.as_deref().map(|ua| truncate(ua, 512));
@@ -165,7 +166,7 @@ pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Iss
     let principal = Principal {
         user_id: user.id,
         session_id: session.id,
-        role: role_of(&user)?,
+        role: user.role,
     };
     let presented = token_hash(token);
     if bool::from(presented.ct_eq(&session.refresh_hash)) {
@@ -260,15 +261,9 @@ async fn live_session(
     let principal = Principal {
         user_id,
         session_id,
-        role: role_of(&s.user)?,
+        role: s.user.role,
     };
-    Ok((
-        principal,
-        UserView {
-            user: s.user,
-            links: s.links,
-        },
-    ))
+    Ok((principal, UserView::new(s.user, s.links)))
 }
 
 fn issue_pair(state: &AppState, principal: Principal) -> AppResult<(Issued, Vec<u8>)> {
@@ -294,12 +289,6 @@ fn issue(state: &AppState, kind: TokenKind, p: &Principal) -> AppResult<(String,
     };
     let (token, claims) = state.keys.issue(kind, p.user_id, p.session_id, role, ttl)?;
     Ok((token, claims.exp))
-}
-
-pub fn role_of(user: &UserRow) -> AppResult<Role> {
-    user.role
-        .parse()
-        .map_err(|e: String| AppError::Internal(anyhow::anyhow!("user {}: {e}", user.id)))
 }
 
 fn truncate(s: &str, max_chars: usize) -> &str {

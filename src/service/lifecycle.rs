@@ -8,11 +8,12 @@ use uuid::Uuid;
 
 use super::audit::{self, Action, Caller};
 use super::auth::check_password;
+use super::rate_limit::Budget;
 use super::ClientMeta;
-use crate::app::AppState;
 use crate::domain::{Email, Role};
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
+use crate::state::AppState;
 
 /// Soft delete: the account keeps its email and phone, every session is revoked, and it can be
 /// restored until purged.
@@ -64,6 +65,7 @@ pub async fn restore_with_password(
     email: &Email,
     password: &SecretString,
 ) -> AppResult<UserRow> {
+    state.limits.check(Budget::Restore, meta.ip)?;
     let user = check_password(state, meta, email, password).await?;
     let caller = Caller {
         actor: super::Actor::User(user.id),
@@ -106,8 +108,8 @@ pub async fn set_role(
     if user.last_admin && role != Role::Admin {
         return Err(AppError::LastAdmin);
     }
-    let from = user.row.role.clone();
-    let updated = repo::users::set_role(&mut *tx, id, role.as_str()).await?;
+    let from = user.row.role;
+    let updated = repo::users::set_role(&mut *tx, id, role).await?;
     audit::record(
         &mut *tx,
         caller,

@@ -9,31 +9,15 @@ use uuid::Uuid;
 
 use super::audit::{self, Action, Caller};
 use super::users::live_user;
-use crate::app::AppState;
+use super::views::{LinkedAccount, UserView};
 use crate::domain::SocialNetwork;
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, linked_accounts::LinkedAccountRow, users::UserRow};
-
-/// A user with their linked accounts, as responses show them.
-#[derive(Debug, Clone)]
-pub struct UserView {
-    pub user: UserRow,
-    pub links: Vec<LinkedAccountRow>,
-}
-
-impl UserView {
-    /// A user created a moment ago has no linked accounts yet: no query needed.
-    pub fn new_user(user: UserRow) -> Self {
-        Self {
-            user,
-            links: Vec::new(),
-        }
-    }
-}
+use crate::state::AppState;
 
 pub async fn view(state: &AppState, user: UserRow) -> AppResult<UserView> {
     let links = repo::linked_accounts::for_users(&state.db, &[user.id]).await?;
-    Ok(UserView { user, links })
+    Ok(UserView::new(user, links))
 }
 
 /// Views of many users with one query for all their links.
@@ -47,7 +31,7 @@ pub async fn views(state: &AppState, users: Vec<UserRow>) -> AppResult<Vec<UserV
         .into_iter()
         .map(|user| {
             let links = by_user.remove(&user.id).unwrap_or_default();
-            UserView { user, links }
+            UserView::new(user, links)
         })
         .collect())
 }
@@ -60,7 +44,7 @@ pub async fn link(
     network: SocialNetwork,
     link: &str,
     connected_for: Option<&str>,
-) -> AppResult<LinkedAccountRow> {
+) -> AppResult<LinkedAccount> {
     let link = network
         .check_link(link)
         .map_err(AppError::LinkNotOfNetwork)?;
@@ -77,7 +61,7 @@ pub async fn link(
     )
     .await?;
     tx.commit().await?;
-    Ok(row)
+    Ok(row.into())
 }
 
 /// Inserts a linked account (an identity when `external_id` is set) and audits it.
@@ -94,7 +78,7 @@ pub async fn insert(
         &mut *conn,
         &repo::linked_accounts::NewLink {
             user_id,
-            social_network: network.as_str(),
+            social_network: network,
             connection_link: link,
             connected_for,
             external_id,
@@ -112,7 +96,7 @@ pub async fn update_connected_for(
     user_id: Uuid,
     id: Uuid,
     connected_for: Option<&str>,
-) -> AppResult<LinkedAccountRow> {
+) -> AppResult<LinkedAccount> {
     let mut tx = state.db.begin().await?;
     live_user(&mut tx, user_id).await?;
     repo::linked_accounts::find_own(&mut *tx, user_id, id)
@@ -128,7 +112,7 @@ pub async fn update_connected_for(
     )
     .await?;
     tx.commit().await?;
-    Ok(row)
+    Ok(row.into())
 }
 
 /// Unlinks; removing the last way to sign in (no password, one identity) is 400 `last_login_method`.

@@ -7,8 +7,10 @@ pub mod lifecycle;
 pub mod linked_accounts;
 pub mod oauth;
 pub mod passwords;
+pub mod rate_limit;
 pub mod sessions;
 pub mod users;
+pub mod views;
 
 use std::net::IpAddr;
 

@@ -14,14 +14,16 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::audit::{Actor, Caller};
+use super::rate_limit::Budget;
 use super::users::{live_user, Profile};
-use super::{auth, linked_accounts, ClientMeta, Issued};
-use crate::app::AppState;
+use super::views::UserView;
+use super::{auth, linked_accounts, ClientMeta, Issued, Principal};
 use crate::auth::jwt::token_hash;
 use crate::domain::{Email, SocialNetwork};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldError};
 use crate::providers::telegram;
 use crate::repo::{self, users::UserRow};
+use crate::state::AppState;
 
 /// Who a provider says the person is.
 pub struct Identity {
@@ -57,6 +59,13 @@ pub async fn start_yandex(
 ) -> AppResult<Started> {
     if !state.yandex.is_configured() {
         return Err(not_configured());
+    }
+    let allowed = &state.settings.oauth.allowed_redirects;
+    if !allowed.iter().any(|r| r == redirect_to) {
+        return Err(AppError::Validation(vec![FieldError::new(
+            "redirect_to",
+            "not an allowed redirect",
+        )]));
     }
     let state_param = random_token();
     let verifier = random_token();
@@ -135,7 +144,47 @@ pub struct TelegramLogin {
     pub hash: String,
 }
 
+/// A Telegram sign-in (or link, for a signed-in caller), as the route answers it.
+pub struct TelegramSignIn {
+    pub user: UserView,
+    /// the new session, or the caller's own when the identity was linked
+    pub session_id: Uuid,
+    /// tokens of the new session (none when linking)
+    pub issued: Option<Issued>,
+}
+
+/// The Login Widget route: checks the per-IP budget and the widget's hash, then links the
+/// identity to the signed-in caller or signs its user in (creating one for an unknown identity).
 pub async fn telegram(
+    state: &AppState,
+    meta: &ClientMeta,
+    login: TelegramLogin,
+    current: Option<&Principal>,
+) -> AppResult<TelegramSignIn> {
+    state.limits.check(Budget::Login, meta.ip)?;
+    let outcome = telegram_outcome(state, meta, login, current.map(|p| p.user_id)).await?;
+    let (user, session_id, issued) = match outcome {
+        Outcome::SignedIn(user, issued) => (*user, issued.principal.session_id, Some(issued)),
+        Outcome::Linked(user) => (
+            *user,
+            current.map(|p| p.session_id).unwrap_or_default(),
+            None,
+        ),
+        Outcome::AccountExists | Outcome::Declined(_) => {
+            return Err(AppError::Conflict(
+                "account_exists",
+                "the email belongs to another account",
+            ))
+        }
+    };
+    Ok(TelegramSignIn {
+        user: linked_accounts::view(state, user).await?,
+        session_id,
+        issued,
+    })
+}
+
+async fn telegram_outcome(
     state: &AppState,
     meta: &ClientMeta,
     login: TelegramLogin,
@@ -174,7 +223,7 @@ async fn complete(
     id: Identity,
     link_user: Option<Uuid>,
 ) -> AppResult<Outcome> {
-    let network = id.network.as_str();
+    let network = id.network;
     if let Some(user_id) = link_user {
         let caller = Caller {
             actor: Actor::User(user_id),

@@ -10,12 +10,12 @@ use uuid::Uuid;
 
 use super::audit::{self, Action, Caller};
 use super::{users, Principal};
-use crate::app::AppState;
 use crate::auth::jwt::token_hash;
 use crate::auth::password::Verdict;
 use crate::domain::Email;
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
+use crate::state::AppState;
 
 /// Changes the caller's password and revokes every other session.
 pub async fn change(

@@ -4,13 +4,19 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, Action, Caller};
+use super::views::Session;
 use super::Principal;
-use crate::app::AppState;
 use crate::error::{AppError, AppResult};
-use crate::repo::{self, sessions::SessionRow};
+use crate::repo;
+use crate::state::AppState;
 
-pub async fn list(state: &AppState, p: &Principal) -> AppResult<Vec<SessionRow>> {
-    Ok(repo::sessions::list_live(&state.db, p.user_id).await?)
+/// The caller's live sessions, newest first, the current one marked.
+pub async fn list(state: &AppState, p: &Principal) -> AppResult<Vec<Session>> {
+    let rows = repo::sessions::list_live(&state.db, p.user_id).await?;
+    Ok(rows
+        .into_iter()
+        .map(|s| Session::new(s, p.session_id))
+        .collect())
 }
 
 pub async fn logout(state: &AppState, caller: &Caller, p: &Principal) -> AppResult<()> {

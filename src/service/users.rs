@@ -6,11 +6,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, Action, Actor, Caller};
-use crate::app::AppState;
+use super::rate_limit::Budget;
+use super::views::UserView;
 use crate::auth::password::Verdict;
-use crate::domain::{clean_name, Email, Phone, Role};
+use crate::domain::{clean_name, Email, Phone, Role, UserStatus};
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
+use crate::state::AppState;
 
 /// A new account's profile.
 pub struct Profile {
@@ -57,6 +59,22 @@ pub async fn sign_up(
     create(state, caller, &profile, Some(&hash), Action::SignUp).await
 }
 
+/// The public sign-up: only while `auth.public_sign_up` is on, within the caller's per-IP budget.
+pub async fn public_sign_up(
+    state: &AppState,
+    caller: &Caller,
+    profile: Profile,
+    password: &SecretString,
+) -> AppResult<UserRow> {
+    if !state.settings.auth.public_sign_up {
+        return Err(AppError::SignUpDisabled);
+    }
+    if let Some(ip) = caller.ip {
+        state.limits.check(Budget::SignUp, ip)?;
+    }
+    sign_up(state, caller, profile, password).await
+}
+
 /// Creates a user without a password: it signs in after a password reset (or through a provider).
 pub async fn create_without_password(
     state: &AppState,
@@ -96,7 +114,7 @@ pub async fn create_in(
             first_name: &p.first_name,
             last_name: p.last_name.as_deref(),
             middle_name: p.middle_name.as_deref(),
-            role: p.role.as_str(),
+            role: p.role,
         },
     )
     .await?;
@@ -234,18 +252,36 @@ pub async fn live_user(conn: &mut sqlx::PgConnection, id: Uuid) -> AppResult<Use
     Ok(user)
 }
 
-/// An admin search: a page of users, newest first, and the id to continue before.
-pub async fn search(
-    state: &AppState,
-    s: &repo::users::Search<'_>,
-) -> AppResult<(Vec<UserRow>, Option<Uuid>)> {
+/// What an admin search asks for, in domain terms.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// a case-insensitive substring of email, phone or names
+    pub query: Option<String>,
+    pub role: Option<Role>,
+    pub status: Option<UserStatus>,
+    /// the last id of the previous page
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// An admin search: a page of users with their links, newest first, and the id to continue before.
+pub async fn search(state: &AppState, f: &UserFilter) -> AppResult<(Vec<UserView>, Option<Uuid>)> {
+    let query = f
+        .query
+        .as_deref()
+        .map(|q| q.trim().to_lowercase())
+        .filter(|q| !q.is_empty());
     let rows = repo::users::search(
         &state.db,
         &repo::users::Search {
-            limit: s.limit + 1,
-            ..*s
+            query: query.as_deref(),
+            role: f.role,
+            status: f.status,
+            before: f.before,
+            limit: f.limit + 1,
         },
     )
     .await?;
-    Ok(super::split_page(rows, s.limit, |u| u.id))
+    let (rows, next) = super::split_page(rows, f.limit, |u| u.id);
+    Ok((super::linked_accounts::views(state, rows).await?, next))
 }

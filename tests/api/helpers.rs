@@ -14,8 +14,8 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tower::ServiceExt;
-use users_service::app::AppState;
 use users_service::config::Settings;
+use users_service::state::AppState;
 
 pub const SERVER_KEY: &str = "test-server-key-0123456789";
 pub const ALLOWED_ORIGIN: &str = "https://app.example";
@@ -36,7 +36,7 @@ impl TestApp {
     pub async fn with(pool: PgPool, tweak: impl FnOnce(Figment) -> Figment) -> Self {
         init_logs();
         let settings = Settings::from_figment(tweak(test_figment())).unwrap();
-        let state = AppState::new(settings, pool).await.unwrap();
+        let state = users_service::app::state(settings, pool).await.unwrap();
         Self::from_state(state).await
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use figment::providers::Serialized;
 use sqlx::PgPool;
-use users_service::app::{self, AppState};
+use users_service::app;
 use users_service::config::Settings;
 
 use crate::helpers::{free_port, PASSWORD};
@@ -146,7 +146,7 @@ async fn a_database_outage_is_503_and_the_service_recovers_without_restart(_pool
         .merge(Serialized::default("database.acquire_timeout_secs", 1));
     let settings = Settings::from_figment(figment).unwrap();
     let pool = app::migrate(&settings).await.unwrap();
-    let state = AppState::new(settings, pool).await.unwrap();
+    let state = users_service::app::state(settings, pool).await.unwrap();
     let app = crate::helpers::TestApp::from_state(state).await;
     app.sign_up("ann@example.com").await;
     let tokens = app.tokens("ann@example.com", PASSWORD).await;

@@ -7,14 +7,15 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::app::AppState;
 use crate::domain::Role;
 use crate::error::{AppResult, Problem};
 use crate::http::docs::PROBLEM;
-use crate::http::dto::user_body;
+use crate::http::dto::user_json;
 use crate::http::dto::{decode_cursor, encode_cursor, AuditRecord, Page, UserResponse};
 use crate::http::extract::{AdminUser, Json, Path, Query};
+use crate::service::linked_accounts;
 use crate::service::{audit, lifecycle, sessions, users, Caller};
+use crate::state::AppState;
 
 #[utoipa::path(
     get, path = "/admin/users/{id}", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
@@ -31,7 +32,9 @@ pub async fn get_user(
     _admin: AdminUser,
     Path(id): Path<Uuid>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    user_body(&state, users::get(&state, id).await?).await
+    Ok(user_json(
+        linked_accounts::view(&state, users::get(&state, id).await?).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, Validate, IntoParams)]
@@ -85,7 +88,9 @@ pub async fn restore_user(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    user_body(&state, lifecycle::restore(&state, &caller, id).await?).await
+    Ok(user_json(
+        linked_accounts::view(&state, lifecycle::restore(&state, &caller, id).await?).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -113,11 +118,13 @@ pub async fn set_role(
     Path(id): Path<Uuid>,
     Json(body): Json<RoleChange>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    user_body(
-        &state,
-        lifecycle::set_role(&state, &caller, id, body.role).await?,
-    )
-    .await
+    Ok(user_json(
+        linked_accounts::view(
+            &state,
+            lifecycle::set_role(&state, &caller, id, body.role).await?,
+        )
+        .await?,
+    ))
 }
 
 #[utoipa::path(

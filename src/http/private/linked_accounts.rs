@@ -7,13 +7,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::app::AppState;
 use crate::domain::SocialNetwork;
 use crate::error::{AppResult, Problem};
 use crate::http::docs::PROBLEM;
 use crate::http::dto::LinkedAccountResponse;
 use crate::http::extract::{CurrentUser, Json, Path};
 use crate::service::{linked_accounts, Caller};
+use crate::state::AppState;
 
 /// A profile page to link: an `https` URL on one of the network's hosts (or their `www.` form).
 #[derive(Debug, Deserialize, Validate, ToSchema)]

@@ -4,12 +4,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::error::{AppResult, Problem};
 use crate::http::docs::PROBLEM;
 use crate::http::dto::{SessionList, SessionResponse};
 use crate::http::extract::{CurrentUser, Path};
 use crate::service::{sessions, Caller};
+use crate::state::AppState;
 
 #[utoipa::path(
     put, path = "/users/logout", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
@@ -44,7 +44,7 @@ pub async fn list(
     let items = sessions::list(&state, &p)
         .await?
         .into_iter()
-        .map(|s| SessionResponse::new(s, p.session_id))
+        .map(SessionResponse::from)
         .collect();
     Ok(axum::Json(SessionList { items }))
 }

@@ -7,18 +7,17 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::Validate;
 
-use crate::app::AppState;
-use crate::domain::{clean_name, validate_name, Email, Phone, Role};
+use crate::domain::{clean_name, validate_name, Email, Phone, Role, UserStatus};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::docs::PROBLEM;
-use crate::http::dto::user_body;
-use crate::http::dto::{decode_cursor, encode_cursor, Page, UserResponse, UserStatus};
+use crate::http::dto::user_json;
+use crate::http::dto::{decode_cursor, encode_cursor, Page, UserResponse};
 use crate::http::extract::{
     contacts_rejection, nullable, AdminUser, CurrentUser, Json, SessionUser,
 };
-use crate::repo;
 use crate::service::linked_accounts;
 use crate::service::{lifecycle, passwords, users, Caller};
+use crate::state::AppState;
 
 #[utoipa::path(
     get, path = "/users/me", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
@@ -34,7 +33,9 @@ pub async fn me(
 ) -> AppResult<axum::Json<UserResponse>> {
     match user {
         Some(view) => Ok(axum::Json(view.into())),
-        None => user_body(&state, users::get(&state, p.user_id).await?).await,
+        None => Ok(user_json(
+            linked_accounts::view(&state, users::get(&state, p.user_id).await?).await?,
+        )),
     }
 }
 
@@ -83,7 +84,7 @@ pub async fn update_me(
     Json(body): Json<ProfileChange>,
 ) -> AppResult<axum::Json<UserResponse>> {
     let user = users::update_profile(&state, &caller, p.user_id, body.into()).await?;
-    user_body(&state, user).await
+    Ok(user_json(linked_accounts::view(&state, user).await?))
 }
 
 /// New email and/or phone (`phone: null` removes it), proven with the current password.
@@ -130,7 +131,7 @@ pub async fn change_contacts(
         Some(&body.current_password),
     )
     .await?;
-    user_body(&state, user).await
+    Ok(user_json(linked_accounts::view(&state, user).await?))
 }
 
 #[utoipa::path(
@@ -223,25 +224,16 @@ pub async fn search(
     _admin: AdminUser,
     Json(body): Json<SearchRequest>,
 ) -> AppResult<axum::Json<Page<UserResponse>>> {
-    let before = body.cursor.as_deref().map(decode_cursor).transpose()?;
-    let query = body
-        .query
-        .map(|q| q.trim().to_lowercase())
-        .filter(|q| !q.is_empty());
-    let search = repo::users::Search {
-        query: query.as_deref(),
-        role: body.role.map(Role::as_str),
-        status: body.status.map(UserStatus::as_str),
-        before,
+    let filter = users::UserFilter {
+        before: body.cursor.as_deref().map(decode_cursor).transpose()?,
+        query: body.query,
+        role: body.role,
+        status: body.status,
         limit: body.limit.unwrap_or(20),
     };
-    let (rows, next) = users::search(&state, &search).await?;
+    let (views, next) = users::search(&state, &filter).await?;
     Ok(axum::Json(Page {
-        items: linked_accounts::views(&state, rows)
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect(),
+        items: views.into_iter().map(Into::into).collect(),
         next_cursor: next.map(encode_cursor),
     }))
 }

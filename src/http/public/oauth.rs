@@ -7,19 +7,17 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 use validator::Validate;
 
-use crate::app::AppState;
 use crate::auth::cookies::{self, OAUTH_NONCE};
-use crate::auth::csrf;
-use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::error::{AppError, AppResult, Problem};
 use crate::http::auth_layer::append_auth_cookies;
 use crate::http::docs::PROBLEM;
 use crate::http::dto::LoginResponse;
-use crate::http::extract::{Json, Query};
+use crate::http::extract::{Json, MaybeUser, Query};
 use crate::service::oauth::{self, Outcome, TelegramLogin};
-use crate::service::{auth, linked_accounts, ClientMeta};
+use crate::service::ClientMeta;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, Validate, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -39,22 +37,10 @@ pub struct AuthorizeParams {
 )]
 pub async fn yandex_authorize(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    MaybeUser(current): MaybeUser,
     Query(params): Query<AuthorizeParams>,
 ) -> AppResult<Response> {
-    if !state
-        .settings
-        .oauth
-        .allowed_redirects
-        .iter()
-        .any(|r| r == &params.redirect_to)
-    {
-        return Err(AppError::Validation(vec![FieldError::new(
-            "redirect_to",
-            "not an allowed redirect",
-        )]));
-    }
-    let link_user = signed_in_user(&state, &headers).await;
+    let link_user = current.map(|p| p.user_id);
     let started = oauth::start_yandex(&state, &params.redirect_to, link_user).await?;
     let mut response = redirect(&started.location)?;
     let ttl = state.settings.oauth.state_ttl_secs;
@@ -173,59 +159,19 @@ impl From<TelegramRequest> for TelegramLogin {
 pub async fn telegram(
     State(state): State<AppState>,
     meta: ClientMeta,
-    headers: HeaderMap,
+    MaybeUser(current): MaybeUser,
     Json(body): Json<TelegramRequest>,
 ) -> AppResult<Response> {
-    state.limits.login.check(meta.ip)?;
-    let current = signed_in(&state, &headers).await;
-    if current.is_some() {
-        // linking rides on the session cookie: the same Origin rule as any cookie-authenticated write
-        csrf::check(
-            &axum::http::Method::POST,
-            &headers,
-            &state.settings.server.cors_origins,
-        )?;
-    }
-    let outcome = oauth::telegram(
-        &state,
-        &meta,
-        body.into(),
-        current.as_ref().map(|p| p.user_id),
-    )
-    .await?;
-    let (user, session_id, issued) = match outcome {
-        Outcome::SignedIn(user, issued) => (*user, issued.principal.session_id, Some(issued)),
-        Outcome::Linked(user) => (
-            *user,
-            current.map(|p| p.session_id).unwrap_or_default(),
-            None,
-        ),
-        Outcome::AccountExists | Outcome::Declined(_) => {
-            return Err(AppError::Conflict(
-                "account_exists",
-                "the email belongs to another account",
-            ))
-        }
-    };
+    let signed_in = oauth::telegram(&state, &meta, body.into(), current.as_ref()).await?;
     let mut out = HeaderMap::new();
-    if let Some(issued) = &issued {
+    if let Some(issued) = &signed_in.issued {
         append_auth_cookies(&state, &mut out, issued);
     }
     let body = LoginResponse {
-        user: linked_accounts::view(&state, user).await?.into(),
-        session_id,
+        user: signed_in.user.into(),
+        session_id: signed_in.session_id,
     };
     Ok((StatusCode::OK, out, axum::Json(body)).into_response())
-}
-
-/// The signed-in user behind a live access cookie, if any (for link mode).
-async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<crate::service::Principal> {
-    let token = cookies::read(headers, state.cookies.access_name())?;
-    auth::authenticate(state, &token).await.ok().map(|(p, _)| p)
-}
-
-async fn signed_in_user(state: &AppState, headers: &HeaderMap) -> Option<Uuid> {
-    signed_in(state, headers).await.map(|p| p.user_id)
 }
 
 fn redirect(location: &str) -> AppResult<Response> {

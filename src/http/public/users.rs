@@ -9,17 +9,19 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::app::AppState;
 use crate::auth::{cookies, csrf};
 use crate::domain::{validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::auth_layer::append_auth_cookies;
+use crate::http::auth_layer::{append_auth_cookies, refused};
 use crate::http::docs::PROBLEM;
-use crate::http::dto::{new_user_body, user_body};
+use crate::http::dto::user_json;
 use crate::http::dto::{LoginResponse, TokenResponse, UserResponse};
 use crate::http::extract::{ClientIp, Json, OptionalJson};
 use crate::service::linked_accounts;
+use crate::service::rate_limit::Budget;
+use crate::service::views::UserView;
 use crate::service::{auth, lifecycle, passwords, users, Caller, ClientMeta};
+use crate::state::AppState;
 
 /// Email and password. `passw` is accepted for `password`.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -46,8 +48,8 @@ pub async fn login(
     meta: ClientMeta,
     Json(body): Json<Credentials>,
 ) -> AppResult<Response> {
-    state.limits.login.check(meta.ip)?;
-    let (user, issued) = auth::login(&state, &body.email, &body.password, &meta).await?;
+    let (user, issued) =
+        auth::login(&state, Budget::Login, &body.email, &body.password, &meta).await?;
     let mut headers = HeaderMap::new();
     append_auth_cookies(&state, &mut headers, &issued);
     let body = LoginResponse {
@@ -72,8 +74,8 @@ pub async fn token(
     meta: ClientMeta,
     Json(body): Json<Credentials>,
 ) -> AppResult<axum::Json<TokenResponse>> {
-    state.limits.token.check(meta.ip)?;
-    let (_, issued) = auth::login(&state, &body.email, &body.password, &meta).await?;
+    let (_, issued) =
+        auth::login(&state, Budget::Token, &body.email, &body.password, &meta).await?;
     Ok(axum::Json(issued.into()))
 }
 
@@ -113,11 +115,12 @@ pub async fn refresh(
         return Ok(axum::Json(TokenResponse::from(issued)).into_response());
     }
     let token =
-        cookies::read(&headers, state.cookies.refresh_name()).ok_or(AppError::Unauthenticated {
-            clear_cookies: false,
-        })?;
+        cookies::read(&headers, state.cookies.refresh_name()).ok_or(AppError::Unauthenticated)?;
     csrf::check(&method, &headers, &state.settings.server.cors_origins)?;
-    let issued = auth::refresh(&state, &token, ip).await?;
+    let issued = match auth::refresh(&state, &token, ip).await {
+        Ok(issued) => issued,
+        Err(e) => return Ok(refused(&state, e, true)),
+    };
     let mut out = HeaderMap::new();
     append_auth_cookies(&state, &mut out, &issued);
     let body = RefreshedSession {
@@ -175,17 +178,12 @@ impl SignUpRequest {
 )]
 pub async fn sign_up(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
     caller: Caller,
     Json(body): Json<SignUpRequest>,
 ) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
-    if !state.settings.auth.public_sign_up {
-        return Err(AppError::SignUpDisabled);
-    }
-    state.limits.sign_up.check(ip)?;
     let (profile, password) = body.into_parts(state.settings.auth.default_role);
-    let user = users::sign_up(&state, &caller, profile, &password).await?;
-    Ok((StatusCode::CREATED, new_user_body(user)))
+    let user = users::public_sign_up(&state, &caller, profile, &password).await?;
+    Ok((StatusCode::CREATED, user_json(UserView::new_user(user))))
 }
 
 /// A reset token and the new password (`passw` is accepted for `password`).
@@ -230,7 +228,6 @@ pub async fn restore(
     meta: ClientMeta,
     Json(body): Json<Credentials>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    state.limits.restore.check(meta.ip)?;
     let user = lifecycle::restore_with_password(&state, &meta, &body.email, &body.password).await?;
-    user_body(&state, user).await
+    Ok(user_json(linked_accounts::view(&state, user).await?))
 }

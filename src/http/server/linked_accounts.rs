@@ -7,13 +7,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::app::AppState;
 use crate::domain::SocialNetwork;
 use crate::error::{AppResult, Problem};
 use crate::http::docs::PROBLEM;
 use crate::http::dto::LinkedAccountResponse;
 use crate::http::extract::Json;
 use crate::service::{linked_accounts, Caller};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,6 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::app::AppState;
 use crate::domain::Email;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::docs::PROBLEM;
@@ -16,6 +15,7 @@ use crate::http::extract::Json;
 use crate::http::public::users::ResetPasswordRequest;
 use crate::service::passwords::{self, ResetTarget};
 use crate::service::Caller;
+use crate::state::AppState;
 
 /// Exactly one of `email` and `user_id`.
 #[derive(Debug, Deserialize, Validate, ToSchema)]

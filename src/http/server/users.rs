@@ -8,14 +8,16 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::app::AppState;
 use crate::domain::{clean_name, validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::docs::PROBLEM;
+use crate::http::dto::user_json;
 use crate::http::dto::UserResponse;
-use crate::http::dto::{new_user_body, user_body};
 use crate::http::extract::{contacts_rejection, nullable, Json, Path};
+use crate::service::linked_accounts;
+use crate::service::views::UserView;
 use crate::service::{lifecycle, users, Caller};
+use crate::state::AppState;
 
 /// As the public sign-up, plus an optional `role` (default `auth.default_role`).
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -64,7 +66,7 @@ pub async fn sign_up(
         role,
     );
     let user = users::sign_up(&state, &caller, profile, &body.password).await?;
-    Ok((StatusCode::CREATED, new_user_body(user)))
+    Ok((StatusCode::CREATED, user_json(UserView::new_user(user))))
 }
 
 /// A user without a password; it signs in after a password reset.
@@ -112,7 +114,7 @@ pub async fn create_user(
         role,
     );
     let user = users::create_without_password(&state, &caller, profile).await?;
-    Ok((StatusCode::CREATED, new_user_body(user)))
+    Ok((StatusCode::CREATED, user_json(UserView::new_user(user))))
 }
 
 #[utoipa::path(
@@ -129,7 +131,9 @@ pub async fn get_user(
     State(state): State<AppState>,
     Path(user_id): Path<Uuid>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    user_body(&state, users::get(&state, user_id).await?).await
+    Ok(user_json(
+        linked_accounts::view(&state, users::get(&state, user_id).await?).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -153,11 +157,13 @@ pub async fn recovery_user(
     caller: Caller,
     Json(body): Json<UserIdRequest>,
 ) -> AppResult<axum::Json<UserResponse>> {
-    user_body(
-        &state,
-        lifecycle::restore(&state, &caller, body.user_id).await?,
-    )
-    .await
+    Ok(user_json(
+        linked_accounts::view(
+            &state,
+            lifecycle::restore(&state, &caller, body.user_id).await?,
+        )
+        .await?,
+    ))
 }
 
 #[utoipa::path(
@@ -236,11 +242,13 @@ pub async fn change_fullname(
         last_name: body.last_name.map(clean_name),
         middle_name: body.middle_name.map(clean_name),
     };
-    user_body(
-        &state,
-        users::update_profile(&state, &caller, body.user_id, change).await?,
-    )
-    .await
+    Ok(user_json(
+        linked_accounts::view(
+            &state,
+            users::update_profile(&state, &caller, body.user_id, change).await?,
+        )
+        .await?,
+    ))
 }
 
 /// New email and/or phone (`phone: null` removes it).
@@ -277,5 +285,5 @@ pub async fn change_contacts(
         phone: body.phone,
     };
     let user = users::change_contacts(&state, &caller, body.user_id, change, None).await?;
-    user_body(&state, user).await
+    Ok(user_json(linked_accounts::view(&state, user).await?))
 }

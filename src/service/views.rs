@@ -1,0 +1,135 @@
+//! What the services hand to the routes: plain data with domain types, built from rows here so
+//! that hashes, counters and token digests stay in the repository layer.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{Role, SocialNetwork, UserStatus};
+use crate::repo::{
+    audit::AuditRow, linked_accounts::LinkedAccountRow, sessions::SessionRow, users::UserRow,
+};
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub phone: Option<String>,
+    pub first_name: String,
+    pub last_name: Option<String>,
+    pub middle_name: Option<String>,
+    pub role: Role,
+    pub status: UserStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl From<UserRow> for User {
+    fn from(u: UserRow) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            phone: u.phone,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            middle_name: u.middle_name,
+            role: u.role,
+            status: u.status,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            deleted_at: u.deleted_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkedAccount {
+    pub id: Uuid,
+    pub social_network: SocialNetwork,
+    pub connection_link: String,
+    pub connected_for: Option<String>,
+    pub connected_at: DateTime<Utc>,
+}
+
+impl From<LinkedAccountRow> for LinkedAccount {
+    fn from(l: LinkedAccountRow) -> Self {
+        Self {
+            id: l.id,
+            social_network: l.social_network,
+            connection_link: l.connection_link,
+            connected_for: l.connected_for,
+            connected_at: l.connected_at,
+        }
+    }
+}
+
+/// A user with their linked accounts, as responses show them.
+#[derive(Debug, Clone)]
+pub struct UserView {
+    pub user: User,
+    pub links: Vec<LinkedAccount>,
+}
+
+impl UserView {
+    pub fn new(user: UserRow, links: Vec<LinkedAccountRow>) -> Self {
+        Self {
+            user: user.into(),
+            links: links.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// A user created a moment ago has no linked accounts yet: no query needed.
+    pub fn new_user(user: UserRow) -> Self {
+        Self::new(user, Vec::new())
+    }
+}
+
+/// One of the caller's live sessions.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    /// the session this request was made with
+    pub current: bool,
+}
+
+impl Session {
+    pub fn new(s: SessionRow, current: Uuid) -> Self {
+        Self {
+            current: s.id == current,
+            id: s.id,
+            user_agent: s.user_agent,
+            ip: s.ip,
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target_user_id: Option<Uuid>,
+    pub ip: Option<String>,
+    pub details: serde_json::Value,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        Self {
+            id: r.id,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            target_user_id: r.target_user_id,
+            ip: r.ip,
+            details: r.details,
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! AppState: everything a request needs, shared behind one `Arc` and passed with axum's `State`.
+//! It sits at the service layer: it imports the building blocks the services use (auth, config,
+//! repositories, providers, rate limits) and nothing of HTTP or start-up.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::auth::cookies::CookieJar;
+use crate::auth::jwt::Keys;
+use crate::auth::password::Passwords;
+use crate::auth::server_keys::ServerKeys;
+use crate::config::Settings;
+use crate::providers::yandex::YandexClient;
+use crate::repo::session_reads::SessionReads;
+use crate::service::rate_limit::Limits;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Settings,
+    pub db: PgPool,
+    /// the private routes' session checks, batched (see `repo::session_reads`)
+    pub session_reads: SessionReads,
+    pub keys: Keys,
+    pub passwords: Passwords,
+    pub cookies: CookieJar,
+    pub server_keys: ServerKeys,
+    pub limits: Limits,
+    pub yandex: YandexClient,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state over an existing (migrated) pool and the loaded signing key
+    /// (`app::state` does both).
+    pub fn new(settings: Settings, db: PgPool, keys: Keys) -> anyhow::Result<Self> {
+        let passwords = Passwords::new(&settings.auth)?;
+        Ok(Self(Arc::new(Inner {
+            cookies: CookieJar::new(&settings),
+            server_keys: ServerKeys::new(&settings.server_api.keys),
+            limits: Limits::new(settings.rate_limit.login_per_minute),
+            yandex: YandexClient::new(&settings.oauth)?,
+            session_reads: SessionReads::spawn(
+                db.clone(),
+                session_read_slots(),
+                Duration::from_secs(settings.database.acquire_timeout_secs),
+            ),
+            keys,
+            passwords,
+            db,
+            settings,
+        })))
+    }
+}
+
+/// Session checks in flight at once: one per core keeps PostgreSQL busy without splitting the
+/// batches that form under load into single checks.
+fn session_read_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
