@@ -5,3 +5,14 @@ pub mod csrf;
 pub mod jwt;
 pub mod password;
 pub mod server_keys;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+
+/// A fresh secret for tokens, states and nonces: 256 random bits, base64url.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}

@@ -10,6 +10,9 @@ use bytes::Bytes;
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::{Map, Value};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::ToSchema;
 use validator::Validate;
 
 use super::auth_layer::{resolve, Refresh};
@@ -25,7 +28,7 @@ pub struct Json<T>(pub T);
 impl<S, T> FromRequest<S> for Json<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned + Validate,
+    T: DeserializeOwned + Validate + ToSchema,
 {
     type Rejection = AppError;
 
@@ -77,7 +80,7 @@ pub struct OptionalJson<T>(pub Option<T>);
 impl<S, T> FromRequest<S> for OptionalJson<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned + Validate,
+    T: DeserializeOwned + Validate + ToSchema,
 {
     type Rejection = AppError;
 
@@ -122,8 +125,10 @@ fn is_json(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Parses and validates a JSON body.
-pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, AppError> {
+/// Parses and validates a JSON body. A body that does not fit is answered with every bad field at
+/// once: shape errors (wrong type, unknown field, missing required field) and, when the shape is
+/// right, rule errors (length, range).
+pub fn parse<T: DeserializeOwned + Validate + ToSchema>(bytes: &[u8]) -> Result<T, AppError> {
     // syntax first, so a truncated document is malformed even where its start fits no field
     serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
         .map_err(|e| AppError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
@@ -141,30 +146,116 @@ pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, AppError
         )]));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
-        let inner = e.inner();
-        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-            return AppError::MalformedBody(format!("the body is not valid JSON: {inner}"));
+    let value: T = match serde_path_to_error::deserialize(de) {
+        Ok(value) => value,
+        Err(e) if is_malformed(e.inner()) => {
+            return Err(AppError::MalformedBody(format!(
+                "the body is not valid JSON: {}",
+                e.inner()
+            )))
         }
-        let path = e.path().to_string();
-        let message = inner.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let field = match backticked(&message) {
-            // a missing field is reported on the enclosing object
-            Some(name) if message.starts_with("missing field") => join_path(&path, name),
-            _ if path == "." => "body".to_owned(),
-            _ => path,
-        };
-        AppError::Validation(vec![FieldError::new(field, message)])
-    })?;
+        Err(_) => return Err(AppError::Validation(every_bad_field::<T>(bytes))),
+    };
     value
         .validate()
         .map_err(|errors| AppError::Validation(field_errors(&errors)))?;
     Ok(value)
+}
+
+fn is_malformed(e: &serde_json::Error) -> bool {
+    e.is_syntax() || e.is_eof() || e.is_io()
+}
+
+/// The slow path of a bad body: takes out each field serde stops at and tries again, so every
+/// wrongly typed or unknown field is named; then names every required field (per the schema, with
+/// the contract's aliases) the body lacks; and, when what is left parses (every required field has a
+/// value of the right type), adds its rule errors too.
+fn every_bad_field<T: DeserializeOwned + Validate + ToSchema>(bytes: &[u8]) -> Vec<FieldError> {
+    let Ok(mut fields) = serde_json::from_slice::<Map<String, Value>>(bytes) else {
+        return vec![FieldError::new("body", "expected a JSON object")];
+    };
+    let mut errors = missing_required::<T>(&fields);
+    for _ in 0..=fields.len() {
+        let attempt = serde_path_to_error::deserialize::<_, T>(Value::Object(fields.clone()));
+        let e = match attempt {
+            Ok(value) => {
+                if let Err(rules) = value.validate() {
+                    errors.extend(field_errors(&rules));
+                }
+                break;
+            }
+            Err(e) => e,
+        };
+        let (field, message) = describe(&e);
+        if message.starts_with("missing field") {
+            // a required field: named above, or the one taken out for its bad value
+            break;
+        }
+        let key = top_level_key(&field);
+        errors.push(FieldError::new(field, message));
+        if fields.remove(&key).is_none() {
+            break;
+        }
+    }
+    errors.sort_by(|a, b| a.field.cmp(&b.field));
+    errors.dedup_by(|a, b| a.field == b.field);
+    if errors.is_empty() {
+        errors.push(FieldError::new("body", "the body does not fit the schema"));
+    }
+    errors
+}
+
+/// Where a deserialisation error points and what it says (without serde's line and column).
+fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> (String, String) {
+    let path = e.path().to_string();
+    let message = e.inner().to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let field = match backticked(&message) {
+        // a missing field is reported on the enclosing object
+        Some(name) if message.starts_with("missing field") => join_path(&path, name),
+        _ if path == "." => "body".to_owned(),
+        _ => path,
+    };
+    (field, message)
+}
+
+fn top_level_key(field: &str) -> String {
+    field
+        .split(['.', '['])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The contract's input aliases, by canonical name.
+fn aliases(field: &str) -> &'static [&'static str] {
+    match field {
+        "password" => &["passw"],
+        "first_name" => &["name", "firstname"],
+        "last_name" => &["lastname"],
+        "middle_name" => &["middlename"],
+        _ => &[],
+    }
+}
+
+/// Required properties of `T`'s schema that the body has under no accepted name.
+fn missing_required<T: ToSchema>(fields: &Map<String, Value>) -> Vec<FieldError> {
+    let RefOr::T(Schema::Object(object)) = T::schema() else {
+        return Vec::new();
+    };
+    object
+        .required
+        .iter()
+        .filter(|name| {
+            !fields.contains_key(name.as_str())
+                && !aliases(name).iter().any(|a| fields.contains_key(*a))
+        })
+        .map(|name| FieldError::new(name.as_str(), format!("missing field `{name}`")))
+        .collect()
 }
 
 /// True when a JSON string holds `\u0000` (an escape, not an escaped backslash followed by text).
@@ -434,7 +525,7 @@ mod tests {
     use axum::http::HeaderValue;
     use serde::Deserialize;
 
-    #[derive(Debug, Deserialize, Validate)]
+    #[derive(Debug, Deserialize, Validate, ToSchema)]
     #[serde(deny_unknown_fields)]
     struct Body {
         #[allow(dead_code)]
@@ -469,6 +560,18 @@ mod tests {
         assert_eq!(
             fields(parse::<Body>(br#"{"email":"a","limit":0}"#).unwrap_err()),
             ["limit"]
+        );
+    }
+
+    #[test]
+    fn names_every_bad_field_at_once() {
+        assert_eq!(
+            fields(parse::<Body>(br#"{"limit":"many","x":1}"#).unwrap_err()),
+            ["email", "limit", "x"]
+        );
+        assert_eq!(
+            fields(parse::<Body>(br#"{"email":"a","limit":0,"x":1}"#).unwrap_err()),
+            ["limit", "x"]
         );
     }
 

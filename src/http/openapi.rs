@@ -62,16 +62,17 @@ impl Modify for CommonProblems {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let has_params = path.contains('{');
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-                &mut item.head,
-                &mut item.options,
-                &mut item.trace,
+                (&mut item.get, false),
+                (&mut item.put, true),
+                (&mut item.post, true),
+                (&mut item.delete, true),
+                (&mut item.patch, true),
+                (&mut item.head, false),
+                (&mut item.options, false),
+                (&mut item.trace, false),
             ];
-            for op in operations.into_iter().flatten() {
+            for (op, unsafe_method) in operations {
+                let Some(op) = op else { continue };
                 let mut add = |code: &str, what: &str| {
                     op.responses
                         .responses
@@ -94,9 +95,40 @@ impl Modify for CommonProblems {
                     );
                 }
                 add("503", "`unavailable`: the database is unreachable; retry");
+                for (code, what) in group_answers(path, unsafe_method) {
+                    add(code, what);
+                }
             }
         }
     }
+}
+
+/// The answers of a route group's auth layer, declared once for every route in the group; a
+/// route that says more about one of these codes keeps its own description.
+fn group_answers(path: &str, unsafe_method: bool) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if path.starts_with("/api/v1/private/") {
+        out.push((
+            "401",
+            "`unauthenticated`: no session, or a dead one (its cookies are cleared)",
+        ));
+        let admin_only = path.starts_with("/api/v1/private/admin/") || path.ends_with("/users/any");
+        out.push(match (admin_only, unsafe_method) {
+            (true, true) => (
+                "403",
+                "`forbidden` for roles other than admin; `origin_not_allowed` for a cookie request from a foreign origin",
+            ),
+            (true, false) => ("403", "`forbidden` for roles other than admin"),
+            (false, _) if unsafe_method => (
+                "403",
+                "`origin_not_allowed`: a cookie request from an origin not in `server.cors_origins`",
+            ),
+            (false, _) => return out,
+        });
+    } else if path.starts_with("/api/v1/server/") {
+        out.push(("401", "`unauthenticated`: missing or wrong server key"));
+    }
+    out
 }
 
 fn problem(description: &str) -> RefOr<Response> {

@@ -41,6 +41,22 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Someone not (yet) known to be a user, from this address.
+    pub fn anonymous(ip: IpAddr) -> Self {
+        Self {
+            actor: Actor::Anonymous,
+            ip: Some(ip),
+        }
+    }
+
+    /// This user, from this address.
+    pub fn user(id: Uuid, ip: IpAddr) -> Self {
+        Self {
+            actor: Actor::User(id),
+            ip: Some(ip),
+        }
+    }
+
     pub fn system() -> Self {
         Self {
             actor: Actor::System,

@@ -8,7 +8,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::audit::{self, Action, Actor, Caller};
+use super::audit::{self, Action, Caller};
 use super::rate_limit::Budget;
 use super::{ClientMeta, Issued, Principal};
 use crate::auth::jwt::{token_hash, TokenError, TokenKind};
@@ -16,11 +16,9 @@ use crate::auth::password::Verdict;
 use crate::domain::Email;
 use crate::error::{AppError, AppResult};
 use crate::repo::session_reads::ReadError;
-use crate::repo::{self, users::UserRow};
+use crate::repo::{self, sessions::SessionRow, users::UserRow};
 use crate::service::views::UserView;
 use crate::state::AppState;
-
-const DEAD: AppError = AppError::SessionEnded;
 
 /// Checks the password (one hash whether or not the email exists), the lockout and the account's
 /// state, then opens a session.
@@ -73,10 +71,7 @@ pub async fn check_password(
                 auth.lockout_secs,
             )
             .await?;
-            let caller = Caller {
-                actor: Actor::Anonymous,
-                ip: Some(meta.ip),
-            };
+            let caller = Caller::anonymous(meta.ip);
             let target = user.map(|u| u.id);
             audit::record(
                 &mut *tx,
@@ -100,6 +95,24 @@ pub async fn check_password(
         repo::users::set_password_hash(&state.db, user.id, &rehashed).await?;
     }
     Ok(user)
+}
+
+/// A signed-in user proving it is them before a sensitive change (contacts, password): 401
+/// `invalid_credentials` on a wrong password.
+pub async fn confirm_password(
+    state: &AppState,
+    _caller: &Caller,
+    user: &UserRow,
+    password: &SecretString,
+) -> AppResult<()> {
+    match state
+        .passwords
+        .verify(password, user.password_hash.as_deref())
+        .await?
+    {
+        Verdict::Right { .. } => Ok(()),
+        Verdict::Wrong => Err(AppError::InvalidCredentials),
+    }
 }
 
 /// Opens a session for a user already proven to be who they say.
@@ -129,14 +142,40 @@ pub async fn start_session(
         },
     )
     .await?;
-    let caller = Caller {
-        actor: Actor::User(user.id),
-        ip: Some(meta.ip),
-    };
+    let caller = Caller::user(user.id, meta.ip);
     let details = json!({"session_id": issued.principal.session_id});
     audit::record(&mut *tx, &caller, Action::Login, Some(user.id), details).await?;
     tx.commit().await?;
     Ok(issued)
+}
+
+/// What a presented refresh token is to its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presented {
+    /// the session's current token: rotate
+    Current,
+    /// the token it replaced, within the grace window: a racing request rotated it already
+    Replaced,
+    /// anything else: a stolen or replayed token, the session dies
+    Reuse,
+}
+
+fn classify(session: &SessionRow, presented: &[u8], grace: Duration) -> Presented {
+    if bool::from(presented.ct_eq(&session.refresh_hash)) {
+        return Presented::Current;
+    }
+    let is_previous = session
+        .previous_refresh_hash
+        .as_deref()
+        .is_some_and(|prev| bool::from(presented.ct_eq(prev)));
+    let in_grace = session
+        .rotated_at
+        .is_some_and(|at| Utc::now() - at <= grace);
+    if is_previous && in_grace {
+        Presented::Replaced
+    } else {
+        Presented::Reuse
+    }
 }
 
 /// Rotates a refresh token. The role is read afresh from the user, so a role change reaches the
@@ -146,72 +185,52 @@ pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Iss
     let claims = state
         .keys
         .verify(token, TokenKind::Refresh)
-        .map_err(|_| DEAD)?;
+        .map_err(|_| AppError::SessionEnded)?;
     let mut tx = state.db.begin().await?;
     let session = repo::sessions::find_for_update(&mut tx, claims.sid)
         .await?
-        .ok_or(DEAD)?;
-    if session.revoked_at.is_some()
-        || session.expires_at <= Utc::now()
-        || session.user_id != claims.sub
-    {
-        return Err(DEAD);
-    }
+        .filter(|s| s.revoked_at.is_none() && s.expires_at > Utc::now() && s.user_id == claims.sub)
+        .ok_or(AppError::SessionEnded)?;
     let user = repo::users::find_by_id(&mut *tx, session.user_id)
         .await?
-        .ok_or(DEAD)?;
-    if user.is_deleted() {
-        return Err(DEAD);
-    }
+        .filter(|u| !u.is_deleted())
+        .ok_or(AppError::SessionEnded)?;
     let principal = Principal {
         user_id: user.id,
         session_id: session.id,
         role: user.role,
     };
     let presented = token_hash(token);
-    if bool::from(presented.ct_eq(&session.refresh_hash)) {
-        let (issued, new_hash) = issue_pair(state, principal)?;
-        let expires_at = Utc::now() + Duration::seconds(state.settings.auth.refresh_ttl_secs);
-        repo::sessions::rotate(&mut *tx, session.id, &new_hash, &presented, expires_at).await?;
-        tx.commit().await?;
-        return Ok(issued);
-    }
     let grace = Duration::seconds(state.settings.auth.refresh_reuse_grace_secs);
-    let is_previous = session
-        .previous_refresh_hash
-        .as_deref()
-        .is_some_and(|prev| bool::from(presented.ct_eq(prev)));
-    if is_previous
-        && session
-            .rotated_at
-            .is_some_and(|at| Utc::now() - at <= grace)
-    {
-        tx.rollback().await?;
-        let (access_token, _) = issue(state, TokenKind::Access, &principal)?;
-        return Ok(Issued {
-            access_token,
-            refresh_token: None,
-            expires_in: state.settings.auth.access_ttl_secs,
-            principal,
-        });
+    match classify(&session, &presented, grace) {
+        Presented::Current => {
+            let (issued, new_hash) = issue_pair(state, principal)?;
+            let expires_at = Utc::now() + Duration::seconds(state.settings.auth.refresh_ttl_secs);
+            repo::sessions::rotate(&mut *tx, session.id, &new_hash, &presented, expires_at).await?;
+            tx.commit().await?;
+            Ok(issued)
+        }
+        Presented::Replaced => {
+            tx.rollback().await?;
+            let (access_token, _) = issue(state, TokenKind::Access, &principal)?;
+            Ok(Issued {
+                access_token,
+                refresh_token: None,
+                expires_in: state.settings.auth.access_ttl_secs,
+                principal,
+            })
+        }
+        Presented::Reuse => {
+            repo::sessions::revoke(&mut *tx, session.id).await?;
+            let details = json!({"session_id": session.id});
+            let caller = Caller::anonymous(ip);
+            let target = Some(session.user_id);
+            audit::record(&mut *tx, &caller, Action::RefreshReuse, target, details).await?;
+            tx.commit().await?;
+            tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused; session revoked");
+            Err(AppError::SessionEnded)
+        }
     }
-    repo::sessions::revoke(&mut *tx, session.id).await?;
-    let caller = Caller {
-        actor: Actor::Anonymous,
-        ip: Some(ip),
-    };
-    let details = json!({"session_id": session.id});
-    audit::record(
-        &mut *tx,
-        &caller,
-        Action::RefreshReuse,
-        Some(session.user_id),
-        details,
-    )
-    .await?;
-    tx.commit().await?;
-    tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused; session revoked");
-    Err(DEAD)
 }
 
 /// Verifies an access token and that its session is still live; returns the session's principal
@@ -251,9 +270,9 @@ async fn live_session(
                 .unwrap_or_else(|| AppError::Internal(anyhow::anyhow!("session check: {e}"))),
             ReadError::TimedOut | ReadError::Stopped => AppError::Unavailable,
         })?
-        .ok_or(DEAD)?;
+        .ok_or(AppError::SessionEnded)?;
     if !s.live || s.user.id != user_id {
-        return Err(DEAD);
+        return Err(AppError::SessionEnded);
     }
     if s.stale_last_seen {
         repo::sessions::touch(&state.db, session_id).await?;

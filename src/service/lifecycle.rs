@@ -67,10 +67,7 @@ pub async fn restore_with_password(
 ) -> AppResult<UserRow> {
     state.limits.check(Budget::Restore, meta.ip)?;
     let user = check_password(state, meta, email, password).await?;
-    let caller = Caller {
-        actor: super::Actor::User(user.id),
-        ip: Some(meta.ip),
-    };
+    let caller = Caller::user(user.id, meta.ip);
     restore(state, &caller, user.id).await
 }
 

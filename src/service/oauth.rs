@@ -7,18 +7,18 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{Duration, Utc};
-use rand::RngCore;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::audit::{Actor, Caller};
+use super::audit::Caller;
 use super::rate_limit::Budget;
 use super::users::{live_user, Profile};
 use super::views::UserView;
 use super::{auth, linked_accounts, ClientMeta, Issued, Principal};
 use crate::auth::jwt::token_hash;
+use crate::auth::random_token;
 use crate::domain::{Email, SocialNetwork};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::providers::telegram;
@@ -225,10 +225,7 @@ async fn complete(
 ) -> AppResult<Outcome> {
     let network = id.network;
     if let Some(user_id) = link_user {
-        let caller = Caller {
-            actor: Actor::User(user_id),
-            ip: Some(meta.ip),
-        };
+        let caller = Caller::user(user_id, meta.ip);
         let mut tx = state.db.begin().await?;
         let user = live_user(&mut tx, user_id).await?;
         match repo::linked_accounts::find_identity(&mut *tx, network, &id.external_id).await? {
@@ -302,10 +299,7 @@ async fn create_from_identity(
         phone: None,
         role: state.settings.auth.default_role,
     };
-    let caller = Caller {
-        actor: Actor::Anonymous,
-        ip: Some(meta.ip),
-    };
+    let caller = Caller::anonymous(meta.ip);
     let mut tx = state.db.begin().await?;
     let user = crate::service::users::create_in(
         &mut tx,
@@ -328,12 +322,6 @@ async fn create_from_identity(
     .await?;
     tx.commit().await?;
     Ok(Some(user))
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn not_configured() -> AppError {

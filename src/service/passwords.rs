@@ -1,9 +1,6 @@
 //! Password change, reset tokens, and reset.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
-use rand::RngCore;
 use secrecy::SecretString;
 use serde_json::json;
 use uuid::Uuid;
@@ -11,7 +8,7 @@ use uuid::Uuid;
 use super::audit::{self, Action, Caller};
 use super::{users, Principal};
 use crate::auth::jwt::token_hash;
-use crate::auth::password::Verdict;
+use crate::auth::random_token;
 use crate::domain::Email;
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
@@ -26,14 +23,7 @@ pub async fn change(
     new: &SecretString,
 ) -> AppResult<()> {
     let user = users::get(state, p.user_id).await?;
-    if state
-        .passwords
-        .verify(current, user.password_hash.as_deref())
-        .await?
-        == Verdict::Wrong
-    {
-        return Err(AppError::InvalidCredentials);
-    }
+    super::auth::confirm_password(state, caller, &user, current).await?;
     let hash = state.passwords.hash_new(new, &policy_inputs(&user)).await?;
     let mut tx = state.db.begin().await?;
     repo::users::set_password_hash(&mut *tx, user.id, &hash).await?;
@@ -68,9 +58,7 @@ pub async fn issue_reset_token(
         ResetTarget::UserId(id) => repo::users::find_by_id(&state.db, id).await?,
     }
     .ok_or_else(AppError::user_not_found)?;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let token = random_token();
     let expires_at = Utc::now() + Duration::seconds(state.settings.auth.reset_token_ttl_secs);
     let mut tx = state.db.begin().await?;
     repo::reset_tokens::insert(&mut *tx, &token_hash(&token), user.id, expires_at).await?;

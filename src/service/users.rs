@@ -8,8 +8,7 @@ use uuid::Uuid;
 use super::audit::{self, Action, Actor, Caller};
 use super::rate_limit::Budget;
 use super::views::UserView;
-use crate::auth::password::Verdict;
-use crate::domain::{clean_name, Email, Phone, Role, UserStatus};
+use crate::domain::{Email, Phone, Role, UserStatus};
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
 use crate::state::AppState;
@@ -22,27 +21,6 @@ pub struct Profile {
     pub middle_name: Option<String>,
     pub phone: Option<Phone>,
     pub role: Role,
-}
-
-impl Profile {
-    /// A profile from request fields: names trimmed, empty optional names dropped.
-    pub fn new(
-        email: Email,
-        first_name: &str,
-        last_name: Option<String>,
-        middle_name: Option<String>,
-        phone: Option<Phone>,
-        role: Role,
-    ) -> Self {
-        Self {
-            email,
-            first_name: first_name.trim().to_owned(),
-            last_name: clean_name(last_name),
-            middle_name: clean_name(middle_name),
-            phone,
-            role,
-        }
-    }
 }
 
 /// Creates a user with a password. The unique indexes decide races: of concurrent sign-ups with one
@@ -203,14 +181,7 @@ pub async fn change_contacts(
 ) -> AppResult<UserRow> {
     if let Some(password) = current_password {
         let user = get(state, id).await?;
-        if state
-            .passwords
-            .verify(password, user.password_hash.as_deref())
-            .await?
-            == Verdict::Wrong
-        {
-            return Err(AppError::InvalidCredentials);
-        }
+        super::auth::confirm_password(state, caller, &user, password).await?;
     }
     let mut tx = state.db.begin().await?;
     live_user(&mut tx, id).await?;

@@ -5,6 +5,7 @@ mod helpers;
 
 mod accounts;
 mod admin;
+mod architecture;
 mod audit;
 pub mod binary;
 mod errors;

@@ -202,3 +202,52 @@ async fn twenty_concurrent_sign_ups_with_one_email_create_exactly_one_user(pool:
         1
     );
 }
+
+#[sqlx::test]
+async fn sign_up_names_every_bad_field_at_once_and_creates_nothing(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let res = app
+        .post(PATH)
+        .json(json!({"email": "not-an-email", "password": 12, "phone": "12", "colour": "red"}))
+        .send()
+        .await;
+    res.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let fields: Vec<String> = res.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        fields,
+        ["colour", "email", "first_name", "password", "phone"],
+        "{}",
+        res.text()
+    );
+    assert_eq!(
+        app.scalar_i64("select count(*) from users where $1 <> ''", "x")
+            .await,
+        0
+    );
+}
+
+#[sqlx::test]
+async fn a_body_of_the_right_shape_reports_every_broken_rule(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let long = "x".repeat(101);
+    let res = app
+        .post(PATH)
+        .json(
+            json!({"email": "a@example.com", "password": PASSWORD, "name": " ", "lastname": long}),
+        )
+        .send()
+        .await;
+    res.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let fields: Vec<String> = res.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(fields, ["first_name", "last_name"], "{}", res.text());
+}

@@ -22,8 +22,6 @@ use crate::state::AppState;
     params(("id" = Uuid, Path, description = "user id")),
     responses(
         (status = 200, body = UserResponse, description = "The user, deleted ones too"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`forbidden`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
     )
 )]
@@ -51,8 +49,6 @@ pub struct DeleteParams {
     responses(
         (status = 204, description = "Deleted: soft by default (restorable), permanent with `?permanent=true`"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_deleted` (soft delete of a deleted user) or `last_admin`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`forbidden` or `origin_not_allowed`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
     )
 )]
@@ -77,8 +73,6 @@ pub async fn delete_user(
     responses(
         (status = 200, body = UserResponse, description = "Active again"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_active`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`forbidden` or `origin_not_allowed`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
     )
 )]
@@ -105,8 +99,6 @@ pub struct RoleChange {
     responses(
         (status = 200, body = UserResponse, description = "The new role; the user's sessions keep working and carry it in tokens from their next refresh"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`last_admin`: the only active admin cannot be demoted"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`forbidden` or `origin_not_allowed`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
@@ -132,8 +124,6 @@ pub async fn set_role(
     params(("id" = Uuid, Path, description = "user id")),
     responses(
         (status = 204, description = "Every session of the user revoked"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`forbidden` or `origin_not_allowed`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
     )
 )]
@@ -165,8 +155,6 @@ pub struct AuditParams {
     params(AuditParams),
     responses(
         (status = 200, body = Page<AuditRecord>, description = "Audit records, newest first"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`forbidden`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
 )]

@@ -34,8 +34,6 @@ pub struct NewLinkRequest {
     request_body = NewLinkRequest,
     responses(
         (status = 201, body = LinkedAccountResponse, description = "Linked"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
         (status = 409, body = Problem, content_type = PROBLEM, description = "`link_exists`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`link_not_of_network` or `validation_failed`"),
     )
@@ -71,8 +69,6 @@ pub struct ConnectedForRequest {
     params(("id" = Uuid, Path, description = "linked account id")), request_body = ConnectedForRequest,
     responses(
         (status = 200, body = LinkedAccountResponse, description = "Updated"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`linked_account_not_found`: unknown, or another user's"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
@@ -101,8 +97,6 @@ pub async fn update(
     responses(
         (status = 204, description = "Unlinked"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`last_login_method`: no password and this is the only identity"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`linked_account_not_found`: unknown, or another user's"),
     )
 )]

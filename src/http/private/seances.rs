@@ -15,8 +15,6 @@ use crate::state::AppState;
     put, path = "/users/logout", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
     responses(
         (status = 204, description = "This session revoked; both cookies cleared"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
     )
 )]
 pub async fn logout(
@@ -34,7 +32,6 @@ pub async fn logout(
     method(get, post), path = "/users/seances", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
     responses(
         (status = 200, body = SessionList, description = "The account's live sessions, newest first"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
     )
 )]
 pub async fn list(
@@ -54,7 +51,6 @@ pub async fn list(
     params(("id" = Uuid, Path, description = "session id")),
     responses(
         (status = 204, description = "The session revoked (revoking the current one also clears the cookies)"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`session_not_found`: unknown, or another user's"),
     )
 )]
@@ -76,7 +72,6 @@ pub async fn revoke(
     delete, path = "/users/seances", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
     responses(
         (status = 204, description = "Every other session revoked; this one stays"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
     )
 )]
 pub async fn revoke_others(

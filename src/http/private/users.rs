@@ -23,7 +23,6 @@ use crate::state::AppState;
     get, path = "/users/me", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
     responses(
         (status = 200, body = UserResponse, description = "The signed-in user"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
     )
 )]
 pub async fn me(
@@ -72,8 +71,6 @@ impl From<ProfileChange> for users::NameChange {
     request_body = ProfileChange,
     responses(
         (status = 200, body = UserResponse, description = "The updated user"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
 )]
@@ -107,7 +104,6 @@ pub struct ContactsChange {
     responses(
         (status = 200, body = UserResponse, description = "The updated user"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials` (wrong current password) or `unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
         (status = 409, body = Problem, content_type = PROBLEM, description = "`email_taken` or `phone_taken`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`invalid_contacts` (bad email or phone) or `validation_failed`"),
     )
@@ -139,8 +135,6 @@ pub async fn change_contacts(
     responses(
         (status = 204, description = "Soft-deleted: every session revoked, cookies cleared; restorable with `public/users/restore`"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`last_admin`: the only active admin cannot delete itself"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
     )
 )]
 pub async fn delete_me(
@@ -169,7 +163,6 @@ pub struct ChangePasswordRequest {
     responses(
         (status = 204, description = "Changed; every other session revoked"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials` (wrong current password) or `unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`origin_not_allowed`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`weak_password` or `validation_failed`"),
     )
 )]
@@ -214,8 +207,6 @@ pub struct SearchRequest {
     request_body = SearchRequest,
     responses(
         (status = 200, body = Page<UserResponse>, description = "Matching users, newest first"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`forbidden` for roles other than admin"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed` (e.g. a bad cursor or limit)"),
     )
 )]

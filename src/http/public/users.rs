@@ -10,7 +10,7 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::auth::{cookies, csrf};
-use crate::domain::{validate_name, Email, Phone, Role};
+use crate::domain::{clean_name, validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::auth_layer::{append_auth_cookies, refused};
 use crate::http::docs::PROBLEM;
@@ -153,15 +153,15 @@ pub struct SignUpRequest {
 }
 
 impl SignUpRequest {
-    fn into_parts(self, role: Role) -> (users::Profile, SecretString) {
-        let profile = users::Profile::new(
-            self.email,
-            &self.first_name,
-            self.last_name,
-            self.middle_name,
-            self.phone,
+    fn into_profile(self, role: Role) -> (users::Profile, SecretString) {
+        let profile = users::Profile {
+            email: self.email,
+            first_name: self.first_name.trim().to_owned(),
+            last_name: clean_name(self.last_name),
+            middle_name: clean_name(self.middle_name),
+            phone: self.phone,
             role,
-        );
+        };
         (profile, self.password)
     }
 }
@@ -181,7 +181,7 @@ pub async fn sign_up(
     caller: Caller,
     Json(body): Json<SignUpRequest>,
 ) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
-    let (profile, password) = body.into_parts(state.settings.auth.default_role);
+    let (profile, password) = body.into_profile(state.settings.auth.default_role);
     let user = users::public_sign_up(&state, &caller, profile, &password).await?;
     Ok((StatusCode::CREATED, user_json(UserView::new_user(user))))
 }

@@ -32,7 +32,6 @@ pub struct ServerLinkRequest {
     responses(
         (status = 201, body = LinkedAccountResponse, description = "Linked"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_deleted`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
         (status = 409, body = Problem, content_type = PROBLEM, description = "`link_exists`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`link_not_of_network` or `validation_failed`"),
@@ -67,7 +66,6 @@ pub struct UnlinkRequest {
     responses(
         (status = 204, description = "Unlinked"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_deleted` or `last_login_method`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found` or `linked_account_not_found`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
@@ -97,7 +95,6 @@ pub struct ReasonRequest {
     responses(
         (status = 200, body = LinkedAccountResponse, description = "Updated"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_deleted`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found` or `linked_account_not_found`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )

@@ -31,7 +31,6 @@ pub struct ResetTokenRequest {
     post, path = "/users/passw/reset_token", tag = "server", security(("server_key" = [])), request_body = ResetTokenRequest,
     responses(
         (status = 201, body = ResetTokenResponse, description = "A single-use reset token, for services that deliver it themselves"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
@@ -67,7 +66,6 @@ pub async fn reset_token(
     responses(
         (status = 204, description = "Password set; every session of the user revoked"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`invalid_reset_token`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`weak_password` or `validation_failed`"),
     )
 )]

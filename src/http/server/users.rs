@@ -42,11 +42,24 @@ pub struct ServerSignUpRequest {
     pub role: Option<Role>,
 }
 
+impl ServerSignUpRequest {
+    fn into_profile(self, default_role: Role) -> (users::Profile, SecretString) {
+        let profile = users::Profile {
+            email: self.email,
+            first_name: self.first_name.trim().to_owned(),
+            last_name: clean_name(self.last_name),
+            middle_name: clean_name(self.middle_name),
+            phone: self.phone,
+            role: self.role.unwrap_or(default_role),
+        };
+        (profile, self.password)
+    }
+}
+
 #[utoipa::path(
     post, path = "/users/sign_up", tag = "server", security(("server_key" = [])), request_body = ServerSignUpRequest,
     responses(
         (status = 201, body = UserResponse, description = "Created"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`: missing or wrong server key"),
         (status = 409, body = Problem, content_type = PROBLEM, description = "`email_taken` or `phone_taken`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed` or `weak_password`"),
     )
@@ -56,16 +69,8 @@ pub async fn sign_up(
     caller: Caller,
     Json(body): Json<ServerSignUpRequest>,
 ) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
-    let role = body.role.unwrap_or(state.settings.auth.default_role);
-    let profile = users::Profile::new(
-        body.email,
-        &body.first_name,
-        body.last_name,
-        body.middle_name,
-        body.phone,
-        role,
-    );
-    let user = users::sign_up(&state, &caller, profile, &body.password).await?;
+    let (profile, password) = body.into_profile(state.settings.auth.default_role);
+    let user = users::sign_up(&state, &caller, profile, &password).await?;
     Ok((StatusCode::CREATED, user_json(UserView::new_user(user))))
 }
 
@@ -89,11 +94,23 @@ pub struct CreateUserRequest {
     pub role: Option<Role>,
 }
 
+impl CreateUserRequest {
+    fn into_profile(self, default_role: Role) -> users::Profile {
+        users::Profile {
+            email: self.email,
+            first_name: self.first_name.trim().to_owned(),
+            last_name: clean_name(self.last_name),
+            middle_name: clean_name(self.middle_name),
+            phone: self.phone,
+            role: self.role.unwrap_or(default_role),
+        }
+    }
+}
+
 #[utoipa::path(
     post, path = "/users/create_user", tag = "server", security(("server_key" = [])), request_body = CreateUserRequest,
     responses(
         (status = 201, body = UserResponse, description = "Created without a password"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 409, body = Problem, content_type = PROBLEM, description = "`email_taken` or `phone_taken`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`invalid_contacts` (bad email or phone) or `validation_failed`"),
     )
@@ -104,15 +121,7 @@ pub async fn create_user(
     body: Result<Json<CreateUserRequest>, AppError>,
 ) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
     let Json(body) = body.map_err(contacts_rejection)?;
-    let role = body.role.unwrap_or(state.settings.auth.default_role);
-    let profile = users::Profile::new(
-        body.email,
-        &body.first_name,
-        body.last_name,
-        body.middle_name,
-        body.phone,
-        role,
-    );
+    let profile = body.into_profile(state.settings.auth.default_role);
     let user = users::create_without_password(&state, &caller, profile).await?;
     Ok((StatusCode::CREATED, user_json(UserView::new_user(user))))
 }
@@ -122,7 +131,6 @@ pub async fn create_user(
     params(("user_id" = Uuid, Path, description = "user id")),
     responses(
         (status = 200, body = UserResponse, description = "The user with linked accounts (deleted users too)"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`: not a UUID"),
     )
@@ -147,7 +155,6 @@ pub struct UserIdRequest {
     responses(
         (status = 200, body = UserResponse, description = "Restored"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_active`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
@@ -171,7 +178,6 @@ pub async fn recovery_user(
     responses(
         (status = 204, description = "Soft-deleted; every session revoked"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_deleted` or `last_admin`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
@@ -190,7 +196,6 @@ pub async fn delete_temporarily(
     responses(
         (status = 204, description = "Deleted with its sessions and linked accounts"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`last_admin`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
@@ -227,7 +232,6 @@ pub struct FullNameRequest {
     responses(
         (status = 200, body = UserResponse, description = "The updated user"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_deleted`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
     )
@@ -268,7 +272,6 @@ pub struct ContactsRequest {
     responses(
         (status = 200, body = UserResponse, description = "The updated user"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_deleted`"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
         (status = 409, body = Problem, content_type = PROBLEM, description = "`email_taken` or `phone_taken`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`invalid_contacts` or `validation_failed`"),
