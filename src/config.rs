@@ -69,6 +69,12 @@ pub struct AuthSettings {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    /// requests that may wait for a hashing slot; more get 503 `unavailable`
+    pub hash_queue_max: usize,
+    /// a session's absolute lifetime from sign-in; refresh answers 401 after it
+    pub session_max_age_secs: i64,
+    /// how recent a sign-in must be to link a sign-in identity to the account
+    pub reauth_window_secs: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +261,8 @@ impl Settings {
             ("auth.refresh_ttl_secs", a.refresh_ttl_secs),
             ("auth.lockout_secs", a.lockout_secs),
             ("auth.reset_token_ttl_secs", a.reset_token_ttl_secs),
+            ("auth.session_max_age_secs", a.session_max_age_secs),
+            ("auth.reauth_window_secs", a.reauth_window_secs),
         ] {
             if value <= 0 {
                 return fail(key, "must be a positive number of seconds");
@@ -265,6 +273,9 @@ impl Settings {
                 "auth.refresh_reuse_grace_secs",
                 "must be between 0 and auth.refresh_ttl_secs",
             );
+        }
+        if a.hash_queue_max == 0 {
+            return fail("auth.hash_queue_max", "must be at least 1");
         }
         if a.max_failed_logins < 1 {
             return fail("auth.max_failed_logins", "must be at least 1");

@@ -98,6 +98,11 @@ pub enum AppError {
     TooManyAttempts { retry_after_secs: u64 },
     #[error("a dependency is unavailable; retry later")]
     Unavailable,
+    /// Every password-hashing slot is busy and the queue for them is full.
+    #[error("the service is busy; retry in a second")]
+    Busy,
+    #[error("this needs a recent sign-in; sign in again")]
+    ReauthenticationRequired,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -141,7 +146,8 @@ impl AppError {
             Conflict(code, _) => (StatusCode::CONFLICT, code),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
-            Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Unavailable | Busy => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ReauthenticationRequired => (StatusCode::FORBIDDEN, "reauthentication_required"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -186,6 +192,9 @@ impl IntoResponse for AppError {
         }
         if let AppError::Unavailable = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
+        if let AppError::Busy = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

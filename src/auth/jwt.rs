@@ -58,26 +58,44 @@ pub struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     public_raw: Vec<u8>,
-    validation: Validation,
+    access: Validation,
+    refresh: Validation,
     issuer: String,
     audience: String,
+}
+
+impl TokenKind {
+    /// The JOSE `typ` header (RFC 8725 §3.11, RFC 9068 for access tokens): a verifier that checks it
+    /// cannot take one kind for the other.
+    pub fn typ(self) -> &'static str {
+        match self {
+            TokenKind::Access => "at+jwt",
+            TokenKind::Refresh => "refresh+jwt",
+        }
+    }
 }
 
 impl Keys {
     pub fn from_pkcs8(auth: &AuthSettings, pkcs8: &[u8]) -> anyhow::Result<Self> {
         let public_raw = public_key(pkcs8)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = 0;
-        validation.set_issuer(&[&auth.issuer]);
-        validation.set_audience(&[&auth.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // refresh tokens are addressed to this service alone (`aud` = issuer), so a service that
+        // checks `aud` against `auth.audience` refuses one
+        let validation = |audience: &str| {
+            let mut v = Validation::new(Algorithm::EdDSA);
+            v.leeway = 0;
+            v.set_issuer(&[&auth.issuer]);
+            v.set_audience(&[audience]);
+            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            v
+        };
         Ok(Self {
             verified: Mutex::new(HashMap::new()),
             kid: kid_of(&public_raw),
             encoding: EncodingKey::from_ed_der(pkcs8),
             decoding: DecodingKey::from_ed_der(&public_raw),
             public_raw,
-            validation,
+            access: validation(&auth.audience),
+            refresh: validation(&auth.issuer),
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
         })
@@ -97,9 +115,13 @@ impl Keys {
         ttl_secs: i64,
     ) -> anyhow::Result<(String, Claims)> {
         let now = Utc::now().timestamp();
+        let audience = match kind {
+            TokenKind::Access => &self.audience,
+            TokenKind::Refresh => &self.issuer,
+        };
         let claims = Claims {
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: audience.clone(),
             sub: user_id,
             sid: session_id,
             role,
@@ -110,6 +132,7 @@ impl Keys {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
+        header.typ = Some(kind.typ().to_owned());
         let token =
             jsonwebtoken::encode(&header, &claims, &self.encoding).context("signing a token")?;
         Ok((token, claims))
@@ -143,14 +166,22 @@ impl Keys {
 
     fn verify_signed(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-        if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
+        if header.alg != Algorithm::EdDSA
+            || header.kid.as_deref() != Some(self.kid.as_str())
+            || header.typ.as_deref() != Some(kind.typ())
+        {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
+        let validation = match kind {
+            TokenKind::Access => &self.access,
+            TokenKind::Refresh => &self.refresh,
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, validation).map_err(
+            |e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            })?;
+            },
+        )?;
         // decode checks exp with `now > exp`; the contract wants a token dead at `exp` itself
         if data.claims.exp <= Utc::now().timestamp() {
             return Err(TokenError::Expired);
@@ -226,6 +257,29 @@ mod tests {
             keys.verify(&token, TokenKind::Access).unwrap_err(),
             TokenError::Expired
         );
+    }
+
+    #[test]
+    fn tokens_are_typed_and_refresh_tokens_are_addressed_to_the_issuer() {
+        let keys = keys();
+        let settings = Settings::load(None).unwrap();
+        let (access, _) = keys
+            .issue(
+                TokenKind::Access,
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                Some(Role::Readonly),
+                60,
+            )
+            .unwrap();
+        let (refresh, claims) = keys
+            .issue(TokenKind::Refresh, Uuid::new_v4(), Uuid::new_v4(), None, 60)
+            .unwrap();
+        let typ = |t: &str| jsonwebtoken::decode_header(t).unwrap().typ.unwrap();
+        assert_eq!(typ(&access), "at+jwt");
+        assert_eq!(typ(&refresh), "refresh+jwt");
+        assert_eq!(claims.aud, settings.auth.issuer);
+        assert_ne!(claims.aud, settings.auth.audience);
     }
 
     #[test]

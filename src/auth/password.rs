@@ -3,6 +3,7 @@
 //! request. Each permit owns one preallocated argon2 memory arena that is reused for every hash:
 //! letting argon2 allocate 19 MiB per call made the allocator keep hundreds of MiB after a flood.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -28,7 +29,10 @@ pub struct Passwords {
 
 struct Inner {
     params: Params,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    /// requests waiting for a permit now, and how many may
+    waiting: AtomicUsize,
+    queue_max: usize,
     /// one arena per permit; a task holding a permit always finds one here
     arenas: Mutex<Vec<Vec<Block>>>,
     min_score: u8,
@@ -60,7 +64,9 @@ impl Passwords {
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
-                permits: Semaphore::new(slots),
+                permits: Arc::new(Semaphore::new(slots)),
+                waiting: AtomicUsize::new(0),
+                queue_max: auth.hash_queue_max,
                 arenas: Mutex::new(arenas),
                 min_score: auth.min_password_score,
                 dummy_hash,
@@ -114,30 +120,44 @@ impl Passwords {
             .await
     }
 
-    /// Runs `f` on the blocking pool with a permit and that permit's arena.
+    /// Runs `f` on the blocking pool with a permit and that permit's arena. The permit and the
+    /// arena move into the blocking task and are given back only when the hash has really ended:
+    /// a client that hangs up drops this future, not the hash, so it cannot stack hashes beyond
+    /// one per core. At most `auth.hash_queue_max` requests wait for a permit; more are `Busy`.
     async fn on_pool<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Vec<Block>) -> AppResult<T> + Send + 'static,
     {
-        let permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .context("password semaphore closed")?;
+        let permit = match self.inner.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let _waiting = QueueSlot::take(&self.inner)?;
+                self.inner
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .context("password semaphore closed")?
+            }
+        };
         let mut arena = self.take_arena();
-        let (arena, result) = spawn_blocking_in_span(move || {
+        let inner = self.inner.clone();
+        spawn_blocking_in_span(move || {
             let result = f(&mut arena);
-            (arena, result)
+            if let Ok(mut arenas) = inner.arenas.lock() {
+                arenas.push(arena);
+            }
+            drop(permit);
+            result
         })
         .await
-        .context("password task panicked")?;
-        if let Ok(mut arenas) = self.inner.arenas.lock() {
-            arenas.push(arena);
-        }
-        drop(permit);
-        result
+        .context("password task panicked")?
+    }
+
+    /// Requests waiting for a hashing slot right now (for tests and metrics).
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::Relaxed)
     }
 
     fn take_arena(&self) -> Vec<Block> {
@@ -148,6 +168,27 @@ impl Passwords {
             .and_then(|mut arenas| arenas.pop())
             // only after a panicked task lost its arena
             .unwrap_or_else(|| vec![Block::new(); self.inner.params.block_count()])
+    }
+}
+
+/// A place in the queue for a hashing slot, given back when dropped (the permit came, or the
+/// client went away while waiting).
+struct QueueSlot<'a>(&'a AtomicUsize);
+
+impl<'a> QueueSlot<'a> {
+    fn take(inner: &'a Inner) -> AppResult<Self> {
+        let before = inner.waiting.fetch_add(1, Ordering::AcqRel);
+        if before >= inner.queue_max {
+            inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(AppError::Busy);
+        }
+        Ok(Self(&inner.waiting))
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -164,8 +164,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// `Set-Cookie` for newly issued tokens; a grace-window refresh has no refresh token to set.
+/// `Set-Cookie` for newly issued tokens (a grace-window refresh has no refresh token to set), and
+/// `Cache-Control: no-store`, as on every answer that carries a token.
 pub fn append_auth_cookies(state: &AppState, headers: &mut HeaderMap, issued: &Issued) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.append(
         header::SET_COOKIE,
         state.cookies.set_access(&issued.access_token),

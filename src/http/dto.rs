@@ -196,6 +196,10 @@ impl From<AuditEntry> for AuditRecord {
     }
 }
 
+/// On every answer that carries a token (RFC 6749 §5.1): no cache may keep it.
+pub const NO_STORE: [(axum::http::HeaderName, &str); 1] =
+    [(axum::http::header::CACHE_CONTROL, "no-store")];
+
 /// A user's response body.
 pub fn user_json(view: UserView) -> axum::Json<UserResponse> {
     axum::Json(view.into())

@@ -1,4 +1,5 @@
-//! Purges accounts soft-deleted longer than `users.purge_after_days`, every
+//! Purges accounts soft-deleted longer than `users.purge_after_days`, and sweeps records that can no
+//! longer do anything (expired sessions, lockout counters, flow states, tokens), every
 //! `users.purge_interval_secs`. Every instance runs it; row locks make each purge happen once.
 
 use std::time::Duration;
@@ -13,9 +14,12 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            // an outage is retried at the next tick
             if let Err(e) = lifecycle::purge_expired(&state).await {
-                // an outage is retried at the next tick
                 tracing::warn!(error = %e, "purge job failed");
+            }
+            if let Err(e) = lifecycle::sweep_stale_records(&state).await {
+                tracing::warn!(error = %e, "sweeping stale records failed");
             }
         }
     })

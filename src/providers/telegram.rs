@@ -18,8 +18,13 @@ pub fn verify(
     let Some(auth_date) = fields.get("auth_date").and_then(|d| d.parse::<i64>().ok()) else {
         return false;
     };
-    // a little clock skew is allowed into the future, none past the age limit
-    if now - auth_date > max_age_secs || auth_date - now > 60 {
+    // a little clock skew is allowed into the future, none past the age limit; an absurd date
+    // (far past or future, near the ends of i64) is simply not fresh
+    let fresh = auth_date > 0
+        && now
+            .checked_sub(auth_date)
+            .is_some_and(|age| (-60..=max_age_secs).contains(&age));
+    if !fresh {
         return false;
     }
     let Ok(expected) = hex::decode(hash) else {
@@ -71,5 +76,14 @@ mod tests {
         tampered.insert("id".into(), "43".into());
         assert!(!verify(&tampered, &hash, "123:bot", 86400, 1_100));
         assert!(!verify(&f, "zz", "123:bot", 86400, 1_100));
+    }
+
+    #[test]
+    fn an_absurd_auth_date_is_refused_without_overflow() {
+        for date in [i64::MIN, i64::MAX, -1, 1_100 + 61, 1_100 - 86_401] {
+            let f = fields(date);
+            let hash = hex::encode(sign(&f, "123:bot"));
+            assert!(!verify(&f, &hash, "123:bot", 86400, 1_100), "{date}");
+        }
     }
 }

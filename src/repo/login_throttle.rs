@@ -1,58 +1,47 @@
-//! Failed-login counting per email, in the database so every instance sees the same lockout.
+//! Password attempts counted per email, in the database so every instance sees the same lockout.
+//! `failures` counts the attempts of the current window that were not right: each attempt is
+//! reserved before its check, and a right password deletes the count.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-/// The email's counter: `None` when it has none (no recent failures); otherwise until when it is
-/// locked out, if it is.
-pub async fn status(
+/// Reserves one password attempt for the email before its password is checked, in one atomic
+/// statement: the count goes up whether the attempt will be right or wrong, so concurrent guesses
+/// cannot all pass a read-then-check. A window older than `window_secs` starts afresh. Returns the
+/// attempts counted in the window, this one included, and when the window ends.
+pub async fn reserve(
     db: impl PgExecutor<'_>,
     email_key: &str,
-) -> sqlx::Result<Option<Option<DateTime<Utc>>>> {
-    sqlx::query_scalar(
-        "select case when locked_until > now() then locked_until end
-         from login_throttle where email_key = $1",
+    window_secs: i64,
+) -> sqlx::Result<(i32, DateTime<Utc>)> {
+    sqlx::query_as(
+        "insert into login_throttle as t (email_key, failures, window_started_at)
+         values ($1, 1, now())
+         on conflict (email_key) do update set
+             failures = case
+                 when t.window_started_at <= now() - make_interval(secs => $2) then 1
+                 else t.failures + 1 end,
+             window_started_at = case
+                 when t.window_started_at <= now() - make_interval(secs => $2) then now()
+                 else t.window_started_at end,
+             updated_at = now()
+         returning failures, window_started_at + make_interval(secs => $2)",
     )
     .bind(email_key)
-    .fetch_optional(db)
+    .bind(window_secs as f64)
+    .fetch_one(db)
     .await
 }
 
-/// Counts one failure inside the current window (a new window starts once the old one has passed).
-/// The `max`th failure locks the email for `window_secs` and starts the count afresh.
-/// Every expression reads the old row, so the statement is one atomic step under concurrency.
-pub async fn record_failure(
-    db: impl PgExecutor<'_>,
-    email_key: &str,
-    max: i32,
-    window_secs: i64,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "insert into login_throttle as t (email_key, failures, window_started_at, locked_until)
-         values ($1,
-                 case when $2 <= 1 then 0 else 1 end,
-                 now(),
-                 case when $2 <= 1 then now() + make_interval(secs => $3) end)
-         on conflict (email_key) do update set
-             failures = case
-                 when t.window_started_at <= now() - make_interval(secs => $3) then least(1, $2 - 1)
-                 when t.failures + 1 >= $2 then 0
-                 else t.failures + 1 end,
-             locked_until = case
-                 when t.window_started_at > now() - make_interval(secs => $3) and t.failures + 1 >= $2
-                     then now() + make_interval(secs => $3)
-                 else t.locked_until end,
-             window_started_at = case
-                 when t.window_started_at <= now() - make_interval(secs => $3) or t.failures + 1 >= $2 then now()
-                 else t.window_started_at end,
-             updated_at = now()",
+/// Counters whose window has passed: nothing locks any more, nothing to keep.
+pub async fn delete_stale(db: impl PgExecutor<'_>, window_secs: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "delete from login_throttle where window_started_at < now() - make_interval(secs => $1)",
     )
-    .bind(email_key)
-    .bind(max)
     .bind(window_secs as f64)
     .execute(db)
-    .await
-    .map(|_| ())
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// A right password ends the count.
@@ -62,4 +51,16 @@ pub async fn clear(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()>
         .execute(db)
         .await
         .map(|_| ())
+}
+
+/// Hands back a reserved attempt that got no verdict.
+pub async fn release(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "update login_throttle set failures = greatest(failures - 1, 0), updated_at = now()
+         where email_key = $1",
+    )
+    .bind(email_key)
+    .execute(db)
+    .await
+    .map(|_| ())
 }

@@ -8,4 +8,5 @@ pub mod reset_tokens;
 pub mod session_reads;
 pub mod sessions;
 pub mod signing_keys;
+pub mod telegram_logins;
 pub mod users;

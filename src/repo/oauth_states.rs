@@ -54,3 +54,11 @@ pub async fn take(
     .fetch_optional(db)
     .await
 }
+
+/// Sign-in flows that were never finished.
+pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
+    let done = sqlx::query("delete from oauth_states where expires_at < now()")
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}

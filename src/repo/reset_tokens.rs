@@ -42,3 +42,13 @@ pub async fn consume(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<bool>
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Used or expired reset tokens.
+pub async fn delete_spent(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "delete from password_reset_tokens where used_at is not null or expires_at < now()",
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

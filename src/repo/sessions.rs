@@ -32,6 +32,7 @@ pub struct SessionState {
     pub session_id: Uuid,
     pub live: bool,
     pub stale_last_seen: bool,
+    pub signed_in_at: DateTime<Utc>,
     #[sqlx(flatten)]
     pub user: UserRow,
     #[sqlx(json)]
@@ -116,8 +117,9 @@ static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
             "select s.id as session_id,
                     s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
                     s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
+                    s.created_at as signed_in_at,
                     u.id, u.email, u.phone, u.password_hash, u.first_name, u.last_name, u.middle_name,
-                    u.role, u.status, u.created_at, u.updated_at, u.deleted_at,
+                    u.role, u.status, u.created_at, u.updated_at, u.deleted_at, u.deleted_by_owner,
                     coalesce((select json_agg(l order by l.connected_at, l.id)
                               from linked_accounts l where l.user_id = u.id), '[]') as links
              from (values {}) as q (id)
@@ -210,4 +212,12 @@ pub async fn list_live(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<V
     .bind(user_id)
     .fetch_all(db)
     .await
+}
+
+/// Sessions past their expiry: no token can revive them.
+pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
+    let done = sqlx::query("delete from sessions where expires_at < now()")
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
 }

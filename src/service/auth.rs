@@ -39,9 +39,9 @@ pub async fn login(
     Ok((user, issued))
 }
 
-/// Proves an email and password: the lockout first, then one argon2 verification whether or not
-/// the email exists (no timing oracle). A wrong password is counted and audited; a right one ends
-/// the count and upgrades an old hash.
+/// Proves an email and password: one argon2 verification whether or not the email exists (no
+/// timing oracle), counted against the email's lockout. A wrong password is audited; a right one
+/// upgrades an old hash.
 pub async fn check_password(
     state: &AppState,
     meta: &ClientMeta,
@@ -49,47 +49,16 @@ pub async fn check_password(
     password: &SecretString,
 ) -> AppResult<UserRow> {
     let key = email.key();
-    let counted = repo::login_throttle::status(&state.db, &key).await?;
-    if let Some(Some(until)) = counted {
-        let secs = (until - Utc::now()).num_seconds().max(1);
-        return Err(AppError::TooManyAttempts {
-            retry_after_secs: secs as u64,
-        });
-    }
     let user = repo::users::find_by_email(&state.db, email.as_str()).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
-    let verdict = state.passwords.verify(password, hash).await?;
+    let verdict = verify_counted(state, &key, password, hash).await?;
     let (user, needs_rehash) = match (user, verdict) {
         (Some(user), Verdict::Right { needs_rehash }) => (user, needs_rehash),
         (user, _) => {
-            let auth = &state.settings.auth;
-            let mut tx = state.db.begin().await?;
-            repo::login_throttle::record_failure(
-                &mut *tx,
-                &key,
-                auth.max_failed_logins,
-                auth.lockout_secs,
-            )
-            .await?;
             let caller = Caller::anonymous(meta.ip);
-            let target = user.map(|u| u.id);
-            audit::record(
-                &mut *tx,
-                &caller,
-                Action::LoginFailed,
-                target,
-                json!({"email": key}),
-            )
-            .await?;
-            tx.commit().await?;
-            tracing::info!("wrong email or password");
-            return Err(AppError::InvalidCredentials);
+            return wrong_password(state, &caller, user.map(|u| u.id), &key).await;
         }
     };
-    if counted.is_some() {
-        // a right password ends the count (most logins have none to end)
-        repo::login_throttle::clear(&state.db, &key).await?;
-    }
     if needs_rehash {
         let rehashed = state.passwords.rehash(password).await?;
         repo::users::set_password_hash(&state.db, user.id, &rehashed).await?;
@@ -97,22 +66,69 @@ pub async fn check_password(
     Ok(user)
 }
 
-/// A signed-in user proving it is them before a sensitive change (contacts, password): 401
+/// A signed-in user proving it is them before a sensitive change (contacts, password): within the
+/// caller's per-IP budget, and counted against the account's login lockout like a login; 401
 /// `invalid_credentials` on a wrong password.
 pub async fn confirm_password(
     state: &AppState,
-    _caller: &Caller,
+    caller: &Caller,
     user: &UserRow,
     password: &SecretString,
 ) -> AppResult<()> {
-    match state
-        .passwords
-        .verify(password, user.password_hash.as_deref())
-        .await?
-    {
-        Verdict::Right { .. } => Ok(()),
-        Verdict::Wrong => Err(AppError::InvalidCredentials),
+    if let Some(ip) = caller.ip {
+        state.limits.check(Budget::ConfirmPassword, ip)?;
     }
+    let key = user.email.to_lowercase();
+    let hash = user.password_hash.as_deref();
+    match verify_counted(state, &key, password, hash).await? {
+        Verdict::Right { .. } => Ok(()),
+        Verdict::Wrong => wrong_password(state, caller, Some(user.id), &key).await,
+    }
+}
+
+/// One password attempt against the lockout of `key`. The attempt is reserved before the hash, in
+/// one statement, so N concurrent guesses get at most `auth.max_failed_logins` verdicts and 429
+/// `too_many_attempts` for the rest; a right password ends the count, and an attempt that got no
+/// verdict (hashing busy, say) is handed back.
+async fn verify_counted(
+    state: &AppState,
+    key: &str,
+    password: &SecretString,
+    hash: Option<&str>,
+) -> AppResult<Verdict> {
+    let auth = &state.settings.auth;
+    let (attempts, window_ends) =
+        repo::login_throttle::reserve(&state.db, key, auth.lockout_secs).await?;
+    if attempts > auth.max_failed_logins {
+        let secs = (window_ends - Utc::now()).num_seconds().max(1);
+        return Err(AppError::TooManyAttempts {
+            retry_after_secs: secs as u64,
+        });
+    }
+    let verdict = match state.passwords.verify(password, hash).await {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            repo::login_throttle::release(&state.db, key).await?;
+            return Err(e);
+        }
+    };
+    if let Verdict::Right { .. } = verdict {
+        repo::login_throttle::clear(&state.db, key).await?;
+    }
+    Ok(verdict)
+}
+
+/// Audits a wrong password (the attempt stays counted) and answers 401 `invalid_credentials`.
+async fn wrong_password<T>(
+    state: &AppState,
+    caller: &Caller,
+    target: Option<Uuid>,
+    key: &str,
+) -> AppResult<T> {
+    let details = json!({"email": key});
+    audit::record(&state.db, caller, Action::LoginFailed, target, details).await?;
+    tracing::info!("wrong email or password");
+    Err(AppError::InvalidCredentials)
 }
 
 /// Opens a session for a user already proven to be who they say.
@@ -125,6 +141,7 @@ pub async fn start_session(
         user_id: user.id,
         session_id: Uuid::now_v7(),
         role: user.role,
+        signed_in_at: Utc::now(),
     };
     let (issued, refresh_hash) = issue_pair(state, principal)?;
     let user_agent = meta.user_agent.as_deref().map(|ua| truncate(ua, 512));
@@ -191,6 +208,12 @@ pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Iss
         .await?
         .filter(|s| s.revoked_at.is_none() && s.expires_at > Utc::now() && s.user_id == claims.sub)
         .ok_or(AppError::SessionEnded)?;
+    // the absolute lifetime, whatever the sliding refresh lifetime says
+    let max_age = Duration::seconds(state.settings.auth.session_max_age_secs);
+    let ends_at = session.created_at + max_age;
+    if ends_at <= Utc::now() {
+        return Err(AppError::SessionEnded);
+    }
     let user = repo::users::find_by_id(&mut *tx, session.user_id)
         .await?
         .filter(|u| !u.is_deleted())
@@ -199,13 +222,15 @@ pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Iss
         user_id: user.id,
         session_id: session.id,
         role: user.role,
+        signed_in_at: session.created_at,
     };
     let presented = token_hash(token);
     let grace = Duration::seconds(state.settings.auth.refresh_reuse_grace_secs);
     match classify(&session, &presented, grace) {
         Presented::Current => {
             let (issued, new_hash) = issue_pair(state, principal)?;
-            let expires_at = Utc::now() + Duration::seconds(state.settings.auth.refresh_ttl_secs);
+            let slide = Utc::now() + Duration::seconds(state.settings.auth.refresh_ttl_secs);
+            let expires_at = slide.min(ends_at);
             repo::sessions::rotate(&mut *tx, session.id, &new_hash, &presented, expires_at).await?;
             tx.commit().await?;
             Ok(issued)
@@ -281,6 +306,7 @@ async fn live_session(
         user_id,
         session_id,
         role: s.user.role,
+        signed_in_at: s.signed_in_at,
     };
     Ok((principal, UserView::new(s.user, s.links)))
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::audit::{self, Action, Caller};
+use super::audit::{self, Action, Actor, Caller};
 use super::auth::check_password;
 use super::rate_limit::Budget;
 use super::ClientMeta;
@@ -26,7 +26,8 @@ pub async fn soft_delete(state: &AppState, caller: &Caller, id: Uuid) -> AppResu
     if user.last_admin {
         return Err(AppError::LastAdmin);
     }
-    repo::users::set_deleted(&mut *tx, id, true).await?;
+    let by_owner = matches!(caller.actor, Actor::User(who) if who == id);
+    repo::users::set_deleted(&mut *tx, id, Some(by_owner)).await?;
     let revoked = repo::sessions::revoke_all(&mut *tx, id, None).await?;
     audit::record(
         &mut *tx,
@@ -50,7 +51,7 @@ pub async fn restore(state: &AppState, caller: &Caller, id: Uuid) -> AppResult<U
     if !user.is_deleted() {
         return Err(AppError::AlreadyActive);
     }
-    let user = repo::users::set_deleted(&mut *tx, id, false).await?;
+    let user = repo::users::set_deleted(&mut *tx, id, None).await?;
     audit::record(&mut *tx, caller, Action::Restore, Some(id), json!({})).await?;
     tx.commit().await?;
     tracing::info!(user_id = %id, "user restored");
@@ -58,7 +59,8 @@ pub async fn restore(state: &AppState, caller: &Caller, id: Uuid) -> AppResult<U
 }
 
 /// Self-service restore: the email and password prove the owner (with the login's lockout and
-/// timing rules), then as [`restore`].
+/// timing rules), then as [`restore`]. Only an account its owner deleted: one an admin or a server
+/// deleted stays deleted here (403 `account_deleted`) and is restored by them.
 pub async fn restore_with_password(
     state: &AppState,
     meta: &ClientMeta,
@@ -67,6 +69,9 @@ pub async fn restore_with_password(
 ) -> AppResult<UserRow> {
     state.limits.check(Budget::Restore, meta.ip)?;
     let user = check_password(state, meta, email, password).await?;
+    if user.is_deleted() && !user.deleted_by_owner {
+        return Err(AppError::AccountDeleted);
+    }
     let caller = Caller::user(user.id, meta.ip);
     restore(state, &caller, user.id).await
 }
@@ -148,6 +153,35 @@ pub async fn purge_expired(state: &AppState) -> AppResult<u64> {
         tracing::info!(purged, "purged soft-deleted accounts");
     }
     Ok(purged)
+}
+
+/// What the purge also removed: records that can no longer do anything.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub sessions: u64,
+    pub lockout_counters: u64,
+    pub flow_states: u64,
+    pub reset_tokens: u64,
+    pub telegram_logins: u64,
+}
+
+/// Deletes sessions past their expiry, lockout counters past their window, expired sign-in flow
+/// states, used or expired reset tokens and stale Telegram payloads, so no table grows without
+/// bound. Each is one statement; several instances running it at once only repeat deletes.
+pub async fn sweep_stale_records(state: &AppState) -> AppResult<Swept> {
+    let db = &state.db;
+    let swept = Swept {
+        sessions: repo::sessions::delete_expired(db).await?,
+        lockout_counters: repo::login_throttle::delete_stale(db, state.settings.auth.lockout_secs)
+            .await?,
+        flow_states: repo::oauth_states::delete_expired(db).await?,
+        reset_tokens: repo::reset_tokens::delete_spent(db).await?,
+        telegram_logins: repo::telegram_logins::delete_expired(db).await?,
+    };
+    if swept != Swept::default() {
+        tracing::info!(?swept, "swept stale records");
+    }
+    Ok(swept)
 }
 
 struct Guarded {

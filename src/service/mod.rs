@@ -14,11 +14,13 @@ pub mod views;
 
 use std::net::IpAddr;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use audit::{Actor, Caller};
 
 use crate::domain::Role;
+use crate::error::{AppError, AppResult};
 
 /// Who is calling, as far as the session record cares.
 #[derive(Debug, Clone)]
@@ -34,6 +36,18 @@ pub struct Principal {
     pub user_id: Uuid,
     pub session_id: Uuid,
     pub role: Role,
+    /// when the session signed in (password or provider; a refresh does not count)
+    pub signed_in_at: DateTime<Utc>,
+}
+
+impl Principal {
+    /// A change that attaches a sign-in identity needs a sign-in within `auth.reauth_window_secs`.
+    pub fn require_recent_sign_in(&self, window_secs: i64) -> AppResult<()> {
+        if Utc::now() - self.signed_in_at > chrono::Duration::seconds(window_secs) {
+            return Err(AppError::ReauthenticationRequired);
+        }
+        Ok(())
+    }
 }
 
 /// Tokens handed out by sign-in or refresh. `refresh_token` is `None` when a rotated token was

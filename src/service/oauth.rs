@@ -52,10 +52,12 @@ pub struct Started {
     pub browser_nonce: String,
 }
 
+/// Starts a Yandex sign-in, or — for a signed-in caller — a link of the Yandex identity to their
+/// account, which needs a recent sign-in (403 `reauthentication_required`).
 pub async fn start_yandex(
     state: &AppState,
     redirect_to: &str,
-    link_user: Option<Uuid>,
+    current: Option<&Principal>,
 ) -> AppResult<Started> {
     if !state.yandex.is_configured() {
         return Err(not_configured());
@@ -67,6 +69,10 @@ pub async fn start_yandex(
             "not an allowed redirect",
         )]));
     }
+    if let Some(p) = current {
+        p.require_recent_sign_in(state.settings.auth.reauth_window_secs)?;
+    }
+    let link_user = current.map(|p| p.user_id);
     let state_param = random_token();
     let verifier = random_token();
     let browser_nonce = random_token();
@@ -162,6 +168,9 @@ pub async fn telegram(
     current: Option<&Principal>,
 ) -> AppResult<TelegramSignIn> {
     state.limits.check(Budget::Login, meta.ip)?;
+    if let Some(p) = current {
+        p.require_recent_sign_in(state.settings.auth.reauth_window_secs)?;
+    }
     let outcome = telegram_outcome(state, meta, login, current.map(|p| p.user_id)).await?;
     let (user, session_id, issued) = match outcome {
         Outcome::SignedIn(user, issued) => (*user, issued.principal.session_id, Some(issued)),
@@ -202,6 +211,17 @@ async fn telegram_outcome(
         max_age,
         Utc::now().timestamp(),
     ) {
+        return Err(AppError::InvalidCredentials);
+    }
+    // a payload signs in once: a replay within its lifetime is refused like a bad hash
+    let auth_date = login
+        .fields
+        .get("auth_date")
+        .and_then(|d| d.parse::<i64>().ok())
+        .unwrap_or_default();
+    let stale_at = chrono::DateTime::from_timestamp(auth_date.saturating_add(max_age), 0)
+        .unwrap_or_else(Utc::now);
+    if !repo::telegram_logins::remember(&state.db, &token_hash(&login.hash), stale_at).await? {
         return Err(AppError::InvalidCredentials);
     }
     let field = |k: &str| login.fields.get(k).cloned();
@@ -255,6 +275,8 @@ async fn complete(
     let user =
         match repo::linked_accounts::find_identity(&state.db, network, &id.external_id).await? {
             Some(link) => crate::service::users::get(state, link.user_id).await?,
+            // `auth.public_sign_up: false` stops providers from creating users too
+            None if !state.settings.auth.public_sign_up => return Err(AppError::SignUpDisabled),
             None => match create_from_identity(state, meta, &id).await? {
                 Some(user) => user,
                 None => return Ok(Outcome::AccountExists),

@@ -18,6 +18,8 @@ pub enum Budget {
     Token,
     SignUp,
     Restore,
+    /// the private routes that check a current password (contacts, password)
+    ConfirmPassword,
 }
 
 type IpLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
@@ -27,6 +29,7 @@ pub struct Limits {
     token: IpLimiter,
     sign_up: IpLimiter,
     restore: IpLimiter,
+    confirm_password: IpLimiter,
 }
 
 impl Limits {
@@ -37,6 +40,7 @@ impl Limits {
             token: RateLimiter::keyed(quota),
             sign_up: RateLimiter::keyed(quota),
             restore: RateLimiter::keyed(quota),
+            confirm_password: RateLimiter::keyed(quota),
         }
     }
 
@@ -46,6 +50,7 @@ impl Limits {
             Budget::Token => &self.token,
             Budget::SignUp => &self.sign_up,
             Budget::Restore => &self.restore,
+            Budget::ConfirmPassword => &self.confirm_password,
         }
     }
 
@@ -61,7 +66,13 @@ impl Limits {
 
     /// Forgets idle clients so the maps stay small.
     pub fn retain_recent(&self) {
-        for l in [&self.login, &self.token, &self.sign_up, &self.restore] {
+        for l in [
+            &self.login,
+            &self.token,
+            &self.sign_up,
+            &self.restore,
+            &self.confirm_password,
+        ] {
             l.retain_recent();
             l.shrink_to_fit();
         }

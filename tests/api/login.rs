@@ -144,13 +144,13 @@ async fn ten_wrong_passwords_from_different_ips_lock_the_account(pool: PgPool) {
         .unwrap();
     assert!((1..=900).contains(&retry), "{retry}");
     // the counter lives in the database, so every instance sees it
-    let locked = app
+    let counted = app
         .scalar_i64(
-            "select count(*) from login_throttle where email_key = $1 and locked_until > now()",
+            "select failures::bigint from login_throttle where email_key = $1",
             "ann@example.com",
         )
         .await;
-    assert_eq!(locked, 1);
+    assert!(counted > 10, "{counted}");
 }
 
 #[sqlx::test]
@@ -163,7 +163,7 @@ async fn the_lockout_ends_when_the_window_passes(pool: PgPool) {
     app.login("ann@example.com", PASSWORD)
         .await
         .assert_problem(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts");
-    sqlx::query("update login_throttle set locked_until = now() - interval '1 second'")
+    sqlx::query("update login_throttle set window_started_at = now() - interval '901 seconds'")
         .execute(&app.pool)
         .await
         .unwrap();

@@ -453,9 +453,10 @@ async fn a_correctly_signed_telegram_login_signs_in_and_returns(pool: PgPool) {
         user["linked_accounts"][0]["connection_link"],
         "https://t.me/tg77"
     );
+    // a new widget payload (each is single use) signs the same user in
     let again = app
         .post("/api/v1/public/oauth/telegram")
-        .json(widget(77, now, BOT_TOKEN))
+        .json(widget(77, now - 1, BOT_TOKEN))
         .send()
         .await;
     assert_eq!(again.json()["user"]["id"], user["id"]);

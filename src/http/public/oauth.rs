@@ -40,8 +40,17 @@ pub async fn yandex_authorize(
     MaybeUser(current): MaybeUser,
     Query(params): Query<AuthorizeParams>,
 ) -> AppResult<Response> {
-    let link_user = current.map(|p| p.user_id);
-    let started = oauth::start_yandex(&state, &params.redirect_to, link_user).await?;
+    let started = match oauth::start_yandex(&state, &params.redirect_to, current.as_ref()).await {
+        Ok(started) => started,
+        Err(AppError::ReauthenticationRequired) => {
+            let back = with_query(
+                &params.redirect_to,
+                &[("error", "reauthentication_required")],
+            );
+            return redirect(&back);
+        }
+        Err(e) => return Err(e),
+    };
     let mut response = redirect(&started.location)?;
     let ttl = state.settings.oauth.state_ttl_secs;
     response.headers_mut().append(
@@ -96,6 +105,7 @@ pub async fn yandex_callback(
         Ok(Outcome::AccountExists) => redirect(&back(&[("error", "account_exists")]))?,
         Ok(Outcome::Declined(reason)) => redirect(&back(&[("error", &reason)]))?,
         Err(AppError::AccountDeleted) => redirect(&back(&[("error", "account_deleted")]))?,
+        Err(AppError::SignUpDisabled) => redirect(&back(&[("error", "sign_up_disabled")]))?,
         Err(AppError::Conflict("link_exists", _)) => redirect(&back(&[("error", "link_exists")]))?,
         Err(e) => return Err(e),
     };

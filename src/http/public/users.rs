@@ -14,7 +14,7 @@ use crate::domain::{clean_name, validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::auth_layer::{append_auth_cookies, refused};
 use crate::http::docs::PROBLEM;
-use crate::http::dto::user_json;
+use crate::http::dto::{user_json, NO_STORE};
 use crate::http::dto::{LoginResponse, TokenResponse, UserResponse};
 use crate::http::extract::{ClientIp, Json, OptionalJson};
 use crate::service::linked_accounts;
@@ -73,10 +73,10 @@ pub async fn token(
     State(state): State<AppState>,
     meta: ClientMeta,
     Json(body): Json<Credentials>,
-) -> AppResult<axum::Json<TokenResponse>> {
+) -> AppResult<impl IntoResponse> {
     let (_, issued) =
         auth::login(&state, Budget::Token, &body.email, &body.password, &meta).await?;
-    Ok(axum::Json(issued.into()))
+    Ok((NO_STORE, axum::Json(TokenResponse::from(issued))))
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -112,7 +112,7 @@ pub async fn refresh(
 ) -> AppResult<Response> {
     if let Some(RefreshRequest { refresh_token }) = body {
         let issued = auth::refresh(&state, &refresh_token, ip).await?;
-        return Ok(axum::Json(TokenResponse::from(issued)).into_response());
+        return Ok((NO_STORE, axum::Json(TokenResponse::from(issued))).into_response());
     }
     let token =
         cookies::read(&headers, state.cookies.refresh_name()).ok_or(AppError::Unauthenticated)?;

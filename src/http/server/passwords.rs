@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -10,7 +11,7 @@ use validator::Validate;
 use crate::domain::Email;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::docs::PROBLEM;
-use crate::http::dto::ResetTokenResponse;
+use crate::http::dto::{ResetTokenResponse, NO_STORE};
 use crate::http::extract::Json;
 use crate::http::public::users::ResetPasswordRequest;
 use crate::service::passwords::{self, ResetTarget};
@@ -39,7 +40,7 @@ pub async fn reset_token(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<ResetTokenRequest>,
-) -> AppResult<(StatusCode, axum::Json<ResetTokenResponse>)> {
+) -> AppResult<impl IntoResponse> {
     let target = match (body.email, body.user_id) {
         (Some(email), None) => ResetTarget::Email(email),
         (None, Some(id)) => ResetTarget::UserId(id),
@@ -54,6 +55,7 @@ pub async fn reset_token(
     let (reset_token, expires_at) = passwords::issue_reset_token(&state, &caller, target).await?;
     Ok((
         StatusCode::CREATED,
+        NO_STORE,
         axum::Json(ResetTokenResponse {
             reset_token,
             expires_at,
