@@ -533,3 +533,119 @@ async fn a_telegram_login_with_a_session_links_the_identity(pool: PgPool) {
         0
     );
 }
+
+/// Makes the session's sign-in look `secs` seconds old.
+async fn age_sign_in(app: &TestApp, session_id: &str, secs: i64) {
+    sqlx::query(
+        "update sessions set created_at = now() - make_interval(secs => $2) where id = $1::uuid",
+    )
+    .bind(session_id)
+    .bind(secs as f64)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test]
+async fn linking_an_identity_needs_a_recent_sign_in(pool: PgPool) {
+    let (app, provider) = app_with(pool).await;
+    let s = app.signed_in("ann@example.com").await;
+    age_sign_in(&app, &s.session_id, 601).await;
+    let now = chrono::Utc::now().timestamp();
+    app.post("/api/v1/public/oauth/telegram")
+        .cookies(&s)
+        .json(widget(81, now, BOT_TOKEN))
+        .send()
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "reauthentication_required");
+    let res = app
+        .get(&format!(
+            "/api/v1/public/oauth/yandex/authorize?redirect_to={}",
+            urlencode(BACK)
+        ))
+        .header("cookie", &format!("access_token={}", s.access))
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::FOUND, "{}", res.text());
+    assert_eq!(
+        location(&res),
+        format!("{BACK}?error=reauthentication_required")
+    );
+    assert_eq!(
+        app.scalar_i64("select count(*) from linked_accounts where $1 = $1", "")
+            .await
+            + app
+                .scalar_i64("select count(*) from oauth_states where $1 = $1", "")
+                .await,
+        0
+    );
+    // a fresh sign-in links, and the link is audited
+    age_sign_in(&app, &s.session_id, 0).await;
+    let flow = start(&app, &provider, Some(&format!("access_token={}", s.access))).await;
+    provider.approve("1009", &flow.challenge);
+    assert_eq!(
+        location(&callback(&app, &flow, "1009").await),
+        format!("{BACK}?linked=yandex")
+    );
+    let actions = app.audit_actions(&s.user_id).await;
+    assert!(actions.iter().any(|a| a.contains("link")), "{actions:?}");
+}
+
+#[sqlx::test]
+async fn with_public_sign_up_off_providers_create_no_users(pool: PgPool) {
+    let provider = FakeYandex::start().await;
+    let app = TestApp::with(pool, |f| {
+        provider.config(f).merge(("auth.public_sign_up", false))
+    })
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    app.post("/api/v1/public/oauth/telegram")
+        .json(widget(82, now, BOT_TOKEN))
+        .send()
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "sign_up_disabled");
+    let flow = start(&app, &provider, None).await;
+    provider.approve("1010|new@example.com", &flow.challenge);
+    let res = callback(&app, &flow, "1010|new@example.com").await;
+    assert_eq!(location(&res), format!("{BACK}?error=sign_up_disabled"));
+    assert!(res.cookie("access_token").is_none());
+    assert_eq!(
+        app.scalar_i64("select count(*) from users where $1 = $1", "")
+            .await,
+        0
+    );
+}
+
+#[sqlx::test]
+async fn a_telegram_payload_signs_in_once(pool: PgPool) {
+    let (app, _provider) = app_with(pool).await;
+    let body = widget(83, chrono::Utc::now().timestamp(), BOT_TOKEN);
+    let first = app
+        .post("/api/v1/public/oauth/telegram")
+        .json(body.clone())
+        .send()
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    app.post("/api/v1/public/oauth/telegram")
+        .json(body)
+        .send()
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    assert_eq!(
+        app.scalar_i64("select count(*) from sessions where $1 = $1", "")
+            .await,
+        1
+    );
+}
+
+#[sqlx::test]
+async fn an_absurd_telegram_auth_date_is_invalid_credentials_not_a_500(pool: PgPool) {
+    let (app, _provider) = app_with(pool).await;
+    for date in [i64::MAX, i64::MIN, -1, 0] {
+        app.post("/api/v1/public/oauth/telegram")
+            .json(widget(84, date, BOT_TOKEN))
+            .send()
+            .await
+            .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+}
