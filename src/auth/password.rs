@@ -32,6 +32,9 @@ struct Inner {
     permits: Arc<Semaphore>,
     /// requests waiting for a permit now, and how many may
     waiting: AtomicUsize,
+    /// hashes running now, and the most that ever ran at once
+    running: AtomicUsize,
+    peak_running: AtomicUsize,
     queue_max: usize,
     /// one arena per permit; a task holding a permit always finds one here
     arenas: Mutex<Vec<Vec<Block>>>,
@@ -66,6 +69,8 @@ impl Passwords {
                 params,
                 permits: Arc::new(Semaphore::new(slots)),
                 waiting: AtomicUsize::new(0),
+                running: AtomicUsize::new(0),
+                peak_running: AtomicUsize::new(0),
                 queue_max: auth.hash_queue_max,
                 arenas: Mutex::new(arenas),
                 min_score: auth.min_password_score,
@@ -144,7 +149,10 @@ impl Passwords {
         let mut arena = self.take_arena();
         let inner = self.inner.clone();
         spawn_blocking_in_span(move || {
+            let now = inner.running.fetch_add(1, Ordering::AcqRel) + 1;
+            inner.peak_running.fetch_max(now, Ordering::AcqRel);
             let result = f(&mut arena);
+            inner.running.fetch_sub(1, Ordering::AcqRel);
             if let Ok(mut arenas) = inner.arenas.lock() {
                 arenas.push(arena);
             }
@@ -155,9 +163,17 @@ impl Passwords {
         .context("password task panicked")?
     }
 
-    /// Requests waiting for a hashing slot right now (for tests and metrics).
+    /// Requests waiting for a hashing slot right now.
     pub fn waiting(&self) -> usize {
-        self.inner.waiting.load(Ordering::Relaxed)
+        self.inner.waiting.load(Ordering::Acquire)
+    }
+
+    /// Hashes running right now, and the most that ever ran at once (never more than the cores).
+    pub fn running(&self) -> (usize, usize) {
+        (
+            self.inner.running.load(Ordering::Acquire),
+            self.inner.peak_running.load(Ordering::Acquire),
+        )
     }
 
     fn take_arena(&self) -> Vec<Block> {

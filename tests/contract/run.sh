@@ -20,6 +20,8 @@ export USERS__DATABASE__URL=postgres://postgres@127.0.0.1:5432/$DB
 export USERS__SERVER__LISTEN=127.0.0.1:$PORT
 export USERS__SERVER_API__KEYS=contract:$KEY
 export USERS__RATE_LIMIT__LOGIN_PER_MINUTE=1000000
+# the Telegram route checks payloads (hash, auth_date, replay) only when a bot is configured
+export USERS__OAUTH__TELEGRAM__BOT_TOKEN=123456:contract-bot-token
 export USERS__LOG__FORMAT=json
 export RUST_LOG=warn
 "$ROOT/target/debug/users-service" > /tmp/users-contract.log 2>&1 &

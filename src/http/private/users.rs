@@ -104,6 +104,7 @@ pub struct ContactsChange {
     responses(
         (status = 200, body = UserResponse, description = "The updated user"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials` (wrong current password) or `unauthenticated`"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` (per-IP budget of password checks) or `too_many_attempts` (wrong current passwords count into the login lockout); see Retry-After"),
         (status = 409, body = Problem, content_type = PROBLEM, description = "`email_taken` or `phone_taken`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`invalid_contacts` (bad email or phone) or `validation_failed`"),
     )
@@ -163,6 +164,7 @@ pub struct ChangePasswordRequest {
     responses(
         (status = 204, description = "Changed; every other session revoked"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials` (wrong current password) or `unauthenticated`"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` (per-IP budget of password checks) or `too_many_attempts` (wrong current passwords count into the login lockout); see Retry-After"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`weak_password` or `validation_failed`"),
     )
 )]

@@ -30,7 +30,8 @@ pub struct AuthorizeParams {
     get, path = "/oauth/yandex/authorize", tag = "public", params(AuthorizeParams),
     responses(
         (status = 302, description = "To Yandex's authorize URL (code flow, `state`, PKCE S256); sets the `oauth_nonce` cookie binding the flow to this browser. \
-            With a live access cookie the flow links the Yandex identity to that user instead of signing in"),
+            With a live access cookie the flow links the Yandex identity to that user instead of signing in; \
+            when that session's sign-in is older than `auth.reauth_window_secs`, back to `redirect_to` with `?error=reauthentication_required`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`provider_not_configured`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`: `redirect_to` is not in `oauth.allowed_redirects`"),
     )
@@ -73,7 +74,7 @@ pub struct CallbackParams {
     responses(
         (status = 302, description = "Back to `redirect_to`: signed in (auth cookies set); `?linked=yandex` after linking; \
             `?error=account_exists` when the Yandex email belongs to another account (never linked automatically); \
-            `?error=account_deleted`, `?error=link_exists`, or Yandex's own `error`"),
+            `?error=account_deleted`, `?error=link_exists`, `?error=sign_up_disabled` (an unknown identity while `auth.public_sign_up` is false), or Yandex's own `error`"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`invalid_state`: unknown, replayed, expired, or from another browser"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`provider_not_configured`"),
         (status = 502, body = Problem, content_type = PROBLEM, description = "`provider_error`: Yandex failed or timed out"),
@@ -158,8 +159,9 @@ impl From<TelegramRequest> for TelegramLogin {
     responses(
         (status = 200, body = LoginResponse, description = "Signed in (cookies set), a new user for an unknown Telegram id; \
             with a live access cookie the identity is linked to that user instead"),
-        (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials`: bad hash or `auth_date` older than `oauth.telegram.max_age_secs`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials`: bad hash, `auth_date` older than `oauth.telegram.max_age_secs` or not a sane time, or a payload used before"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`; `sign_up_disabled` (an unknown identity while `auth.public_sign_up` is false); \
+            `reauthentication_required` (linking with a session whose sign-in is older than `auth.reauth_window_secs`); `origin_not_allowed`"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`provider_not_configured`"),
         (status = 409, body = Problem, content_type = PROBLEM, description = "`link_exists`: the identity belongs to another account"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),

@@ -36,11 +36,12 @@ pub struct Credentials {
 #[utoipa::path(
     post, path = "/users/login", tag = "public", request_body = Credentials,
     responses(
-        (status = 200, body = LoginResponse, description = "Signed in; `access_token` and `refresh_token` cookies set"),
+        (status = 200, body = LoginResponse, description = "Signed in; `access_token` and `refresh_token` cookies set; `Cache-Control: no-store`"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials` for an unknown email and a wrong password alike"),
         (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`: right password, soft-deleted account"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
         (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` (per IP) or `too_many_attempts` (account locked); see Retry-After"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "`unavailable`: the database is unreachable, or every hashing slot is busy and `auth.hash_queue_max` requests wait already (`Retry-After: 1`)"),
     )
 )]
 pub async fn login(
@@ -219,6 +220,7 @@ pub async fn reset_password(
         (status = 200, body = UserResponse, description = "The soft-deleted account is active again (sign in next)"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_active`: the account is not deleted"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`: an admin or a server deleted it; they restore it"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
         (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` or `too_many_attempts` (shares the login lockout)"),
     )
