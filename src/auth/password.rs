@@ -13,7 +13,7 @@ use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AuthSettings;
 use crate::error::{AppError, AppResult};
@@ -95,26 +95,7 @@ impl Passwords {
     /// Verifies against `hash`, or against the dummy hash when there is none (unknown email, or an
     /// account without a password), so the time taken reveals nothing.
     pub async fn verify(&self, password: &SecretString, hash: Option<&str>) -> AppResult<Verdict> {
-        let inner = self.inner.clone();
-        let password = password.clone();
-        let hash = hash.map(str::to_owned);
-        self.on_pool(move |arena| {
-            let (stored, real) = match &hash {
-                Some(h) => (h.as_str(), true),
-                None => (inner.dummy_hash.as_str(), false),
-            };
-            let parsed = PasswordHash::new(stored)
-                .map_err(|e| anyhow::anyhow!("stored password hash is unreadable: {e}"))?;
-            let ok = verify_into(&parsed, password.expose_secret(), arena)?;
-            Ok(if ok && real {
-                Verdict::Right {
-                    needs_rehash: !same_params(&parsed, &inner.params),
-                }
-            } else {
-                Verdict::Wrong
-            })
-        })
-        .await
+        self.slot().await?.verify(password, hash).await
     }
 
     /// Hashes without the policy check: for rehashing a password that already passed login.
@@ -134,6 +115,13 @@ impl Passwords {
         T: Send + 'static,
         F: FnOnce(&mut Vec<Block>) -> AppResult<T> + Send + 'static,
     {
+        self.slot().await?.run(f).await
+    }
+
+    /// A hashing slot, taken before the work that leads to a hash (a login reserves its attempt
+    /// with one in hand), so an overloaded service turns requests away before touching the
+    /// database. Waits in the bounded queue; `Busy` when it is full.
+    pub async fn slot(&self) -> AppResult<HashSlot> {
         let permit = match self.inner.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -146,21 +134,10 @@ impl Passwords {
                     .context("password semaphore closed")?
             }
         };
-        let mut arena = self.take_arena();
-        let inner = self.inner.clone();
-        spawn_blocking_in_span(move || {
-            let now = inner.running.fetch_add(1, Ordering::AcqRel) + 1;
-            inner.peak_running.fetch_max(now, Ordering::AcqRel);
-            let result = f(&mut arena);
-            inner.running.fetch_sub(1, Ordering::AcqRel);
-            if let Ok(mut arenas) = inner.arenas.lock() {
-                arenas.push(arena);
-            }
-            drop(permit);
-            result
+        Ok(HashSlot {
+            permit,
+            inner: self.inner.clone(),
         })
-        .await
-        .context("password task panicked")?
     }
 
     /// Requests waiting for a hashing slot right now.
@@ -175,16 +152,73 @@ impl Passwords {
             self.inner.peak_running.load(Ordering::Acquire),
         )
     }
+}
 
-    fn take_arena(&self) -> Vec<Block> {
-        self.inner
-            .arenas
-            .lock()
-            .ok()
-            .and_then(|mut arenas| arenas.pop())
-            // only after a panicked task lost its arena
-            .unwrap_or_else(|| vec![Block::new(); self.inner.params.block_count()])
+/// A hashing slot in hand: at most one per core exists. It goes into the blocking task with its
+/// arena and is given back only when the hash has really ended, so a request dropped mid-hash
+/// (its client gone) cannot free it early and stack hashes beyond one per core.
+pub struct HashSlot {
+    permit: OwnedSemaphorePermit,
+    inner: Arc<Inner>,
+}
+
+impl HashSlot {
+    /// As [`Passwords::verify`], in this slot.
+    pub async fn verify(self, password: &SecretString, hash: Option<&str>) -> AppResult<Verdict> {
+        let inner = self.inner.clone();
+        let password = password.clone();
+        let hash = hash.map(str::to_owned);
+        self.run(move |arena| {
+            let (stored, real) = match &hash {
+                Some(h) => (h.as_str(), true),
+                None => (inner.dummy_hash.as_str(), false),
+            };
+            let parsed = PasswordHash::new(stored)
+                .map_err(|e| anyhow::anyhow!("stored password hash is unreadable: {e}"))?;
+            let ok = verify_into(&parsed, password.expose_secret(), arena)?;
+            Ok(if ok && real {
+                Verdict::Right {
+                    needs_rehash: !same_params(&parsed, &inner.params),
+                }
+            } else {
+                Verdict::Wrong
+            })
+        })
+        .await
     }
+
+    async fn run<T, F>(self, f: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Vec<Block>) -> AppResult<T> + Send + 'static,
+    {
+        let HashSlot { permit, inner } = self;
+        let mut arena = take_arena(&inner);
+        spawn_blocking_in_span(move || {
+            let now = inner.running.fetch_add(1, Ordering::AcqRel) + 1;
+            inner.peak_running.fetch_max(now, Ordering::AcqRel);
+            let result = f(&mut arena);
+            inner.running.fetch_sub(1, Ordering::AcqRel);
+            if let Ok(mut arenas) = inner.arenas.lock() {
+                arenas.push(arena);
+            }
+            drop(permit);
+            result
+        })
+        .await
+        .context("password task panicked")?
+    }
+}
+
+/// The slot's arena (one per permit, reused for every hash).
+fn take_arena(inner: &Inner) -> Vec<Block> {
+    inner
+        .arenas
+        .lock()
+        .ok()
+        .and_then(|mut arenas| arenas.pop())
+        // only after a panicked task lost its arena
+        .unwrap_or_else(|| vec![Block::new(); inner.params.block_count()])
 }
 
 /// A place in the queue for a hashing slot, given back when dropped (the permit came, or the

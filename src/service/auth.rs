@@ -12,7 +12,7 @@ use super::audit::{self, Action, Caller};
 use super::rate_limit::Budget;
 use super::{ClientMeta, Issued, Principal};
 use crate::auth::jwt::{token_hash, TokenError, TokenKind};
-use crate::auth::password::Verdict;
+use crate::auth::password::{HashSlot, Verdict};
 use crate::domain::Email;
 use crate::error::{AppError, AppResult};
 use crate::repo::session_reads::ReadError;
@@ -48,10 +48,12 @@ pub async fn check_password(
     email: &Email,
     password: &SecretString,
 ) -> AppResult<UserRow> {
+    // the hashing slot first: an overloaded service turns the attempt away before any query
+    let slot = state.passwords.slot().await?;
     let key = email.key();
     let user = repo::users::find_by_email(&state.db, email.as_str()).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
-    let verdict = verify_counted(state, &key, password, hash).await?;
+    let verdict = verify_counted(state, slot, &key, password, hash).await?;
     let (user, needs_rehash) = match (user, verdict) {
         (Some(user), Verdict::Right { needs_rehash }) => (user, needs_rehash),
         (user, _) => {
@@ -78,20 +80,22 @@ pub async fn confirm_password(
     if let Some(ip) = caller.ip {
         state.limits.check(Budget::ConfirmPassword, ip)?;
     }
+    let slot = state.passwords.slot().await?;
     let key = user.email.to_lowercase();
     let hash = user.password_hash.as_deref();
-    match verify_counted(state, &key, password, hash).await? {
+    match verify_counted(state, slot, &key, password, hash).await? {
         Verdict::Right { .. } => Ok(()),
         Verdict::Wrong => wrong_password(state, caller, Some(user.id), &key).await,
     }
 }
 
-/// One password attempt against the lockout of `key`. The attempt is reserved before the hash, in
-/// one statement, so N concurrent guesses get at most `auth.max_failed_logins` verdicts and 429
-/// `too_many_attempts` for the rest; a right password ends the count, and an attempt that got no
-/// verdict (hashing busy, say) is handed back.
+/// One password attempt against the lockout of `key`, in a hashing slot already held. The attempt
+/// is reserved before the hash, in one statement, so N concurrent guesses get at most
+/// `auth.max_failed_logins` verdicts and 429 `too_many_attempts` for the rest; a right password
+/// ends the count, and an attempt that got no verdict is handed back.
 async fn verify_counted(
     state: &AppState,
+    slot: HashSlot,
     key: &str,
     password: &SecretString,
     hash: Option<&str>,
@@ -105,7 +109,7 @@ async fn verify_counted(
             retry_after_secs: secs as u64,
         });
     }
-    let verdict = match state.passwords.verify(password, hash).await {
+    let verdict = match slot.verify(password, hash).await {
         Ok(verdict) => verdict,
         Err(e) => {
             repo::login_throttle::release(&state.db, key).await?;
