@@ -11,6 +11,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::{self, Keys};
 use crate::config::Settings;
@@ -101,6 +102,8 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     let grace = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
     let app = crate::http::router(state.clone());
     let purge = crate::jobs::purge::spawn(state.clone());
+    let stop_loops = CancellationToken::new();
+    let courier = crate::jobs::courier::spawn(state.clone(), stop_loops.clone());
     let limits = spawn_limit_cleanup(state);
     tracing::info!(%addr, "listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -121,6 +124,11 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     tokio::select! {
         result = server => result.context("server error")?,
         () = deadline => tracing::warn!("shutdown grace period over; dropping remaining requests"),
+    }
+    // the courier finishes the message in hand; the other loops hold nothing worth finishing
+    stop_loops.cancel();
+    if let Some(courier) = courier {
+        let _ = tokio::time::timeout(grace, courier).await;
     }
     purge.abort();
     limits.abort();

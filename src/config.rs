@@ -26,6 +26,7 @@ pub struct Settings {
     pub users: UsersSettings,
     pub oauth: OAuthSettings,
     pub server_api: ServerApiSettings,
+    pub email: EmailSettings,
     pub log: LogSettings,
 }
 
@@ -75,6 +76,10 @@ pub struct AuthSettings {
     pub session_max_age_secs: i64,
     /// how recent a sign-in must be to link a sign-in identity to the account
     pub reauth_window_secs: i64,
+    /// lifetime of an email verification token
+    pub verify_token_ttl_secs: i64,
+    /// a login of an account whose address is not verified answers 403 `email_not_verified`
+    pub require_verified_email: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +131,29 @@ pub struct YandexSettings {
 pub struct TelegramSettings {
     pub bot_token: SecretString,
     pub max_age_secs: i64,
+}
+
+/// The courier: SMTP delivery of the `messages` outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// `smtp://host:port` (plain, for local sinks), `smtps://` (implicit TLS), or
+    /// `smtp://host:port?tls=required` (STARTTLS); user and password in the URL. Empty: courier off.
+    pub smtp_url: SecretString,
+    /// the `From` address
+    pub from: String,
+    /// the frontend that links in mails point at
+    pub link_base_url: String,
+    /// a folder whose `<kind>.subject.txt`, `<kind>.txt`, `<kind>.html` replace the built-in templates
+    pub templates_dir: String,
+    pub max_attempts: i32,
+    pub retry_base_secs: u64,
+    pub poll_interval_secs: u64,
+    pub retention_days: i32,
+    /// at most one `password_reset` and one `email_verification` per account this often
+    pub min_interval_secs: i64,
+    /// time limit of one SMTP conversation
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,7 +263,42 @@ impl Settings {
         self.validate_server()?;
         self.validate_auth()?;
         self.validate_oauth()?;
+        self.validate_email()?;
         self.validate_rest()
+    }
+
+    fn validate_email(&self) -> Result<(), ConfigError> {
+        let e = &self.email;
+        let smtp = secrecy::ExposeSecret::expose_secret(&e.smtp_url);
+        if !smtp.is_empty()
+            && !url::Url::parse(smtp).is_ok_and(|u| matches!(u.scheme(), "smtp" | "smtps"))
+        {
+            return fail("email.smtp_url", "not an smtp:// or smtps:// URL");
+        }
+        if e.from.parse::<lettre::message::Mailbox>().is_err() {
+            return fail("email.from", "not an email address");
+        }
+        if url::Url::parse(&e.link_base_url).is_err() {
+            return fail("email.link_base_url", "not a URL");
+        }
+        if !e.templates_dir.is_empty() && !Path::new(&e.templates_dir).is_dir() {
+            return fail("email.templates_dir", "no such folder");
+        }
+        for (key, value) in [
+            ("email.max_attempts", i64::from(e.max_attempts)),
+            ("email.retry_base_secs", e.retry_base_secs as i64),
+            ("email.poll_interval_secs", e.poll_interval_secs as i64),
+            ("email.retention_days", i64::from(e.retention_days)),
+            ("email.timeout_secs", e.timeout_secs as i64),
+        ] {
+            if value < 1 {
+                return fail(key, "must be at least 1");
+            }
+        }
+        if e.min_interval_secs < 0 {
+            return fail("email.min_interval_secs", "must not be negative");
+        }
+        Ok(())
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {
@@ -263,6 +326,7 @@ impl Settings {
             ("auth.reset_token_ttl_secs", a.reset_token_ttl_secs),
             ("auth.session_max_age_secs", a.session_max_age_secs),
             ("auth.reauth_window_secs", a.reauth_window_secs),
+            ("auth.verify_token_ttl_secs", a.verify_token_ttl_secs),
         ] {
             if value <= 0 {
                 return fail(key, "must be a positive number of seconds");

@@ -103,6 +103,12 @@ pub enum AppError {
     Busy,
     #[error("this needs a recent sign-in; sign in again")]
     ReauthenticationRequired,
+    #[error("the verification token is unknown, used, expired or for another address")]
+    InvalidVerificationToken,
+    #[error("the email address is verified already")]
+    AlreadyVerified,
+    #[error("verify your email address first: follow the link in the mail we sent")]
+    EmailNotVerified,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -148,6 +154,9 @@ impl AppError {
             TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             Unavailable | Busy => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ReauthenticationRequired => (StatusCode::FORBIDDEN, "reauthentication_required"),
+            InvalidVerificationToken => (StatusCode::BAD_REQUEST, "invalid_verification_token"),
+            AlreadyVerified => (StatusCode::BAD_REQUEST, "already_verified"),
+            EmailNotVerified => (StatusCode::FORBIDDEN, "email_not_verified"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

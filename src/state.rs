@@ -15,6 +15,7 @@ use crate::auth::server_keys::ServerKeys;
 use crate::config::Settings;
 use crate::providers::yandex::YandexClient;
 use crate::repo::session_reads::SessionReads;
+use crate::service::mail::Templates;
 use crate::service::rate_limit::Limits;
 
 #[derive(Clone)]
@@ -31,6 +32,8 @@ pub struct Inner {
     pub server_keys: ServerKeys,
     pub limits: Limits,
     pub yandex: YandexClient,
+    /// the mail templates (`email.templates_dir` over the built-in ones)
+    pub mail: Templates,
 }
 
 impl Deref for AppState {
@@ -51,6 +54,7 @@ impl AppState {
             server_keys: ServerKeys::new(&settings.server_api.keys),
             limits: Limits::new(settings.rate_limit.login_per_minute),
             yandex: YandexClient::new(&settings.oauth)?,
+            mail: Templates::load(&settings.email)?,
             session_reads: SessionReads::spawn(
                 db.clone(),
                 session_read_slots(),

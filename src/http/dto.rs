@@ -39,6 +39,8 @@ pub struct UserResponse {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// the address is proven: a verification link was followed, or a provider vouched for it
+    pub email_verified: bool,
     pub linked_accounts: Vec<LinkedAccountResponse>,
 }
 
@@ -68,6 +70,7 @@ impl From<UserView> for UserResponse {
             created_at: u.created_at,
             updated_at: u.updated_at,
             deleted_at: u.deleted_at,
+            email_verified: u.email_verified,
             linked_accounts: links.into_iter().map(Into::into).collect(),
         }
     }

@@ -88,7 +88,11 @@ impl Modify for CommonProblems {
                     );
                     add("422", "`validation_failed`: the body does not fit the schema; `errors` names each field");
                 }
-                if has_params || path.ends_with("/audit") || path.contains("/oauth/yandex/") {
+                if has_params
+                    || path.ends_with("/audit")
+                    || path.ends_with("/messages")
+                    || path.contains("/oauth/yandex/")
+                {
                     add(
                         "422",
                         "`validation_failed`: a malformed path or query parameter",

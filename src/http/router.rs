@@ -74,6 +74,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(public::users::sign_up))
         .routes(routes!(public::users::reset_password))
         .routes(routes!(public::users::restore))
+        .routes(routes!(public::email::forgot))
+        .routes(routes!(public::email::verify))
         .routes(routes!(public::oauth::yandex_authorize))
         .routes(routes!(public::oauth::yandex_callback))
         .routes(routes!(public::oauth::telegram));
@@ -92,6 +94,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(private::users::change_contacts))
         .routes(routes!(private::users::change_password))
         .routes(routes!(private::users::search))
+        .routes(routes!(private::users::request_verification))
+        .routes(routes!(private::messages::list))
         .routes(routes!(
             private::admin::get_user,
             private::admin::delete_user

@@ -1,3 +1,4 @@
 //! Background loops.
 
+pub mod courier;
 pub mod purge;

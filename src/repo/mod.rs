@@ -3,10 +3,12 @@
 pub mod audit;
 pub mod linked_accounts;
 pub mod login_throttle;
+pub mod messages;
 pub mod oauth_states;
 pub mod reset_tokens;
 pub mod session_reads;
 pub mod sessions;
 pub mod signing_keys;
 pub mod telegram_logins;
+pub mod verification_tokens;
 pub mod users;

@@ -52,3 +52,15 @@ pub async fn delete_spent(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Every unused token of the user dies: a new token, a reset, a password or email change.
+pub async fn kill_unused(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "update password_reset_tokens set used_at = now(), updated_at = now()
+         where user_id = $1 and used_at is null",
+    )
+    .bind(user_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

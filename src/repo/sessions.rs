@@ -119,7 +119,7 @@ static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
                     s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
                     s.created_at as signed_in_at,
                     u.id, u.email, u.phone, u.password_hash, u.first_name, u.last_name, u.middle_name,
-                    u.role, u.status, u.created_at, u.updated_at, u.deleted_at, u.deleted_by_owner,
+                    u.role, u.status, u.created_at, u.updated_at, u.deleted_at, u.deleted_by_owner, u.email_verified,
                     coalesce((select json_agg(l order by l.connected_at, l.id)
                               from linked_accounts l where l.user_id = u.id), '[]') as links
              from (values {}) as q (id)

@@ -23,6 +23,8 @@ pub struct UserRow {
     pub deleted_at: Option<DateTime<Utc>>,
     /// soft-deleted by its owner (who may restore it through the public route)
     pub deleted_by_owner: bool,
+    /// the address is proven (a verification link was followed, or a provider vouched for it)
+    pub email_verified: bool,
 }
 
 impl UserRow {
@@ -39,16 +41,18 @@ pub struct NewUser<'a> {
     pub last_name: Option<&'a str>,
     pub middle_name: Option<&'a str>,
     pub role: Role,
+    pub email_verified: bool,
 }
 
 const COLUMNS: &str =
     "id, email, phone, password_hash, first_name, last_name, middle_name, role, status, \
-                       created_at, updated_at, deleted_at, deleted_by_owner";
+                       created_at, updated_at, deleted_at, deleted_by_owner, email_verified";
 
 pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result<UserRow> {
     sqlx::query_as(&format!(
-        "insert into users (id, email, phone, password_hash, first_name, last_name, middle_name, role)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)
+        "insert into users (id, email, phone, password_hash, first_name, last_name, middle_name, role,
+                            email_verified)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          returning {COLUMNS}"
     ))
     .bind(Uuid::now_v7())
@@ -59,6 +63,7 @@ pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result
     .bind(user.last_name)
     .bind(user.middle_name)
     .bind(user.role)
+    .bind(user.email_verified)
     .fetch_one(db)
     .await
 }
@@ -138,7 +143,20 @@ pub async fn update_names(
     .await
 }
 
-/// Contacts to set; `phone: Some(None)` removes the phone.
+/// Marks the address proven, if it is still the account's address (`false` otherwise).
+pub async fn verify_email(db: impl PgExecutor<'_>, id: Uuid, email: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as(&format!(
+        "update users set email_verified = true, updated_at = now()
+         where id = $1 and lower(email) = lower($2) and status = 'active'
+         returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(email)
+    .fetch_optional(db)
+    .await
+}
+
+/// Contacts to set; `phone: Some(None)` removes the phone. A changed email is unproven again.
 pub async fn update_contacts(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -148,6 +166,7 @@ pub async fn update_contacts(
     sqlx::query_as(&format!(
         "update users set
              email = coalesce($2, email),
+             email_verified = email_verified and ($2 is null or lower($2) = lower(email)),
              phone = case when $3 then $4 else phone end,
              updated_at = now()
          where id = $1

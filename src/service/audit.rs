@@ -96,6 +96,8 @@ pub enum Action {
     Link,
     Unlink,
     LinkUpdate,
+    EmailVerify,
+    EmailVerificationSent,
 }
 
 impl Action {
@@ -121,6 +123,8 @@ impl Action {
             Action::Link => "linked_account.link",
             Action::Unlink => "linked_account.unlink",
             Action::LinkUpdate => "linked_account.update",
+            Action::EmailVerify => "user.email_verify",
+            Action::EmailVerificationSent => "user.email_verification_sent",
         }
     }
 }

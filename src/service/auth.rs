@@ -34,6 +34,9 @@ pub async fn login(
     if user.is_deleted() {
         return Err(AppError::AccountDeleted);
     }
+    if state.settings.auth.require_verified_email && !user.email_verified {
+        return Err(AppError::EmailNotVerified);
+    }
     let issued = start_session(state, &user, meta).await?;
     tracing::info!(user_id = %user.id, session_id = %issued.principal.session_id, "login succeeded");
     Ok((user, issued))

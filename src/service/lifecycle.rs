@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::audit::{self, Action, Actor, Caller};
 use super::auth::check_password;
+use super::mail;
 use super::rate_limit::Budget;
 use super::ClientMeta;
 use crate::domain::{Email, Role};
@@ -27,7 +28,7 @@ pub async fn soft_delete(state: &AppState, caller: &Caller, id: Uuid) -> AppResu
         return Err(AppError::LastAdmin);
     }
     let by_owner = matches!(caller.actor, Actor::User(who) if who == id);
-    repo::users::set_deleted(&mut *tx, id, Some(by_owner)).await?;
+    let deleted = repo::users::set_deleted(&mut *tx, id, Some(by_owner)).await?;
     let revoked = repo::sessions::revoke_all(&mut *tx, id, None).await?;
     audit::record(
         &mut *tx,
@@ -37,6 +38,14 @@ pub async fn soft_delete(state: &AppState, caller: &Caller, id: Uuid) -> AppResu
         json!({"sessions_revoked": revoked}),
     )
     .await?;
+    let purge_on = chrono::Utc::now() + chrono::Duration::days(i64::from(state.settings.users.purge_after_days));
+    let ctx = mail::Context {
+        purge_date: Some(purge_on.format("%Y-%m-%d").to_string()),
+        // only the owner may restore it themselves
+        link: by_owner.then(|| state.mail.link("restore-account", None)),
+        ..mail::Context::default()
+    };
+    mail::notice(&mut tx, state, mail::Kind::AccountDeleted, &deleted, ctx).await?;
     tx.commit().await?;
     tracing::info!(user_id = %id, "user soft-deleted");
     Ok(())
@@ -163,6 +172,8 @@ pub struct Swept {
     pub flow_states: u64,
     pub reset_tokens: u64,
     pub telegram_logins: u64,
+    pub verification_tokens: u64,
+    pub messages: u64,
 }
 
 /// Deletes sessions past their expiry, lockout counters past their window, expired sign-in flow
@@ -177,6 +188,9 @@ pub async fn sweep_stale_records(state: &AppState) -> AppResult<Swept> {
         flow_states: repo::oauth_states::delete_expired(db).await?,
         reset_tokens: repo::reset_tokens::delete_spent(db).await?,
         telegram_logins: repo::telegram_logins::delete_expired(db).await?,
+        verification_tokens: repo::verification_tokens::delete_spent(db).await?,
+        messages: repo::messages::delete_finished_before(db, state.settings.email.retention_days)
+            .await?,
     };
     if swept != Swept::default() {
         tracing::info!(?swept, "swept stale records");

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod lifecycle;
 pub mod linked_accounts;
+pub mod mail;
 pub mod oauth;
 pub mod passwords;
 pub mod rate_limit;

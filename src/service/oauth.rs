@@ -295,6 +295,7 @@ async fn create_from_identity(
     meta: &ClientMeta,
     id: &Identity,
 ) -> AppResult<Option<UserRow>> {
+    let provider_email = matches!(id.email.clone().map(Email::try_from), Some(Ok(_)));
     let email = match id.email.clone().map(Email::try_from) {
         Some(Ok(email)) => {
             if repo::users::find_by_email(&state.db, email.as_str())
@@ -329,6 +330,8 @@ async fn create_from_identity(
         &profile,
         None,
         super::audit::Action::CreateUser,
+        // the provider vouches for the address it gave; a placeholder proves nothing
+        provider_email,
     )
     .await?;
     let caller = caller.as_user(user.id);

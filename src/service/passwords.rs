@@ -6,6 +6,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, Action, Caller};
+use super::mail::{self, Context, Kind};
+use super::rate_limit::Budget;
 use super::{users, Principal};
 use crate::auth::jwt::token_hash;
 use crate::auth::random_token;
@@ -28,6 +30,7 @@ pub async fn change(
     let mut tx = state.db.begin().await?;
     repo::users::set_password_hash(&mut *tx, user.id, &hash).await?;
     let revoked = repo::sessions::revoke_all(&mut *tx, user.id, Some(p.session_id)).await?;
+    repo::reset_tokens::kill_unused(&mut *tx, user.id).await?;
     audit::record(
         &mut *tx,
         caller,
@@ -36,6 +39,7 @@ pub async fn change(
         json!({"sessions_revoked": revoked}),
     )
     .await?;
+    mail::notice(&mut tx, state, Kind::PasswordChanged, &user, Context::default()).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "password changed");
     Ok(())
@@ -61,6 +65,7 @@ pub async fn issue_reset_token(
     let token = random_token();
     let expires_at = Utc::now() + Duration::seconds(state.settings.auth.reset_token_ttl_secs);
     let mut tx = state.db.begin().await?;
+    repo::reset_tokens::kill_unused(&mut *tx, user.id).await?;
     repo::reset_tokens::insert(&mut *tx, &token_hash(&token), user.id, expires_at).await?;
     audit::record(
         &mut *tx,
@@ -72,6 +77,51 @@ pub async fn issue_reset_token(
     .await?;
     tx.commit().await?;
     Ok((token, expires_at))
+}
+
+/// The public "forgot my password": answers at once, the same for every address (202), and does
+/// the work after the answer, so neither the body, the status nor the time tells whether the
+/// address has an account. An active account with a deliverable address gets a `password_reset`
+/// mail, at most one per `email.min_interval_secs`; everything else gets nothing.
+pub fn forgot(state: &AppState, ip: std::net::IpAddr, email: Email) -> AppResult<()> {
+    state.limits.check(Budget::Forgot, ip)?;
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = send_reset_link(&state, ip, &email).await {
+            tracing::warn!(error = %e, "forgot-password mail not written");
+        }
+    });
+    Ok(())
+}
+
+async fn send_reset_link(state: &AppState, ip: std::net::IpAddr, email: &Email) -> AppResult<()> {
+    let Some(user) = repo::users::find_by_email(&state.db, email.as_str()).await? else {
+        return Ok(());
+    };
+    if user.is_deleted() || !mail::deliverable(&user.email) {
+        return Ok(());
+    }
+    let mut tx = state.db.begin().await?;
+    let interval = state.settings.email.min_interval_secs;
+    if mail::sent_recently(&mut tx, user.id, Kind::PasswordReset, interval).await? {
+        return Ok(());
+    }
+    let token = random_token();
+    let ttl = state.settings.auth.reset_token_ttl_secs;
+    let expires_at = Utc::now() + Duration::seconds(ttl);
+    repo::reset_tokens::kill_unused(&mut *tx, user.id).await?;
+    repo::reset_tokens::insert(&mut *tx, &token_hash(&token), user.id, expires_at).await?;
+    let caller = Caller::anonymous(ip);
+    let details = json!({"expires_at": expires_at, "via": "forgot"});
+    audit::record(&mut *tx, &caller, Action::ResetTokenIssue, Some(user.id), details).await?;
+    let ctx = Context {
+        link: Some(state.mail.link("reset-password", Some(&token))),
+        minutes: Some(ttl / 60),
+        ..Context::default()
+    };
+    mail::notice(&mut tx, state, Kind::PasswordReset, &user, ctx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Sets a new password with a reset token: the token is used up, every session revoked, and the
@@ -98,6 +148,7 @@ pub async fn reset(
     repo::users::set_password_hash(&mut *tx, user.id, &new_hash).await?;
     let revoked = repo::sessions::revoke_all(&mut *tx, user.id, None).await?;
     repo::login_throttle::clear(&mut *tx, &user.email.to_lowercase()).await?;
+    repo::reset_tokens::kill_unused(&mut *tx, user.id).await?;
     audit::record(
         &mut *tx,
         caller,
@@ -106,6 +157,7 @@ pub async fn reset(
         json!({"sessions_revoked": revoked}),
     )
     .await?;
+    mail::notice(&mut tx, state, Kind::PasswordChanged, &user, Context::default()).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "password reset");
     Ok(())

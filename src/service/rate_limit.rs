@@ -20,6 +20,7 @@ pub enum Budget {
     Restore,
     /// the private routes that check a current password (contacts, password)
     ConfirmPassword,
+    Forgot,
 }
 
 type IpLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
@@ -30,6 +31,7 @@ pub struct Limits {
     sign_up: IpLimiter,
     restore: IpLimiter,
     confirm_password: IpLimiter,
+    forgot: IpLimiter,
 }
 
 impl Limits {
@@ -41,6 +43,7 @@ impl Limits {
             sign_up: RateLimiter::keyed(quota),
             restore: RateLimiter::keyed(quota),
             confirm_password: RateLimiter::keyed(quota),
+            forgot: RateLimiter::keyed(quota),
         }
     }
 
@@ -51,6 +54,7 @@ impl Limits {
             Budget::SignUp => &self.sign_up,
             Budget::Restore => &self.restore,
             Budget::ConfirmPassword => &self.confirm_password,
+            Budget::Forgot => &self.forgot,
         }
     }
 
@@ -72,6 +76,7 @@ impl Limits {
             &self.sign_up,
             &self.restore,
             &self.confirm_password,
+            &self.forgot,
         ] {
             l.retain_recent();
             l.shrink_to_fit();

@@ -7,6 +7,8 @@ use uuid::Uuid;
 
 use super::audit::{self, Action, Actor, Caller};
 use super::rate_limit::Budget;
+use super::mail;
+use crate::auth::jwt::token_hash;
 use super::views::UserView;
 use crate::domain::{Email, Phone, Role, UserStatus};
 use crate::error::{AppError, AppResult};
@@ -62,6 +64,8 @@ pub async fn create_without_password(
     create(state, caller, &profile, None, Action::CreateUser).await
 }
 
+/// A sign-up with a password (public or server) is greeted with the `welcome` mail and its
+/// verification link, in the same transaction.
 async fn create(
     state: &AppState,
     caller: &Caller,
@@ -70,18 +74,23 @@ async fn create(
     action: Action,
 ) -> AppResult<UserRow> {
     let mut tx = state.db.begin().await?;
-    let user = create_in(&mut tx, caller, p, hash, action).await?;
+    let user = create_in(&mut tx, caller, p, hash, action, false).await?;
+    if hash.is_some() {
+        mail::send_verification(&mut tx, state, &user, mail::Kind::Welcome).await?;
+    }
     tx.commit().await?;
     Ok(user)
 }
 
-/// Inserts the user and audits it, inside the caller's transaction.
+/// Inserts the user and audits it, inside the caller's transaction. `email_verified` when a
+/// provider vouched for the address.
 pub async fn create_in(
     conn: &mut sqlx::PgConnection,
     caller: &Caller,
     p: &Profile,
     hash: Option<&str>,
     action: Action,
+    email_verified: bool,
 ) -> AppResult<UserRow> {
     let user = repo::users::insert(
         &mut *conn,
@@ -93,6 +102,7 @@ pub async fn create_in(
             last_name: p.last_name.as_deref(),
             middle_name: p.middle_name.as_deref(),
             role: p.role,
+            email_verified,
         },
     )
     .await?;
@@ -184,7 +194,7 @@ pub async fn change_contacts(
         super::auth::confirm_password(state, caller, &user, password).await?;
     }
     let mut tx = state.db.begin().await?;
-    live_user(&mut tx, id).await?;
+    let before = live_user(&mut tx, id).await?;
     let phone = change.phone.as_ref().map(|p| p.as_ref().map(Phone::as_str));
     let user = repo::users::update_contacts(
         &mut *tx,
@@ -208,8 +218,55 @@ pub async fn change_contacts(
         json!({"fields": fields}),
     )
     .await?;
+    if !before.email.eq_ignore_ascii_case(&user.email) {
+        // the new address is to be proven, the old one is told, and reset links sent to it die
+        repo::reset_tokens::kill_unused(&mut *tx, id).await?;
+        mail::send_verification(&mut tx, state, &user, mail::Kind::EmailVerification).await?;
+        let ctx = mail::Context {
+            new_email: Some(user.email.clone()),
+            ..mail::Context::default()
+        };
+        mail::notice(&mut tx, state, mail::Kind::EmailChanged, &before, ctx).await?;
+    }
     tx.commit().await?;
     Ok(user)
+}
+
+/// Proves an address with the token mailed to it: single use, unexpired, and for the address the
+/// account still has (400 `invalid_verification_token` otherwise).
+pub async fn verify_email(state: &AppState, caller: &Caller, token: &str) -> AppResult<UserRow> {
+    let mut tx = state.db.begin().await?;
+    let (user_id, email) = repo::verification_tokens::take(&mut *tx, &token_hash(token))
+        .await?
+        .ok_or(AppError::InvalidVerificationToken)?;
+    let user = repo::users::verify_email(&mut *tx, user_id, &email)
+        .await?
+        .ok_or(AppError::InvalidVerificationToken)?;
+    let caller = match caller.actor {
+        Actor::Anonymous => caller.as_user(user_id),
+        _ => caller.clone(),
+    };
+    audit::record(&mut *tx, &caller, Action::EmailVerify, Some(user_id), json!({})).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Sends the caller a new verification link (400 `already_verified` when there is nothing to
+/// prove); at most one per `email.min_interval_secs`, later requests answer alike and send nothing.
+pub async fn request_verification(state: &AppState, caller: &Caller, user_id: Uuid) -> AppResult<()> {
+    let mut tx = state.db.begin().await?;
+    let user = live_user(&mut tx, user_id).await?;
+    if user.email_verified {
+        return Err(AppError::AlreadyVerified);
+    }
+    let interval = state.settings.email.min_interval_secs;
+    if mail::sent_recently(&mut tx, user_id, mail::Kind::EmailVerification, interval).await? {
+        return Ok(());
+    }
+    mail::send_verification(&mut tx, state, &user, mail::Kind::EmailVerification).await?;
+    audit::record(&mut *tx, caller, Action::EmailVerificationSent, Some(user_id), json!({})).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Locks an existing, active user: 404 when unknown, 400 `already_deleted` when soft-deleted.

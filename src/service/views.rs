@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use crate::domain::{Role, SocialNetwork, UserStatus};
 use crate::repo::{
-    audit::AuditRow, linked_accounts::LinkedAccountRow, sessions::SessionRow, users::UserRow,
+    audit::AuditRow, linked_accounts::LinkedAccountRow, messages::MessageRow, sessions::SessionRow,
+    users::UserRow,
 };
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,7 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub email_verified: bool,
 }
 
 impl From<UserRow> for User {
@@ -38,6 +40,7 @@ impl From<UserRow> for User {
             created_at: u.created_at,
             updated_at: u.updated_at,
             deleted_at: u.deleted_at,
+            email_verified: u.email_verified,
         }
     }
 }
@@ -130,6 +133,38 @@ impl From<AuditRow> for AuditEntry {
             target_user_id: r.target_user_id,
             ip: r.ip,
             details: r.details,
+        }
+    }
+}
+
+/// A mail's metadata: never its body or a token.
+#[derive(Debug, Clone)]
+pub struct MessageEntry {
+    pub id: Uuid,
+    pub kind: String,
+    pub user_id: Option<Uuid>,
+    pub recipient: String,
+    pub subject: String,
+    pub status: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+impl From<MessageRow> for MessageEntry {
+    fn from(m: MessageRow) -> Self {
+        Self {
+            id: m.id,
+            kind: m.kind,
+            user_id: m.user_id,
+            recipient: m.recipient,
+            subject: m.subject,
+            status: m.status,
+            attempts: m.attempts,
+            created_at: m.created_at,
+            sent_at: m.sent_at,
+            last_error: m.last_error,
         }
     }
 }

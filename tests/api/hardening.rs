@@ -487,6 +487,8 @@ async fn the_purge_sweeps_records_that_can_no_longer_do_anything(pool: PgPool) {
             flow_states: 1,
             reset_tokens: 2,
             telegram_logins: 1,
+            verification_tokens: 0,
+            messages: 0,
         }
     );
     for (table, left) in [

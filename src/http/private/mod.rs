@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod linked_accounts;
+pub mod messages;
 pub mod seances;
 pub mod users;

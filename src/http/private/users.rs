@@ -230,3 +230,19 @@ pub async fn search(
         next_cursor: next.map(encode_cursor),
     }))
 }
+
+#[utoipa::path(
+    post, path = "/users/me/email/verification", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
+    responses(
+        (status = 202, description = "An `email_verification` mail with a new link is on its way (at most one per `email.min_interval_secs`)"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`already_verified`"),
+    )
+)]
+pub async fn request_verification(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+    caller: Caller,
+) -> AppResult<StatusCode> {
+    users::request_verification(&state, &caller, p.user_id).await?;
+    Ok(StatusCode::ACCEPTED)
+}

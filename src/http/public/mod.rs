@@ -1,5 +1,6 @@
 //! Routes that need no credentials.
 
+pub mod email;
 pub mod health;
 pub mod oauth;
 pub mod users;
