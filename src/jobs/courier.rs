@@ -41,7 +41,11 @@ pub fn spawn(state: AppState, stop: CancellationToken) -> Option<tokio::task::Jo
     Some(tokio::spawn(run(state, transport, stop)))
 }
 
-async fn run(state: AppState, transport: AsyncSmtpTransport<Tokio1Executor>, stop: CancellationToken) {
+async fn run(
+    state: AppState,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    stop: CancellationToken,
+) {
     let poll = Duration::from_secs(state.settings.email.poll_interval_secs);
     let mut listener = listen(&state).await;
     loop {
@@ -96,9 +100,7 @@ async fn send_due(
     let claimed = messages::claim_due(&mut conn, BATCH, LEASE_SECS).await?;
     drop(conn);
     let n = claimed.len();
-    let sends = claimed
-        .into_iter()
-        .map(|m| deliver(state, transport, m));
+    let sends = claimed.into_iter().map(|m| deliver(state, transport, m));
     futures::future::join_all(sends).await;
     Ok(n)
 }
@@ -122,8 +124,12 @@ async fn deliver(state: &AppState, transport: &AsyncSmtpTransport<Tokio1Executor
             let retry_at = (!permanent && m.attempts < email.max_attempts)
                 .then(|| Utc::now() + backoff(email.retry_base_secs, m.attempts));
             match retry_at {
-                Some(_) => tracing::warn!(message = %m.id, attempts = m.attempts, %error, "mail not sent; will retry"),
-                None => tracing::warn!(message = %m.id, attempts = m.attempts, %error, "mail abandoned"),
+                Some(_) => {
+                    tracing::warn!(message = %m.id, attempts = m.attempts, %error, "mail not sent; will retry")
+                }
+                None => {
+                    tracing::warn!(message = %m.id, attempts = m.attempts, %error, "mail abandoned")
+                }
             }
             messages::mark_failed(&state.db, m.id, &error, retry_at).await
         }
@@ -136,10 +142,7 @@ async fn deliver(state: &AppState, transport: &AsyncSmtpTransport<Tokio1Executor
 
 fn build(from: &str, m: &Claimed) -> Result<Message, String> {
     let from: Mailbox = from.parse().map_err(|e| format!("email.from: {e}"))?;
-    let to: Mailbox = m
-        .recipient
-        .parse()
-        .map_err(|e| format!("recipient: {e}"))?;
+    let to: Mailbox = m.recipient.parse().map_err(|e| format!("recipient: {e}"))?;
     Message::builder()
         .from(from)
         .to(to)
@@ -154,8 +157,10 @@ fn build(from: &str, m: &Claimed) -> Result<Message, String> {
 
 /// Exponential with full jitter: the first retry within `base` seconds, doubling, at most 900 s.
 fn backoff(base: u64, attempts: i32) -> chrono::Duration {
-    let exp = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(16);
-    let ceiling = base.saturating_mul(1u64 << exp).min(MAX_BACKOFF_SECS).max(1);
+    let exp = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(16);
+    let ceiling = base.saturating_mul(1u64 << exp).clamp(1, MAX_BACKOFF_SECS);
     let millis = rand::thread_rng().gen_range(ceiling * 500..=ceiling * 1000);
     chrono::Duration::milliseconds(millis as i64)
 }

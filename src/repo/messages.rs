@@ -50,13 +50,11 @@ pub async fn latest_of(
     user_id: Uuid,
     kind: &str,
 ) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar(
-        "select max(created_at) from messages where user_id = $1 and kind = $2",
-    )
-    .bind(user_id)
-    .bind(kind)
-    .fetch_one(db)
-    .await
+    sqlx::query_scalar("select max(created_at) from messages where user_id = $1 and kind = $2")
+        .bind(user_id)
+        .bind(kind)
+        .fetch_one(db)
+        .await
 }
 
 /// A message a courier has claimed, with what it needs to send it.

@@ -10,5 +10,5 @@ pub mod session_reads;
 pub mod sessions;
 pub mod signing_keys;
 pub mod telegram_logins;
-pub mod verification_tokens;
 pub mod users;
+pub mod verification_tokens;

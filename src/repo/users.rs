@@ -144,7 +144,11 @@ pub async fn update_names(
 }
 
 /// Marks the address proven, if it is still the account's address (`false` otherwise).
-pub async fn verify_email(db: impl PgExecutor<'_>, id: Uuid, email: &str) -> sqlx::Result<Option<UserRow>> {
+pub async fn verify_email(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    email: &str,
+) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(&format!(
         "update users set email_verified = true, updated_at = now()
          where id = $1 and lower(email) = lower($2) and status = 'active'

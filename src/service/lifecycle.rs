@@ -38,7 +38,8 @@ pub async fn soft_delete(state: &AppState, caller: &Caller, id: Uuid) -> AppResu
         json!({"sessions_revoked": revoked}),
     )
     .await?;
-    let purge_on = chrono::Utc::now() + chrono::Duration::days(i64::from(state.settings.users.purge_after_days));
+    let purge_on = chrono::Utc::now()
+        + chrono::Duration::days(i64::from(state.settings.users.purge_after_days));
     let ctx = mail::Context {
         purge_date: Some(purge_on.format("%Y-%m-%d").to_string()),
         // only the owner may restore it themselves

@@ -9,13 +9,13 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::views::MessageEntry;
 use crate::auth::jwt::token_hash;
 use crate::auth::random_token;
 use crate::config::EmailSettings;
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
 use crate::state::AppState;
-use super::views::MessageEntry;
 
 /// The kinds of mail and their stable names (the `kind` column, template file names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +109,9 @@ impl Templates {
             for (name, builtin) in names.into_iter().zip(kind.builtin()) {
                 let file = dir.map(|d| d.join(&name)).filter(|f| f.is_file());
                 let source = match file {
-                    Some(f) => std::fs::read_to_string(&f)
-                        .map_err(|e| anyhow::anyhow!("email.templates_dir: {}: {e}", f.display()))?,
+                    Some(f) => std::fs::read_to_string(&f).map_err(|e| {
+                        anyhow::anyhow!("email.templates_dir: {}: {e}", f.display())
+                    })?,
                     None => builtin.to_owned(),
                 };
                 env.add_template_owned(name.clone(), source)
@@ -141,7 +142,12 @@ impl Templates {
         };
         Ok(Rendered {
             // a subject is one line whatever the template holds
-            subject: render("subject.txt")?.lines().next().unwrap_or("").trim().to_owned(),
+            subject: render("subject.txt")?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
             text: render("txt")?,
             html: render("html")?,
         })
@@ -214,8 +220,14 @@ pub async fn send_verification(
     let token = random_token();
     let ttl = state.settings.auth.verify_token_ttl_secs;
     let expires_at = Utc::now() + chrono::Duration::seconds(ttl);
-    repo::verification_tokens::insert(&mut *conn, &token_hash(&token), user.id, &user.email, expires_at)
-        .await?;
+    repo::verification_tokens::insert(
+        &mut *conn,
+        &token_hash(&token),
+        user.id,
+        &user.email,
+        expires_at,
+    )
+    .await?;
     let ctx = Context {
         name: user.first_name.clone(),
         link: Some(state.mail.link("verify-email", Some(&token))),
@@ -233,9 +245,11 @@ pub async fn sent_recently(
     kind: Kind,
     secs: i64,
 ) -> AppResult<bool> {
-    Ok(repo::messages::latest_of(&mut *conn, user_id, kind.as_str())
-        .await?
-        .is_some_and(|at: DateTime<Utc>| Utc::now() - at < chrono::Duration::seconds(secs)))
+    Ok(
+        repo::messages::latest_of(&mut *conn, user_id, kind.as_str())
+            .await?
+            .is_some_and(|at: DateTime<Utc>| Utc::now() - at < chrono::Duration::seconds(secs)),
+    )
 }
 
 #[cfg(test)]
@@ -257,7 +271,9 @@ mod tests {
         assert!(!r.html.contains("<script>"), "{}", r.html);
         assert!(r.html.contains("&lt;script&gt;"), "{}", r.html);
         assert!(r.text.contains("<script>alert(1)</script>"));
-        assert!(r.text.contains("http://localhost:3000/verify-email?token=tok"));
+        assert!(r
+            .text
+            .contains("http://localhost:3000/verify-email?token=tok"));
         assert!(!r.subject.contains('\n'));
     }
 

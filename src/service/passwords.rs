@@ -39,7 +39,14 @@ pub async fn change(
         json!({"sessions_revoked": revoked}),
     )
     .await?;
-    mail::notice(&mut tx, state, Kind::PasswordChanged, &user, Context::default()).await?;
+    mail::notice(
+        &mut tx,
+        state,
+        Kind::PasswordChanged,
+        &user,
+        Context::default(),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "password changed");
     Ok(())
@@ -113,7 +120,14 @@ async fn send_reset_link(state: &AppState, ip: std::net::IpAddr, email: &Email) 
     repo::reset_tokens::insert(&mut *tx, &token_hash(&token), user.id, expires_at).await?;
     let caller = Caller::anonymous(ip);
     let details = json!({"expires_at": expires_at, "via": "forgot"});
-    audit::record(&mut *tx, &caller, Action::ResetTokenIssue, Some(user.id), details).await?;
+    audit::record(
+        &mut *tx,
+        &caller,
+        Action::ResetTokenIssue,
+        Some(user.id),
+        details,
+    )
+    .await?;
     let ctx = Context {
         link: Some(state.mail.link("reset-password", Some(&token))),
         minutes: Some(ttl / 60),
@@ -157,7 +171,14 @@ pub async fn reset(
         json!({"sessions_revoked": revoked}),
     )
     .await?;
-    mail::notice(&mut tx, state, Kind::PasswordChanged, &user, Context::default()).await?;
+    mail::notice(
+        &mut tx,
+        state,
+        Kind::PasswordChanged,
+        &user,
+        Context::default(),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "password reset");
     Ok(())

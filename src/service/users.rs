@@ -6,10 +6,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, Action, Actor, Caller};
-use super::rate_limit::Budget;
 use super::mail;
-use crate::auth::jwt::token_hash;
+use super::rate_limit::Budget;
 use super::views::UserView;
+use crate::auth::jwt::token_hash;
 use crate::domain::{Email, Phone, Role, UserStatus};
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
@@ -246,14 +246,25 @@ pub async fn verify_email(state: &AppState, caller: &Caller, token: &str) -> App
         Actor::Anonymous => caller.as_user(user_id),
         _ => caller.clone(),
     };
-    audit::record(&mut *tx, &caller, Action::EmailVerify, Some(user_id), json!({})).await?;
+    audit::record(
+        &mut *tx,
+        &caller,
+        Action::EmailVerify,
+        Some(user_id),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(user)
 }
 
 /// Sends the caller a new verification link (400 `already_verified` when there is nothing to
 /// prove); at most one per `email.min_interval_secs`, later requests answer alike and send nothing.
-pub async fn request_verification(state: &AppState, caller: &Caller, user_id: Uuid) -> AppResult<()> {
+pub async fn request_verification(
+    state: &AppState,
+    caller: &Caller,
+    user_id: Uuid,
+) -> AppResult<()> {
     let mut tx = state.db.begin().await?;
     let user = live_user(&mut tx, user_id).await?;
     if user.email_verified {
@@ -264,7 +275,14 @@ pub async fn request_verification(state: &AppState, caller: &Caller, user_id: Uu
         return Ok(());
     }
     mail::send_verification(&mut tx, state, &user, mail::Kind::EmailVerification).await?;
-    audit::record(&mut *tx, caller, Action::EmailVerificationSent, Some(user_id), json!({})).await?;
+    audit::record(
+        &mut *tx,
+        caller,
+        Action::EmailVerificationSent,
+        Some(user_id),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
