@@ -419,3 +419,63 @@ async fn without_an_smtp_url_messages_wait_queued(pool: PgPool) {
         1
     );
 }
+
+#[sqlx::test]
+async fn a_message_claimed_by_a_courier_that_died_is_sent_after_its_lease(pool: PgPool) {
+    let sink = SmtpSink::start(Mode::Accept).await;
+    let url = sink.url.clone();
+    let app = TestApp::with(pool, move |f| {
+        f.merge(("email.smtp_url", url))
+            .merge(("email.poll_interval_secs", 1))
+    })
+    .await;
+    app.sign_up("ann@example.com").await;
+    // a courier claims the message (a one-second lease) and dies before sending it
+    let mut conn = app.pool.acquire().await.unwrap();
+    let claimed = users_service::repo::messages::claim_due(&mut conn, 10, 1.0)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    drop(conn);
+    users_service::jobs::courier::spawn(app.state.clone(), CancellationToken::new()).unwrap();
+    let mail = sink.wait_for("ann@example.com", "Welcome").await;
+    assert!(mail.text.contains("verify-email?token="));
+    let attempts = app
+        .scalar_i64(
+            "select attempts::bigint from messages where kind = $1",
+            "welcome",
+        )
+        .await;
+    assert_eq!(attempts, 2, "the dead courier's attempt counts");
+}
+
+#[sqlx::test]
+async fn an_unreachable_smtp_server_keeps_messages_queued_and_requests_unaffected(pool: PgPool) {
+    let closed = crate::helpers::free_port();
+    let app = TestApp::with(pool, move |f| {
+        f.merge(("email.smtp_url", format!("smtp://127.0.0.1:{closed}")))
+            .merge(("email.retry_base_secs", 1))
+            .merge(("email.poll_interval_secs", 1))
+    })
+    .await;
+    users_service::jobs::courier::spawn(app.state.clone(), CancellationToken::new()).unwrap();
+    let res = app
+        .post("/api/v1/public/users/sign_up")
+        .json(json!({"email": "ann@example.com", "password": PASSWORD, "first_name": "Ann"}))
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    for _ in 0..200 {
+        let tried = app
+            .scalar_i64(
+                "select count(*) from messages where status = $1 and attempts >= 1 and last_error is not null",
+                "queued",
+            )
+            .await;
+        if tried == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the message was not tried and kept queued");
+}
