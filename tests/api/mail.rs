@@ -479,3 +479,29 @@ async fn an_unreachable_smtp_server_keeps_messages_queued_and_requests_unaffecte
     }
     panic!("the message was not tried and kept queued");
 }
+
+#[sqlx::test]
+async fn a_password_change_is_told_and_kills_mailed_reset_links(pool: PgPool) {
+    let sink = SmtpSink::start(Mode::Accept).await;
+    let app = app_with_sink(pool, &sink).await;
+    let s = app.signed_in("ann@example.com").await;
+    forgot(&app, "ann@example.com").await;
+    let link = sink.wait_for("ann@example.com", "Reset").await.token();
+    let res = app
+        .put("/api/v1/private/users/me/password")
+        .bearer(&s.access)
+        .json(json!({"current_password": PASSWORD, "new_password": "a brand new passphrase 42"}))
+        .ip(unique_ip())
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text());
+    let notice = sink
+        .wait_for("ann@example.com", "password was changed")
+        .await;
+    assert!(!notice.text.contains("token="));
+    app.put("/api/v1/public/users/passw/reset")
+        .json(json!({"reset_token": link, "password": "another new passphrase 43"}))
+        .send()
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "invalid_reset_token");
+}

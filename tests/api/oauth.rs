@@ -201,7 +201,10 @@ async fn an_unknown_yandex_identity_creates_a_user_and_signs_in(pool: PgPool) {
         .await
         .json();
     assert_eq!(me["email"], "ya@example.com");
-    assert_eq!(me["email_verified"], true, "Yandex vouches for the address it gave");
+    assert_eq!(
+        me["email_verified"], true,
+        "Yandex vouches for the address it gave"
+    );
     assert_eq!(me["first_name"], "Ya");
     assert_eq!(me["linked_accounts"][0]["social_network"], "yandex");
     let external: String = sqlx::query_scalar("select external_id from linked_accounts")
