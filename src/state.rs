@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
 
 use crate::auth::cookies::CookieJar;
 use crate::auth::jwt::Keys;
@@ -34,6 +35,8 @@ pub struct Inner {
     pub yandex: YandexClient,
     /// the mail templates (`email.templates_dir` over the built-in ones)
     pub mail: Templates,
+    /// forgot-password requests being worked on after their 202 (bounded: see `passwords::forgot`)
+    pub forgot_jobs: Arc<Semaphore>,
 }
 
 impl Deref for AppState {
@@ -55,6 +58,7 @@ impl AppState {
             limits: Limits::new(settings.rate_limit.login_per_minute),
             yandex: YandexClient::new(&settings.oauth)?,
             mail: Templates::load(&settings.email)?,
+            forgot_jobs: Arc::new(Semaphore::new(FORGOT_JOBS)),
             session_reads: SessionReads::spawn(
                 db.clone(),
                 session_read_slots(),
@@ -67,6 +71,10 @@ impl AppState {
         })))
     }
 }
+
+/// Forgot-password requests worked on at once after their answer; more are dropped (the per-IP
+/// budget keeps real users far below it).
+const FORGOT_JOBS: usize = 64;
 
 /// Session checks in flight at once: one per core keeps PostgreSQL busy without splitting the
 /// batches that form under load into single checks.

@@ -90,13 +90,20 @@ pub async fn issue_reset_token(
 /// the work after the answer, so neither the body, the status nor the time tells whether the
 /// address has an account. An active account with a deliverable address gets a `password_reset`
 /// mail, at most one per `email.min_interval_secs`; everything else gets nothing.
+/// The work after the answer is bounded (`FORGOT_JOBS` at once): a flood from many addresses
+/// cannot pile up tasks; beyond it a request is dropped with a warning.
 pub fn forgot(state: &AppState, ip: std::net::IpAddr, email: Email) -> AppResult<()> {
     state.limits.check(Budget::Forgot, ip)?;
+    let Ok(permit) = state.forgot_jobs.clone().try_acquire_owned() else {
+        tracing::warn!("forgot-password work is saturated; request dropped");
+        return Ok(());
+    };
     let state = state.clone();
     tokio::spawn(async move {
         if let Err(e) = send_reset_link(&state, ip, &email).await {
             tracing::warn!(error = %e, "forgot-password mail not written");
         }
+        drop(permit);
     });
     Ok(())
 }
