@@ -31,11 +31,17 @@ pub async fn login(
 ) -> AppResult<(UserRow, Issued)> {
     state.limits.check(budget, meta.ip)?;
     let user = check_password(state, meta, email, password).await?;
-    if user.is_deleted() {
-        return Err(AppError::AccountDeleted);
-    }
-    if state.settings.auth.require_verified_email && !user.email_verified {
-        return Err(AppError::EmailNotVerified);
+    let refused = if user.is_deleted() {
+        Some(AppError::AccountDeleted)
+    } else if state.settings.auth.require_verified_email && !user.email_verified {
+        Some(AppError::EmailNotVerified)
+    } else {
+        None
+    };
+    if let Some(refused) = refused {
+        // the password was right: it ends the count even though no session opens
+        repo::login_throttle::clear(&state.db, &email.key()).await?;
+        return Err(refused);
     }
     let issued = start_session(state, &user, meta).await?;
     tracing::info!(user_id = %user.id, session_id = %issued.principal.session_id, "login succeeded");
@@ -44,7 +50,7 @@ pub async fn login(
 
 /// Proves an email and password: one argon2 verification whether or not the email exists (no
 /// timing oracle), counted against the email's lockout. A wrong password is audited; a right one
-/// upgrades an old hash.
+/// upgrades an old hash. The caller ends the lockout count of a right one (`start_session` does).
 pub async fn check_password(
     state: &AppState,
     meta: &ClientMeta,
@@ -87,15 +93,16 @@ pub async fn confirm_password(
     let key = user.email.to_lowercase();
     let hash = user.password_hash.as_deref();
     match verify_counted(state, slot, &key, password, hash).await? {
-        Verdict::Right { .. } => Ok(()),
+        Verdict::Right { .. } => Ok(repo::login_throttle::clear(&state.db, &key).await?),
         Verdict::Wrong => wrong_password(state, caller, Some(user.id), &key).await,
     }
 }
 
 /// One password attempt against the lockout of `key`, in a hashing slot already held. The attempt
 /// is reserved before the hash, in one statement, so N concurrent guesses get at most
-/// `auth.max_failed_logins` verdicts and 429 `too_many_attempts` for the rest; a right password
-/// ends the count, and an attempt that got no verdict is handed back.
+/// `auth.max_failed_logins` verdicts and 429 `too_many_attempts` for the rest; an attempt that got
+/// no verdict is handed back. A right password must end the count: the caller clears it, a login
+/// in its session's transaction (one commit fewer per login).
 async fn verify_counted(
     state: &AppState,
     slot: HashSlot,
@@ -119,9 +126,6 @@ async fn verify_counted(
             return Err(e);
         }
     };
-    if let Verdict::Right { .. } = verdict {
-        repo::login_throttle::clear(&state.db, key).await?;
-    }
     Ok(verdict)
 }
 
@@ -169,6 +173,8 @@ pub async fn start_session(
     let caller = Caller::user(user.id, meta.ip);
     let details = json!({"session_id": issued.principal.session_id});
     audit::record(&mut *tx, &caller, Action::Login, Some(user.id), details).await?;
+    // a sign-in ends the count of wrong passwords for the account
+    repo::login_throttle::clear(&mut *tx, &user.email.to_lowercase()).await?;
     tx.commit().await?;
     Ok(issued)
 }

@@ -79,6 +79,7 @@ pub async fn restore_with_password(
 ) -> AppResult<UserRow> {
     state.limits.check(Budget::Restore, meta.ip)?;
     let user = check_password(state, meta, email, password).await?;
+    repo::login_throttle::clear(&state.db, &email.key()).await?;
     if user.is_deleted() && !user.deleted_by_owner {
         return Err(AppError::AccountDeleted);
     }

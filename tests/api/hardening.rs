@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use users_service::service::lifecycle;
 
-use crate::binary::{FreshDb, Server};
+use crate::binary::{peak_rss_kib, FreshDb, Server};
 use crate::helpers::{unique_ip, TestApp, PASSWORD};
 
 const LOGIN: &str = "/api/v1/public/users/login";
@@ -284,16 +284,6 @@ async fn a_request_dropped_mid_hash_keeps_its_hashing_slot_until_the_hash_ends(p
         "{peak} hashes ran at once on {cores} cores"
     );
     assert_eq!(passwords.waiting(), 0, "dropped waiters leave the queue");
-}
-
-/// Peak resident memory of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[sqlx::test]

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::binary::{FreshDb, Server};
+use crate::binary::{peak_rss_kib, FreshDb, Server};
 use crate::helpers::{unique_ip, TestApp, PASSWORD};
 
 #[sqlx::test]
@@ -32,16 +32,6 @@ async fn fifty_concurrent_logins_of_one_user_all_succeed(pool: PgPool) {
         .await,
         50
     );
-}
-
-/// Peak resident memory of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[sqlx::test]
