@@ -442,6 +442,10 @@ async fn the_purge_sweeps_records_that_can_no_longer_do_anything(pool: PgPool) {
         "insert into telegram_logins (hash_digest, expires_at)
              values ('\\x05', now() - interval '1 second'), ('\\x06', now() + interval '1 hour')
              returning $1",
+        "insert into messages (id, kind, recipient, subject, message_id, status, created_at)
+             values (gen_random_uuid(), 'welcome', 'a@example.com', 'old', '<1@x>', 'sent', now() - interval '8 days'),
+                    (gen_random_uuid(), 'welcome', 'b@example.com', 'new', '<2@x>', 'sent', now())
+             returning $1",
     ] {
         sqlx::query(sql)
             .bind(&s.session_id)
@@ -478,7 +482,7 @@ async fn the_purge_sweeps_records_that_can_no_longer_do_anything(pool: PgPool) {
             reset_tokens: 2,
             telegram_logins: 1,
             verification_tokens: 0,
-            messages: 0,
+            messages: 1,
         }
     );
     for (table, left) in [

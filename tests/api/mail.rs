@@ -505,3 +505,34 @@ async fn a_password_change_is_told_and_kills_mailed_reset_links(pool: PgPool) {
         .await
         .assert_problem(StatusCode::BAD_REQUEST, "invalid_reset_token");
 }
+
+#[sqlx::test]
+async fn a_new_message_wakes_the_courier_without_waiting_for_a_poll(pool: PgPool) {
+    let sink = SmtpSink::start(Mode::Accept).await;
+    // polling once an hour: only the NOTIFY sent at commit can bring the mail in time
+    let app = app_with(pool, &sink, |f| f.merge(("email.poll_interval_secs", 3600))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.sign_up("ann@example.com").await;
+    sink.wait_for("ann@example.com", "Welcome").await;
+}
+
+#[sqlx::test]
+async fn files_in_the_templates_dir_replace_the_built_in_templates(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("welcome.subject.txt"),
+        "Bienvenue, {{ name }}",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("welcome.txt"), "Lien : {{ link }}").unwrap();
+    let sink = SmtpSink::start(Mode::Accept).await;
+    let path = dir.path().to_string_lossy().into_owned();
+    let app = app_with(pool, &sink, move |f| f.merge(("email.templates_dir", path))).await;
+    app.sign_up("ann@example.com").await;
+    let mail = sink.wait_for("ann@example.com", "Bienvenue, Ann").await;
+    assert!(mail
+        .text
+        .starts_with("Lien : http://localhost:3000/verify-email?token="));
+    // the HTML part, not replaced, is the built-in one
+    assert!(mail.html.contains("Confirm my email"));
+}
