@@ -65,7 +65,12 @@ async fn run(
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep(poll) => {
+                // no listener (the database was down when it was made): try again each poll
+                if listener.is_none() {
+                    listener = listen(&state).await;
+                }
+            }
             woke = wait(&mut listener) => {
                 if !woke {
                     // the listening connection broke: polling covers until it is back
