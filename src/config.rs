@@ -27,7 +27,15 @@ pub struct Settings {
     pub oauth: OAuthSettings,
     pub server_api: ServerApiSettings,
     pub email: EmailSettings,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// serve `GET /metrics`
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

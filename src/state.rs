@@ -14,6 +14,7 @@ use crate::auth::jwt::Keys;
 use crate::auth::password::Passwords;
 use crate::auth::server_keys::ServerKeys;
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::providers::yandex::YandexClient;
 use crate::repo::session_reads::SessionReads;
 use crate::service::mail::Templates;
@@ -37,6 +38,7 @@ pub struct Inner {
     pub mail: Templates,
     /// forgot-password requests being worked on after their 202 (bounded: see `passwords::forgot`)
     pub forgot_jobs: Arc<Semaphore>,
+    pub metrics: Metrics,
 }
 
 impl Deref for AppState {
@@ -51,7 +53,8 @@ impl AppState {
     /// Builds the state over an existing (migrated) pool and the loaded signing key
     /// (`app::state` does both).
     pub fn new(settings: Settings, db: PgPool, keys: Keys) -> anyhow::Result<Self> {
-        let passwords = Passwords::new(&settings.auth)?;
+        let metrics = Metrics::new();
+        let passwords = Passwords::new(&settings.auth, metrics.hash_duration.clone())?;
         Ok(Self(Arc::new(Inner {
             cookies: CookieJar::new(&settings),
             server_keys: ServerKeys::new(&settings.server_api.keys),
@@ -59,6 +62,7 @@ impl AppState {
             yandex: YandexClient::new(&settings.oauth)?,
             mail: Templates::load(&settings.email)?,
             forgot_jobs: Arc::new(Semaphore::new(FORGOT_JOBS)),
+            metrics,
             session_reads: SessionReads::spawn(
                 db.clone(),
                 session_read_slots(),

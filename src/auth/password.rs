@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use prometheus_client::metrics::histogram::Histogram;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -35,6 +36,7 @@ struct Inner {
     /// hashes running now, and the most that ever ran at once
     running: AtomicUsize,
     peak_running: AtomicUsize,
+    hash_seconds: Histogram,
     queue_max: usize,
     /// one arena per permit; a task holding a permit always finds one here
     arenas: Mutex<Vec<Vec<Block>>>,
@@ -51,7 +53,8 @@ pub enum Verdict {
 }
 
 impl Passwords {
-    pub fn new(auth: &AuthSettings) -> anyhow::Result<Self> {
+    /// `hash_seconds` records how long each hash takes (a metrics histogram).
+    pub fn new(auth: &AuthSettings, hash_seconds: Histogram) -> anyhow::Result<Self> {
         let params = Params::new(
             auth.argon2_memory_kib,
             auth.argon2_iterations,
@@ -71,6 +74,7 @@ impl Passwords {
                 waiting: AtomicUsize::new(0),
                 running: AtomicUsize::new(0),
                 peak_running: AtomicUsize::new(0),
+                hash_seconds,
                 queue_max: auth.hash_queue_max,
                 arenas: Mutex::new(arenas),
                 min_score: auth.min_password_score,
@@ -197,7 +201,9 @@ impl HashSlot {
         spawn_blocking_in_span(move || {
             let now = inner.running.fetch_add(1, Ordering::AcqRel) + 1;
             inner.peak_running.fetch_max(now, Ordering::AcqRel);
+            let started = std::time::Instant::now();
             let result = f(&mut arena);
+            inner.hash_seconds.observe(started.elapsed().as_secs_f64());
             inner.running.fetch_sub(1, Ordering::AcqRel);
             if let Ok(mut arenas) = inner.arenas.lock() {
                 arenas.push(arena);

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), public::metrics::record))
         .layer(from_fn_with_state(state.clone(), resolve_client_ip))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
@@ -125,7 +126,13 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(server::passwords::reset_token))
         .routes(routes!(server::passwords::set_new_password))
         .route_layer(from_fn_with_state(state.clone(), require_server));
+    let ops = if state.settings.metrics.enabled {
+        OpenApiRouter::new().routes(routes!(public::metrics::metrics))
+    } else {
+        OpenApiRouter::new()
+    };
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops)
         .nest("/api/v1/public", public)
         .nest("/api/v1/private", private)
         .nest("/api/v1/server", server)

@@ -122,6 +122,7 @@ async fn deliver(state: &AppState, transport: &AsyncSmtpTransport<Tokio1Executor
     };
     let result = match outcome {
         Ok(()) => {
+            state.metrics.message("sent");
             tracing::info!(message = %m.id, attempts = m.attempts, "mail sent");
             messages::mark_sent(&state.db, m.id).await
         }

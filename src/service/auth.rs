@@ -30,6 +30,32 @@ pub async fn login(
     meta: &ClientMeta,
 ) -> AppResult<(UserRow, Issued)> {
     state.limits.check(budget, meta.ip)?;
+    let outcome = password_login(state, email, password, meta).await;
+    if let Some(result) = sign_in_result(&outcome) {
+        state.metrics.sign_in("password", result);
+    }
+    outcome
+}
+
+/// The `result` label of a sign-in; `None` for answers that are no verdict on it (rate limited,
+/// busy, an outage).
+pub fn sign_in_result<T>(outcome: &AppResult<T>) -> Option<&'static str> {
+    match outcome {
+        Ok(_) => Some("success"),
+        Err(AppError::InvalidCredentials) => Some("invalid_credentials"),
+        Err(AppError::TooManyAttempts { .. }) => Some("locked"),
+        Err(AppError::AccountDeleted) => Some("deleted"),
+        Err(AppError::EmailNotVerified) => Some("not_verified"),
+        Err(_) => None,
+    }
+}
+
+async fn password_login(
+    state: &AppState,
+    email: &Email,
+    password: &SecretString,
+    meta: &ClientMeta,
+) -> AppResult<(UserRow, Issued)> {
     let user = check_password(state, meta, email, password).await?;
     let refused = if user.is_deleted() {
         Some(AppError::AccountDeleted)

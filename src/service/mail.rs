@@ -317,3 +317,8 @@ pub async fn list(
     let (rows, next) = super::split_page(rows, f.limit, |m| m.id);
     Ok((rows.into_iter().map(Into::into).collect(), next))
 }
+
+/// Messages waiting to be sent.
+pub async fn backlog(state: &AppState) -> AppResult<i64> {
+    Ok(repo::messages::backlog(&state.db).await?)
+}

@@ -141,6 +141,7 @@ pub async fn finish_yandex(
         last_name: profile.last_name,
     };
     let outcome = complete(state, meta, identity, started.link_user_id).await;
+    record_sign_in(state, "yandex", &outcome);
     Ok((started.redirect_to, outcome))
 }
 
@@ -233,7 +234,22 @@ async fn telegram_outcome(
         first_name: field("first_name"),
         last_name: field("last_name"),
     };
-    complete(state, meta, identity, link_user).await
+    let outcome = complete(state, meta, identity, link_user).await;
+    record_sign_in(state, "telegram", &outcome);
+    outcome
+}
+
+/// A provider sign-in's outcome in `users_sign_ins_total` (links are not sign-ins).
+fn record_sign_in(state: &AppState, method: &'static str, outcome: &AppResult<Outcome>) {
+    if matches!(
+        outcome,
+        Ok(Outcome::Linked(_) | Outcome::Declined(_) | Outcome::AccountExists)
+    ) {
+        return;
+    }
+    if let Some(result) = auth::sign_in_result(outcome) {
+        state.metrics.sign_in(method, result);
+    }
 }
 
 /// Links the identity to the user who started the flow, or signs in its user, or creates one.
@@ -346,6 +362,7 @@ async fn create_from_identity(
     )
     .await?;
     tx.commit().await?;
+    state.metrics.sign_up(id.network.as_str());
     Ok(Some(user))
 }
 

@@ -25,7 +25,7 @@ pub struct Profile {
     pub role: Role,
 }
 
-/// Creates a user with a password. The unique indexes decide races: of concurrent sign-ups with one
+/// Creates a user with a password (public or server sign-up, the CLI). The unique indexes decide races: of concurrent sign-ups with one
 /// email exactly one commits, the rest get 409.
 pub async fn sign_up(
     state: &AppState,
@@ -79,6 +79,14 @@ async fn create(
         mail::send_verification(&mut tx, state, &user, mail::Kind::Welcome).await?;
     }
     tx.commit().await?;
+    let source = match caller.actor {
+        Actor::Anonymous => Some("public"),
+        Actor::Server(_) => Some("server"),
+        _ => None,
+    };
+    if let Some(source) = source {
+        state.metrics.sign_up(source);
+    }
     Ok(user)
 }
 

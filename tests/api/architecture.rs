@@ -35,6 +35,20 @@ fn forbidden(layer: &str) -> &'static [&'static str] {
             "config",
         ],
         "config" | "error" | "telemetry" => &["repo", "service", "http", "state", "app", "cli"],
+        // every layer records into it, so it names none
+        "metrics" => &[
+            "repo",
+            "service",
+            "http",
+            "state",
+            "app",
+            "cli",
+            "jobs",
+            "auth",
+            "providers",
+            "domain",
+            "config",
+        ],
         _ => &[],
     }
 }

@@ -14,6 +14,7 @@ mod health;
 mod linked_accounts;
 mod login;
 mod mail;
+mod metrics;
 mod oauth;
 mod outage;
 mod passwords;

@@ -2,5 +2,6 @@
 
 pub mod email;
 pub mod health;
+pub mod metrics;
 pub mod oauth;
 pub mod users;
