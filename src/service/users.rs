@@ -25,8 +25,8 @@ pub struct Profile {
     pub role: Role,
 }
 
-/// Creates a user with a password (public or server sign-up, the CLI). The unique indexes decide races: of concurrent sign-ups with one
-/// email exactly one commits, the rest get 409.
+/// Creates a user with a password (public or server sign-up, the CLI). The unique indexes decide
+/// races: of concurrent sign-ups with one email exactly one commits, the rest get 409.
 pub async fn sign_up(
     state: &AppState,
     caller: &Caller,
