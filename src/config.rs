@@ -28,7 +28,19 @@ pub struct Settings {
     pub server_api: ServerApiSettings,
     pub email: EmailSettings,
     pub metrics: MetricsSettings,
+    pub telemetry: TelemetrySettings,
     pub log: LogSettings,
+}
+
+/// Traces over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// the collector's base URL (spans go to `/v1/traces`); empty: export off
+    pub otlp_endpoint: String,
+    pub service_name: String,
+    /// share of new traces kept (parent-based: a caller's decision is followed)
+    pub sample_ratio: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -416,6 +428,19 @@ impl Settings {
     }
 
     fn validate_rest(&self) -> Result<(), ConfigError> {
+        let t = &self.telemetry;
+        if !t.otlp_endpoint.is_empty()
+            && !url::Url::parse(&t.otlp_endpoint)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return fail("telemetry.otlp_endpoint", "not an http(s) URL");
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return fail("telemetry.sample_ratio", "must be between 0 and 1");
+        }
+        if t.service_name.is_empty() {
+            return fail("telemetry.service_name", "must not be empty");
+        }
         if self.users.purge_after_days < 0 {
             return fail("users.purge_after_days", "must not be negative");
         }

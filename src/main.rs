@@ -20,7 +20,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(settings.log_json());
+    // flushes the trace exporter when main returns
+    let _traces = telemetry::init(settings.log_json(), &settings.telemetry);
     match cli::run(cli, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

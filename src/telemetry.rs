@@ -1,30 +1,135 @@
-//! Logging: JSON or human-readable lines on stdout, filtered by `RUST_LOG`.
+//! Logging (JSON or human-readable lines on stdout, filtered by `RUST_LOG`) and, when
+//! `telemetry.otlp_endpoint` is set, traces exported over OTLP/HTTP (protobuf) by a batch processor
+//! on its own thread: a collector that is down or slow never slows a request (spans are dropped).
 
+use std::collections::HashMap;
+
+use axum::http::HeaderMap;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
 use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::TelemetrySettings;
 
 const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
 
-pub fn init(json: bool) {
+/// Flushes the exporter when dropped (at shutdown).
+pub struct Guard(Option<SdkTracerProvider>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+pub fn init(json: bool, traces: &TelemetrySettings) -> Guard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let registry = tracing_subscriber::registry().with(filter);
-    // A second init (tests) keeps the first subscriber.
-    let _ = if json {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
-            .try_init()
+    let fmt = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed()
     } else {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()
+        tracing_subscriber::fmt::layer().with_filter(filter).boxed()
     };
+    let provider = tracer_provider(traces);
+    // the trace layer sees the database and hashing spans (debug) whatever the log filter says
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("users-service"))
+            .with_filter(LevelFilter::DEBUG)
+    });
+    // A second init (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    Guard(provider)
+}
+
+fn tracer_provider(settings: &TelemetrySettings) -> Option<SdkTracerProvider> {
+    let base = settings.otlp_endpoint.trim_end_matches('/');
+    if base.is_empty() {
+        return None;
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{base}/v1/traces"))
+        .with_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| eprintln!("users-service: telemetry.otlp_endpoint: {e}; traces are off"))
+        .ok()?;
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(settings.sample_ratio)));
+    Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(sampler)
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(settings.service_name.clone())
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+struct HeaderReader<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderReader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Continues an incoming W3C `traceparent` in `span`, and records the span's trace and span ids as
+/// its `trace_id` / `span_id` fields so log lines inside carry them.
+pub fn continue_trace(span: &Span, headers: &HeaderMap) {
+    let parent = TraceContextPropagator::new().extract(&HeaderReader(headers));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    if ids.is_valid() {
+        span.record("trace_id", tracing::field::display(ids.trace_id()));
+        span.record("span_id", tracing::field::display(ids.span_id()));
+    }
+}
+
+/// The current trace as `traceparent` (and `tracestate`) headers for an outgoing call.
+pub fn trace_headers() -> HashMap<String, String> {
+    let mut headers = HashMap::new();
+    TraceContextPropagator::new()
+        .inject_context(&Span::current().context(), &mut HeaderWriter(&mut headers));
+    headers
+}
+
+struct HeaderWriter<'a>(&'a mut HashMap<String, String>);
+
+impl Injector for HeaderWriter<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
 }
 
 /// `spawn_blocking` that keeps the caller's span, so the request id follows the work.

@@ -119,7 +119,10 @@ impl Passwords {
         T: Send + 'static,
         F: FnOnce(&mut Vec<Block>) -> AppResult<T> + Send + 'static,
     {
-        self.slot().await?.run(f).await
+        self.slot()
+            .await?
+            .run(tracing::debug_span!("password.hash"), f)
+            .await
     }
 
     /// A hashing slot, taken before the work that leads to a hash (a login reserves its attempt
@@ -169,10 +172,11 @@ pub struct HashSlot {
 impl HashSlot {
     /// As [`Passwords::verify`], in this slot.
     pub async fn verify(self, password: &SecretString, hash: Option<&str>) -> AppResult<Verdict> {
+        let span = tracing::debug_span!("password.verify");
         let inner = self.inner.clone();
         let password = password.clone();
         let hash = hash.map(str::to_owned);
-        self.run(move |arena| {
+        self.run(span, move |arena| {
             let (stored, real) = match &hash {
                 Some(h) => (h.as_str(), true),
                 None => (inner.dummy_hash.as_str(), false),
@@ -191,7 +195,8 @@ impl HashSlot {
         .await
     }
 
-    async fn run<T, F>(self, f: F) -> AppResult<T>
+    /// Runs `f` in the blocking pool inside `span` (a child of the request's span).
+    async fn run<T, F>(self, span: tracing::Span, f: F) -> AppResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Vec<Block>) -> AppResult<T> + Send + 'static,
@@ -199,6 +204,7 @@ impl HashSlot {
         let HashSlot { permit, inner } = self;
         let mut arena = take_arena(&inner);
         spawn_blocking_in_span(move || {
+            let _entered = span.enter();
             let now = inner.running.fetch_add(1, Ordering::AcqRel) + 1;
             inner.peak_running.fetch_max(now, Ordering::AcqRel);
             let started = std::time::Instant::now();

@@ -178,17 +178,29 @@ fn request_span(req: &Request) -> Span {
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!(
+    let method = req.method().as_str();
+    // one server span per request, `<METHOD> <route template>` in traces
+    let span = tracing::info_span!(
         "request",
-        method = %req.method(),
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = field::Empty,
+        method,
         route,
         request_id,
         user_id = field::Empty,
         server_key = field::Empty,
-    )
+        trace_id = field::Empty,
+        span_id = field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, req.headers());
+    span
 }
 
-fn log_response<B>(res: &axum::http::Response<B>, latency: Duration, _span: &Span) {
+fn log_response<B>(res: &axum::http::Response<B>, latency: Duration, span: &Span) {
+    span.record("http.response.status_code", res.status().as_u16());
     tracing::info!(
         status = res.status().as_u16(),
         latency_ms = latency.as_secs_f64() * 1000.0,

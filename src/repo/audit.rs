@@ -23,6 +23,7 @@ pub struct NewAudit<'a> {
     pub details: &'a serde_json::Value,
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, a: &NewAudit<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "insert into audit_log (id, actor, action, target_user_id, ip, details) values ($1, $2, $3, $4, $5, $6)",
@@ -39,6 +40,7 @@ pub async fn insert(db: impl PgExecutor<'_>, a: &NewAudit<'_>) -> sqlx::Result<(
 }
 
 /// The same record about each of `targets`.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert_many(
     db: impl PgExecutor<'_>,
     actor: &str,
@@ -64,6 +66,7 @@ pub async fn insert_many(
 }
 
 /// Newest first; `before` is the last id of the previous page (ids are time-ordered UUIDv7).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn page(
     db: impl PgExecutor<'_>,
     user_id: Option<Uuid>,

@@ -29,6 +29,7 @@ pub struct NewLink<'a> {
 const COLUMNS: &str =
     "id, user_id, social_network, connection_link, connected_for, external_id, connected_at";
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, l: &NewLink<'_>) -> sqlx::Result<LinkedAccountRow> {
     sqlx::query_as(&format!(
         "insert into linked_accounts (id, user_id, social_network, connection_link, connected_for, external_id)
@@ -46,6 +47,7 @@ pub async fn insert(db: impl PgExecutor<'_>, l: &NewLink<'_>) -> sqlx::Result<Li
 }
 
 /// The linked accounts of several users in one query, oldest first.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn for_users(
     db: impl PgExecutor<'_>,
     user_ids: &[Uuid],
@@ -59,6 +61,7 @@ pub async fn for_users(
 }
 
 /// One of the user's linked accounts; none when unknown or another user's.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_own(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
@@ -73,6 +76,7 @@ pub async fn find_own(
     .await
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_identity(
     db: impl PgExecutor<'_>,
     network: SocialNetwork,
@@ -88,6 +92,7 @@ pub async fn find_identity(
 }
 
 /// How many provider identities the user has (ways to sign in besides a password).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn count_identities(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "select count(*) from linked_accounts where user_id = $1 and external_id is not null",
@@ -97,6 +102,7 @@ pub async fn count_identities(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::R
     .await
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_connected_for(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -111,6 +117,7 @@ pub async fn set_connected_for(
     .await
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     sqlx::query("delete from linked_accounts where id = $1")
         .bind(id)

@@ -9,6 +9,7 @@ use sqlx::PgExecutor;
 /// statement: the count goes up whether the attempt will be right or wrong, so concurrent guesses
 /// cannot all pass a read-then-check. A window older than `window_secs` starts afresh. Returns the
 /// attempts counted in the window, this one included, and when the window ends.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn reserve(
     db: impl PgExecutor<'_>,
     email_key: &str,
@@ -34,6 +35,7 @@ pub async fn reserve(
 }
 
 /// Counters whose window has passed: nothing locks any more, nothing to keep.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_stale(db: impl PgExecutor<'_>, window_secs: i64) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "delete from login_throttle where window_started_at < now() - make_interval(secs => $1)",
@@ -45,6 +47,7 @@ pub async fn delete_stale(db: impl PgExecutor<'_>, window_secs: i64) -> sqlx::Re
 }
 
 /// A right password ends the count.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn clear(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()> {
     sqlx::query("delete from login_throttle where email_key = $1")
         .bind(email_key)
@@ -54,6 +57,7 @@ pub async fn clear(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()>
 }
 
 /// Hands back a reserved attempt that got no verdict.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn release(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()> {
     sqlx::query(
         "update login_throttle set failures = greatest(failures - 1, 0), updated_at = now()

@@ -18,6 +18,7 @@ pub struct NewMessage<'a> {
     pub message_id: &'a str,
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "insert into messages (id, kind, user_id, recipient, subject, body_text, body_html, message_id)
@@ -36,6 +37,7 @@ pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage<'_>) -> sqlx::Result
     .map(|_| ())
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn notify(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
     sqlx::query("select pg_notify($1, '')")
         .bind(CHANNEL)
@@ -45,6 +47,7 @@ pub async fn notify(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
 }
 
 /// When the user was last written a message of this kind.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn latest_of(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
@@ -73,6 +76,7 @@ pub struct Claimed {
 /// Claims up to `limit` due messages: each gets one more attempt and a lease of `lease_secs`
 /// (it is due again then, so a courier that dies mid-send leaves it to be sent later). Rows
 /// another courier is claiming are skipped.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn claim_due(
     conn: &mut PgConnection,
     limit: i64,
@@ -96,6 +100,7 @@ pub async fn claim_due(
 }
 
 /// Sent: the body (it may hold a live token) is erased, the metadata stays.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn mark_sent(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     sqlx::query(
         "update messages set status = 'sent', sent_at = now(), body_text = null, body_html = null,
@@ -109,6 +114,7 @@ pub async fn mark_sent(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
 }
 
 /// A failed attempt: retried at `retry_at`, or abandoned (`None`), body erased then too.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn mark_failed(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -133,6 +139,7 @@ pub async fn mark_failed(
 }
 
 /// Sent and abandoned messages older than the retention.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_finished_before(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "delete from messages where status <> 'queued'
@@ -145,6 +152,7 @@ pub async fn delete_finished_before(db: impl PgExecutor<'_>, days: i32) -> sqlx:
 }
 
 /// Queued messages waiting now (the courier's backlog).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar("select count(*) from messages where status = 'queued'")
         .fetch_one(db)
@@ -175,6 +183,7 @@ pub struct Filter<'a> {
 }
 
 /// Newest first (ids are UUIDv7).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn page(db: impl PgExecutor<'_>, f: &Filter<'_>) -> sqlx::Result<Vec<MessageRow>> {
     let mut q = QueryBuilder::<Postgres>::new(
         "select id, kind, user_id, recipient, subject, status, attempts, created_at, sent_at, last_error

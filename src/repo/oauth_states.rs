@@ -23,6 +23,7 @@ pub struct NewState<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewState<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "insert into oauth_states (state_hash, provider, code_verifier, redirect_to, browser_hash, link_user_id, expires_at)
@@ -41,6 +42,7 @@ pub async fn insert(db: impl PgExecutor<'_>, s: &NewState<'_>) -> sqlx::Result<(
 }
 
 /// Uses a state up: returns it once, and only before it expires. Expired ones are swept meanwhile.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn take(
     db: impl PgExecutor<'_>,
     state_hash: &[u8],
@@ -56,6 +58,7 @@ pub async fn take(
 }
 
 /// Sign-in flows that were never finished.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
     let done = sqlx::query("delete from oauth_states where expires_at < now()")
         .execute(db)

@@ -79,6 +79,7 @@ impl SessionReads {
     }
 
     /// The session's state as the database has it now; `None` when there is no such session.
+    #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
     pub async fn read(&self, session_id: Uuid) -> Result<Option<SessionState>, ReadError> {
         let (reply, answer) = oneshot::channel();
         self.checks

@@ -52,6 +52,7 @@ const COLUMNS: &str =
     "id, user_id, refresh_hash, previous_refresh_hash, rotated_at, user_agent, ip, created_at, \
                        last_seen_at, expires_at, revoked_at";
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "insert into sessions (id, user_id, refresh_hash, user_agent, ip, expires_at)
@@ -69,6 +70,7 @@ pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result
 }
 
 /// Locks the row: concurrent refreshes of one session are serialised.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_for_update(
     conn: &mut PgConnection,
     id: Uuid,
@@ -90,6 +92,7 @@ pub async fn find_for_update(
 /// for one id always looks cheaper than its generic plan for an array of unknown length, and the
 /// planning then costs more than the query; `in ($1, …)` keeps its plan but rebuilds the list
 /// for every row when the table is small enough to scan.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn states(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<SessionState>> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -133,6 +136,7 @@ static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
 });
 
 /// `last_seen_at` is written at most once a minute, so reads stay reads.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn touch(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     sqlx::query("update sessions set last_seen_at = now() where id = $1")
         .bind(id)
@@ -142,6 +146,7 @@ pub async fn touch(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
 }
 
 /// Replaces the refresh hash, remembers the old one for the grace window, and slides the expiry.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn rotate(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -164,6 +169,7 @@ pub async fn rotate(
     Ok(())
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     sqlx::query("update sessions set revoked_at = now(), updated_at = now() where id = $1 and revoked_at is null")
         .bind(id)
@@ -173,6 +179,7 @@ pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
 }
 
 /// Revokes one session if it is the user's and live; false when there was none.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn revoke_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "update sessions set revoked_at = now(), updated_at = now()
@@ -186,6 +193,7 @@ pub async fn revoke_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sql
 }
 
 /// Revokes every live session of the user, except `keep` when given.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn revoke_all(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
@@ -203,6 +211,7 @@ pub async fn revoke_all(
 }
 
 /// The user's live sessions, newest first.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn list_live(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<SessionRow>> {
     sqlx::query_as(&format!(
         "select {COLUMNS} from sessions
@@ -215,6 +224,7 @@ pub async fn list_live(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<V
 }
 
 /// Sessions past their expiry: no token can revive them.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
     let done = sqlx::query("delete from sessions where expires_at < now()")
         .execute(db)

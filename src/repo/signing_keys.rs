@@ -2,6 +2,7 @@
 
 use sqlx::PgPool;
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn current(pool: &PgPool) -> sqlx::Result<Option<Vec<u8>>> {
     sqlx::query_scalar("select private_der from signing_keys order by created_at desc limit 1")
         .fetch_optional(pool)
@@ -9,6 +10,7 @@ pub async fn current(pool: &PgPool) -> sqlx::Result<Option<Vec<u8>>> {
 }
 
 /// Stores `der` unless another instance stored a key first; returns the key in force.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert_if_none(
     pool: &PgPool,
     kid: &str,

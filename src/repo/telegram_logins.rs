@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 /// Remembers a payload until it would be stale anyway; false when it was used before.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn remember(
     db: impl PgExecutor<'_>,
     hash_digest: &[u8],
@@ -20,6 +21,7 @@ pub async fn remember(
     Ok(done.rows_affected() == 1)
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
     let done = sqlx::query("delete from telegram_logins where expires_at < now()")
         .execute(db)

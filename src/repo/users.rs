@@ -48,6 +48,7 @@ const COLUMNS: &str =
     "id, email, phone, password_hash, first_name, last_name, middle_name, role, status, \
                        created_at, updated_at, deleted_at, deleted_by_owner, email_verified";
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result<UserRow> {
     sqlx::query_as(&format!(
         "insert into users (id, email, phone, password_hash, first_name, last_name, middle_name, role,
@@ -68,6 +69,7 @@ pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result
     .await
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(&format!("select {COLUMNS} from users where id = $1"))
         .bind(id)
@@ -75,6 +77,7 @@ pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Optio
         .await
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(&format!(
         "select {COLUMNS} from users where lower(email) = lower($1)"
@@ -84,6 +87,7 @@ pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result
     .await
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> sqlx::Result<()> {
     sqlx::query("update users set password_hash = $2, updated_at = now() where id = $1")
         .bind(id)
@@ -94,6 +98,7 @@ pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) ->
 }
 
 /// Locks the user's row for the rest of the transaction.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(&format!(
         "select {COLUMNS} from users where id = $1 for update"
@@ -104,6 +109,7 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<User
 }
 
 /// Locks every active admin's row: changes that could remove the last admin serialise here.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn lock_active_admins(conn: &mut PgConnection) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
         "select id from users where role = 'admin' and status = 'active' order by id for update",
@@ -119,6 +125,7 @@ pub struct NameChange<'a> {
     pub middle_name: Option<Option<&'a str>>,
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn update_names(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -144,6 +151,7 @@ pub async fn update_names(
 }
 
 /// Marks the address proven, if it is still the account's address (`false` otherwise).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn verify_email(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -161,6 +169,7 @@ pub async fn verify_email(
 }
 
 /// Contacts to set; `phone: Some(None)` removes the phone. A changed email is unproven again.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn update_contacts(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -185,6 +194,7 @@ pub async fn update_contacts(
 }
 
 /// Soft-deletes (`Some(by_owner)`) or restores (`None`) a user.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_deleted(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -206,6 +216,7 @@ pub async fn set_deleted(
     .await
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: Role) -> sqlx::Result<UserRow> {
     sqlx::query_as(&format!(
         "update users set role = $2, updated_at = now() where id = $1 returning {COLUMNS}"
@@ -217,6 +228,7 @@ pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: Role) -> sqlx::Re
 }
 
 /// Deletes the user; sessions, reset tokens and linked accounts go with it (foreign keys cascade).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
     let done = sqlx::query("delete from users where id = $1")
         .bind(id)
@@ -226,6 +238,7 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
 }
 
 /// Deletes several users in one statement (the purge).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<u64> {
     let done = sqlx::query("delete from users where id = any($1)")
         .bind(ids)
@@ -251,6 +264,7 @@ pub struct Search<'a> {
 /// trigram index for a rare substring, the id index for a common one. A kept statement switches to
 /// a generic plan after five runs, which cannot see the pattern and scanned every row for rare ones
 /// (184 ms a search at 100 000 users, against 2.5 ms planned per call; see bench/RESULTS.md).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn search(db: impl PgExecutor<'_>, s: &Search<'_>) -> sqlx::Result<Vec<UserRow>> {
     let mut q = QueryBuilder::<Postgres>::new(format!("select {COLUMNS} from users where true"));
     if let Some(text) = s.query {
@@ -279,6 +293,7 @@ fn escape_like(q: &str) -> String {
 
 /// Claims up to `limit` users soft-deleted before the cutoff. Rows another instance is purging are
 /// skipped, so each is purged exactly once.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn claim_purgeable(
     conn: &mut PgConnection,
     older_than_days: i32,

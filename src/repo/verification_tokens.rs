@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(
     db: impl PgExecutor<'_>,
     hash: &[u8],
@@ -25,6 +26,7 @@ pub async fn insert(
 }
 
 /// Uses the token up: the user and the address it was sent to, if it was unused and unexpired.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn take(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<(Uuid, String)>> {
     sqlx::query_as(
         "update email_verification_tokens set used_at = now(), updated_at = now()
@@ -37,6 +39,7 @@ pub async fn take(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<(
 }
 
 /// Used or expired tokens (the purge).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_spent(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "delete from email_verification_tokens where used_at is not null or expires_at < now()",

@@ -28,3 +28,4 @@ mod sessions;
 mod sign_up;
 mod smtp;
 mod tokens;
+mod traces;

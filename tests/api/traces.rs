@@ -1,0 +1,145 @@
+//! Traces: the real binary exports spans over OTLP/HTTP (protobuf) to a receiver this test runs on
+//! loopback; an incoming `traceparent` is continued.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::binary::{FreshDb, Server};
+use crate::helpers::PASSWORD;
+
+type Received = Arc<Mutex<Vec<Span>>>;
+
+async fn receive(State(spans): State<Received>, body: Bytes) -> &'static str {
+    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+    let mut spans = spans.lock().unwrap();
+    for resource in request.resource_spans {
+        for scope in resource.scope_spans {
+            spans.extend(scope.spans);
+        }
+    }
+    ""
+}
+
+async fn collector() -> (String, Received) {
+    let spans: Received = Arc::default();
+    let app = axum::Router::new()
+        .route("/v1/traces", post(receive))
+        .with_state(spans.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, spans)
+}
+
+fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a AnyValue> {
+    span.attributes
+        .iter()
+        .find(|KeyValue { key: k, .. }| k == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn text(value: Option<&AnyValue>) -> Option<String> {
+    match value {
+        Some(AnyValue::StringValue(s)) => Some(s.clone()),
+        Some(AnyValue::IntValue(i)) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+#[sqlx::test]
+async fn a_request_continues_the_callers_trace_with_hashing_and_database_spans(pool: PgPool) {
+    let (endpoint, spans) = collector().await;
+    let db = FreshDb::new(&pool);
+    let server = Server::start_with(
+        &db,
+        &[
+            ("USERS__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{}/api/v1/public/users/sign_up", server.base))
+        .json(&json!({"email": "ann@example.com", "password": PASSWORD, "first_name": "Ann"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let res = client
+        .post(format!("{}/api/v1/public/users/login", server.base))
+        .header("traceparent", format!("00-{trace_id}-{parent}-01"))
+        .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let mut ours = Vec::new();
+    for _ in 0..200 {
+        ours = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| hex::encode(&s.trace_id) == trace_id)
+            .cloned()
+            .collect::<Vec<_>>();
+        if ours
+            .iter()
+            .any(|s| s.name == "POST /api/v1/public/users/login")
+            && ours.iter().any(|s| s.name == "password.verify")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let server_span = ours
+        .iter()
+        .find(|s| s.name == "POST /api/v1/public/users/login")
+        .unwrap_or_else(|| {
+            panic!(
+                "no server span in {:?}",
+                ours.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(hex::encode(&server_span.parent_span_id), parent);
+    assert_eq!(
+        text(attribute(server_span, "http.request.method")).as_deref(),
+        Some("POST")
+    );
+    assert_eq!(
+        text(attribute(server_span, "http.route")).as_deref(),
+        Some("/api/v1/public/users/login")
+    );
+    assert_eq!(
+        text(attribute(server_span, "http.response.status_code")).as_deref(),
+        Some("200")
+    );
+    let verify = ours.iter().find(|s| s.name == "password.verify").unwrap();
+    assert_eq!(
+        verify.parent_span_id, server_span.span_id,
+        "hashing is a child of the request"
+    );
+    assert!(
+        ours.iter()
+            .any(|s| text(attribute(s, "db.system")).as_deref() == Some("postgresql")),
+        "a database span: {:?}",
+        ours.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    drop(server);
+    drop(db);
+}
