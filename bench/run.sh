@@ -22,7 +22,9 @@ command -v pgbench >/dev/null || { apt-get update -qq && apt-get install -y -qq 
 SVC=""
 SAMPLER=""
 SINK=""
+OTLP=""
 cleanup() {
+  [ -n "$OTLP" ] && kill "$OTLP" 2>/dev/null || true
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
   [ -n "$SINK" ] && kill "$SINK" 2>/dev/null || true
   [ -n "$SVC" ] && kill "$SVC" 2>/dev/null && wait "$SVC" 2>/dev/null || true
@@ -83,10 +85,13 @@ READY_MS=$(( ($(date +%s%N) - START_NS) / 1000000 ))
 
 # peak RSS, sampled every 100 ms into a file (VmHWM would only give the whole run's peak)
 : > "$OUT/rss.samples"
-( while kill -0 "$SVC" 2>/dev/null; do
-    awk '/VmRSS/ {print $2}' "/proc/$SVC/status" 2>/dev/null >> "$OUT/rss.samples"; sleep 0.1
-  done ) &
-SAMPLER=$!
+start_sampler() {
+  ( while kill -0 "$SVC" 2>/dev/null; do
+      awk '/VmRSS/ {print $2}' "/proc/$SVC/status" 2>/dev/null >> "$OUT/rss.samples"; sleep 0.1
+    done ) &
+  SAMPLER=$!
+}
+start_sampler
 rss_mark() { wc -l < "$OUT/rss.samples" 2>/dev/null || echo 0; }
 rss_peak_since() { tail -n +"$(( $1 + 1 ))" "$OUT/rss.samples" | sort -n | tail -n1 | awk '{printf "%.1f", $1/1024}'; }
 
@@ -192,6 +197,35 @@ echo "== growing the users table to 1 000 000"
 seed_users 100001 1000000
 SEARCH_MAX=999999 run search_1m -t2 -c16 -d"${DURATION}s" -s bench/lua/search.lua "$BASE"
 
+echo "== GET me with /metrics scraped every second"
+( while true; do curl -fs "$BASE/metrics" >/dev/null; sleep 1; done ) &
+SCRAPER=$!
+HEADER=Authorization run get_me_scraped -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
+kill "$SCRAPER" 2>/dev/null || true
+
+# restarts the service with extra settings (sessions and keys live in the database: tokens stay valid)
+restart_with() {
+  kill "$SVC" 2>/dev/null && wait "$SVC" 2>/dev/null || true
+  env "$@" "$BIN" >> "$OUT/service.log" 2>&1 &
+  SVC=$!
+  until curl -fs "$BASE/health/ready" >/dev/null 2>&1; do sleep 0.05; done
+  start_sampler
+}
+echo "== GET me with traces exported to a local OTLP sink, then to a collector that is down"
+OTLP_PORT=$((PORT + 2))
+python3 bench/otlp_sink.py "$OTLP_PORT" &
+OTLP=$!
+restart_with USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT
+wrk -t2 -c32 -d3s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true
+HEADER=Authorization run get_me_traced -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
+kill "$OTLP" 2>/dev/null || true; OTLP=""
+restart_with USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT
+wrk -t2 -c32 -d3s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true
+HEADER=Authorization run get_me_collector_down -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
+restart_with
+wrk -t2 -c32 -d3s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true
+HEADER=Authorization run get_me_plain_again -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
+
 echo "== /health/live during a 256-connection login flood"
 MARK=$(rss_mark)
 wrk -t2 -c256 --timeout 60s -d"$((DURATION + 4))s" -s bench/lua/post_json.lua "$BASE" > "$OUT/login_flood.txt" 2>&1 &
@@ -251,6 +285,10 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "| sign_up/s ÷ hash/s, fresh buffer (mean: $FRESH_SIGNUP) | $(ratio "$SIGNUP_RPS" "$FRESH_SIGNUP") |"
   echo "| sign_up/s ÷ hash/s, reused buffer (mean: $REUSED_SIGNUP) | $(ratio "$SIGNUP_RPS" "$REUSED_SIGNUP") |"
   echo "| GET me/s (Bearer) ÷ pgbench TPS (mean: $PGTPS) | $(ratio "$ME_RPS" "$PGTPS") |"
+  ME_PLAIN=$(mean "$ME_RPS" "$(rps_of get_me_plain_again)")
+  echo "| GET me with /metrics scraped each second ÷ plain GET me (mean of the first and last plain runs: $ME_PLAIN) | $(ratio "$(rps_of get_me_scraped)" "$ME_PLAIN") |"
+  echo "| GET me with traces exported ÷ plain GET me | $(ratio "$(rps_of get_me_traced)" "$ME_PLAIN") |"
+  echo "| GET me with the trace collector down ÷ plain GET me | $(ratio "$(rps_of get_me_collector_down)" "$ME_PLAIN") |"
   echo "| start-up to ready (migrated database) | ${READY_MS} ms |"
   echo "| /health/live p99 during the login flood | $HEALTH_P99 |"
   echo "| courier: 5 000 queued messages delivered to a local SMTP sink | $COURIER_SENT in $COURIER_MS ms: $COURIER_RATE messages/s |"
@@ -265,7 +303,8 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "(PUT users/any, a substring of one user's email, 16 connections) p99 < 50 ms and ≥ 2000 req/s at"
   echo "100 000 users, p99 < 100 ms at 1 000 000; during the hang-up flood (its row's req/s is hang-ups a"
   echo "second) peak RSS < 150 MiB and /health/live p99 < 10 ms; forgot p50s for a known and an unknown"
-  echo "email within 10 % of each other; the courier ≥ 500 messages/s."
+  echo "email within 10 % of each other; the courier ≥ 500 messages/s; GET me with /metrics scraped, with"
+  echo "traces exported and with the collector down each within 5 % of plain GET me."
   echo
   echo "Where the misses come from, with a profile: [PROFILE.md](PROFILE.md)."
 } > "$RESULTS"

@@ -59,6 +59,15 @@ for series in $(grep -oE '\b(http_[a-z_]+|users_[a-z_]+|password_[a-z_]+|db_pool
   grep -q "^$series" "$SCRAPE" || missing="$missing $series"
 done
 check "every series the rules name is exported${missing:+ (missing:$missing)}" test -z "$missing"
+# the dashboard's queries, likewise
+missing=""
+DASHBOARD=$ROOT/deploy/observability/grafana/dashboards/users-service.json
+exprs=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("\n".join(t["expr"] for p in d["panels"] for t in p["targets"]))' "$DASHBOARD")
+[ -n "$exprs" ] || missing=" (no queries found)"
+for series in $(grep -oE '\b(http_[a-z_]+|users_[a-z_]+|password_[a-z_]+|db_pool_[a-z_]+|outbox_[a-z_]+|messages_[a-z_]+|events_[a-z_]+)' <<< "$exprs" | sort -u); do
+  grep -q "^$series" "$SCRAPE" || missing="$missing $series"
+done
+check "every series the dashboard queries is exported${missing:+ (missing:$missing)}" test -z "$missing"
 rm -f "$SCRAPE"
 echo "observability: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
