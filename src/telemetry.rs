@@ -13,7 +13,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -48,11 +48,12 @@ pub fn init(json: bool, traces: &TelemetrySettings) -> Guard {
         tracing_subscriber::fmt::layer().with_filter(filter).boxed()
     };
     let provider = tracer_provider(traces);
-    // the trace layer sees the database and hashing spans (debug) whatever the log filter says
+    // the trace layer sees this crate's spans down to debug (database work, hashing) whatever the
+    // log filter says, and nothing of the libraries (sqlx's per-query events would double the cost)
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("users-service"))
-            .with_filter(LevelFilter::DEBUG)
+            .with_filter(Targets::new().with_target("users_service", LevelFilter::DEBUG))
     });
     // A second init (tests) keeps the first subscriber.
     let _ = tracing_subscriber::registry()

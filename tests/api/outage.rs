@@ -186,7 +186,9 @@ async fn a_database_outage_is_503_and_the_service_recovers_without_restart(_pool
     // a scrape still answers, with the pool gauges as they are
     let scrape = app.get("/metrics").send().await;
     assert_eq!(scrape.status, StatusCode::OK);
-    assert!(scrape.text().contains("db_pool_connections{state=\"in_use\"}"));
+    assert!(scrape
+        .text()
+        .contains("db_pool_connections{state=\"in_use\"}"));
     assert!(scrape
         .text()
         .contains("http_requests_total{method=\"GET\",route=\"/health/ready\",status=\"503\"} 1"));
