@@ -308,3 +308,24 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Asks `/health/live` while `busy()` holds, `every` apart; each answer must come (within 10 s) and
+/// be 200. Returns how many probes were made.
+pub async fn probe_liveness_while(base: &str, every: Duration, busy: impl Fn() -> bool) -> usize {
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut probes = 0;
+    while busy() {
+        let live = probe
+            .get(format!("{base}/health/live"))
+            .send()
+            .await
+            .expect("liveness did not answer");
+        assert_eq!(live.status(), 200);
+        probes += 1;
+        tokio::time::sleep(every).await;
+    }
+    probes
+}

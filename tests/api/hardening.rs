@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use users_service::service::lifecycle;
 
-use crate::binary::{peak_rss_kib, FreshDb, Server};
+use crate::binary::{peak_rss_kib, probe_liveness_while, FreshDb, Server};
 use crate::helpers::{unique_ip, TestApp, PASSWORD};
 
 const LOGIN: &str = "/api/v1/public/users/login";
@@ -321,21 +321,10 @@ async fn clients_that_send_a_login_and_hang_up_cannot_stack_hashes(pool: PgPool)
             })
         })
         .collect();
-    let probe = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let mut probes = 0;
-    while clients.iter().any(|c| !c.is_finished()) {
-        let live = probe
-            .get(format!("{}/health/live", server.base))
-            .send()
-            .await
-            .expect("liveness did not answer");
-        assert_eq!(live.status(), 200);
-        probes += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let probes = probe_liveness_while(&server.base, Duration::from_millis(100), || {
+        clients.iter().any(|c| !c.is_finished())
+    })
+    .await;
     let sent: u32 = clients.into_iter().map(|c| c.join().unwrap()).sum();
     assert!(sent > 500, "only {sent} hang-ups sent");
     assert!(probes > 0);

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::binary::{peak_rss_kib, FreshDb, Server};
+use crate::binary::{peak_rss_kib, probe_liveness_while, FreshDb, Server};
 use crate::helpers::{unique_ip, TestApp, PASSWORD};
 
 #[sqlx::test]
@@ -58,21 +58,10 @@ async fn a_flood_of_wrong_passwords_keeps_memory_bounded_and_liveness_answering(
         })
         .collect();
     // liveness keeps answering while every hash slot is busy (not a timing check: it must answer)
-    let probe = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let mut probes = 0;
-    while flood.iter().any(|h| !h.is_finished()) {
-        let live = probe
-            .get(format!("{}/health/live", server.base))
-            .send()
-            .await
-            .expect("liveness did not answer");
-        assert_eq!(live.status(), 200);
-        probes += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let probes = probe_liveness_while(&server.base, Duration::from_millis(50), || {
+        flood.iter().any(|h| !h.is_finished())
+    })
+    .await;
     assert!(probes > 0);
     // each is refused: 401 after its hash, or 503 with Retry-After: 1 when the queue for hashing
     // slots (`auth.hash_queue_max`) was full
