@@ -96,12 +96,6 @@ impl Passwords {
         .await
     }
 
-    /// Verifies against `hash`, or against the dummy hash when there is none (unknown email, or an
-    /// account without a password), so the time taken reveals nothing.
-    pub async fn verify(&self, password: &SecretString, hash: Option<&str>) -> AppResult<Verdict> {
-        self.slot().await?.verify(password, hash).await
-    }
-
     /// Hashes without the policy check: for rehashing a password that already passed login.
     pub async fn rehash(&self, password: &SecretString) -> AppResult<String> {
         let inner = self.inner.clone();
@@ -170,7 +164,8 @@ pub struct HashSlot {
 }
 
 impl HashSlot {
-    /// As [`Passwords::verify`], in this slot.
+    /// Verifies against `hash`, or against the dummy hash when there is none (unknown email, or an
+    /// account without a password), so the time taken reveals nothing.
     pub async fn verify(self, password: &SecretString, hash: Option<&str>) -> AppResult<Verdict> {
         let span = tracing::debug_span!("password.verify");
         let inner = self.inner.clone();

@@ -28,6 +28,6 @@ pub fn validate_name(value: &str) -> Result<(), ValidationError> {
 }
 
 /// Trims a name; an optional one left empty becomes absent.
-pub fn clean_name(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+pub fn clean_name(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
 }

@@ -10,12 +10,13 @@ use super::mail;
 use super::rate_limit::Budget;
 use super::views::UserView;
 use crate::auth::jwt::token_hash;
-use crate::domain::{Email, Phone, Role, UserStatus};
+use crate::domain::{clean_name, Email, Phone, Role, UserStatus};
 use crate::error::{AppError, AppResult};
 use crate::repo::{self, users::UserRow};
 use crate::state::AppState;
 
-/// A new account's profile.
+/// A new account's profile, as the caller gave it: names are trimmed (an empty optional one
+/// dropped) when it is stored, whichever route it came from.
 pub struct Profile {
     pub email: Email,
     pub first_name: String,
@@ -106,9 +107,9 @@ pub async fn create_in(
             email: p.email.as_str(),
             phone: p.phone.as_ref().map(Phone::as_str),
             password_hash: hash,
-            first_name: &p.first_name,
-            last_name: p.last_name.as_deref(),
-            middle_name: p.middle_name.as_deref(),
+            first_name: p.first_name.trim(),
+            last_name: clean_name(p.last_name.as_deref()),
+            middle_name: clean_name(p.middle_name.as_deref()),
             role: p.role,
             email_verified,
         },
@@ -137,7 +138,8 @@ pub async fn get(state: &AppState, id: Uuid) -> AppResult<UserRow> {
         .ok_or_else(AppError::user_not_found)
 }
 
-/// Name changes; for the optional names `Some(None)` clears and `None` keeps.
+/// Name changes; for the optional names `Some(None)` clears and `None` keeps. Trimmed when stored
+/// (a blank optional name clears it).
 pub struct NameChange {
     pub first_name: Option<String>,
     pub last_name: Option<Option<String>>,
@@ -156,9 +158,12 @@ pub async fn update_profile(
         &mut *tx,
         id,
         &repo::users::NameChange {
-            first_name: change.first_name.as_deref(),
-            last_name: change.last_name.as_ref().map(Option::as_deref),
-            middle_name: change.middle_name.as_ref().map(Option::as_deref),
+            first_name: change.first_name.as_deref().map(str::trim),
+            last_name: change.last_name.as_ref().map(|n| clean_name(n.as_deref())),
+            middle_name: change
+                .middle_name
+                .as_ref()
+                .map(|n| clean_name(n.as_deref())),
         },
     )
     .await?;

@@ -251,3 +251,33 @@ async fn a_body_of_the_right_shape_reports_every_broken_rule(pool: PgPool) {
         .collect();
     assert_eq!(fields, ["first_name", "last_name"], "{}", res.text());
 }
+
+#[sqlx::test]
+async fn names_are_stored_trimmed_whichever_route_creates_or_changes_them(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let res = app
+        .post(PATH)
+        .json(json!({"email": "a@example.com", "password": PASSWORD, "first_name": "  Ann ", "last_name": "   "}))
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    assert_eq!(res.json()["first_name"], "Ann");
+    assert_eq!(res.json()["last_name"], serde_json::Value::Null);
+    let res = app
+        .post("/api/v1/server/users/create_user")
+        .server_key()
+        .json(json!({"email": "b@example.com", "first_name": " Bob", "middle_name": " B "}))
+        .send()
+        .await;
+    assert_eq!(res.json()["first_name"], "Bob");
+    assert_eq!(res.json()["middle_name"], "B");
+    let id = res.json()["id"].as_str().unwrap().to_owned();
+    let res = app
+        .put("/api/v1/server/users/change-fullname")
+        .server_key()
+        .json(json!({"user_id": id, "first_name": " Robert ", "middle_name": "  "}))
+        .send()
+        .await;
+    assert_eq!(res.json()["first_name"], "Robert", "{}", res.text());
+    assert_eq!(res.json()["middle_name"], serde_json::Value::Null);
+}

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::Validate;
 
-use crate::domain::{clean_name, validate_name, Email, Phone, Role, UserStatus};
+use crate::domain::{validate_name, Email, Phone, Role, UserStatus};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::docs::PROBLEM;
 use crate::http::dto::user_json;
@@ -59,9 +59,9 @@ pub struct ProfileChange {
 impl From<ProfileChange> for users::NameChange {
     fn from(c: ProfileChange) -> Self {
         Self {
-            first_name: c.first_name.map(|n| n.trim().to_owned()),
-            last_name: c.last_name.map(clean_name),
-            middle_name: c.middle_name.map(clean_name),
+            first_name: c.first_name,
+            last_name: c.last_name,
+            middle_name: c.middle_name,
         }
     }
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::auth::{cookies, csrf};
-use crate::domain::{clean_name, validate_name, Email, Phone, Role};
+use crate::domain::{validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::auth_layer::{append_auth_cookies, refused};
 use crate::http::docs::PROBLEM;
@@ -157,9 +157,9 @@ impl SignUpRequest {
     fn into_profile(self, role: Role) -> (users::Profile, SecretString) {
         let profile = users::Profile {
             email: self.email,
-            first_name: self.first_name.trim().to_owned(),
-            last_name: clean_name(self.last_name),
-            middle_name: clean_name(self.middle_name),
+            first_name: self.first_name,
+            last_name: self.last_name,
+            middle_name: self.middle_name,
             phone: self.phone,
             role,
         };

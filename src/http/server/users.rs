@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::domain::{clean_name, validate_name, Email, Phone, Role};
+use crate::domain::{validate_name, Email, Phone, Role};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::docs::PROBLEM;
 use crate::http::dto::user_json;
@@ -46,9 +46,9 @@ impl ServerSignUpRequest {
     fn into_profile(self, default_role: Role) -> (users::Profile, SecretString) {
         let profile = users::Profile {
             email: self.email,
-            first_name: self.first_name.trim().to_owned(),
-            last_name: clean_name(self.last_name),
-            middle_name: clean_name(self.middle_name),
+            first_name: self.first_name,
+            last_name: self.last_name,
+            middle_name: self.middle_name,
             phone: self.phone,
             role: self.role.unwrap_or(default_role),
         };
@@ -98,9 +98,9 @@ impl CreateUserRequest {
     fn into_profile(self, default_role: Role) -> users::Profile {
         users::Profile {
             email: self.email,
-            first_name: self.first_name.trim().to_owned(),
-            last_name: clean_name(self.last_name),
-            middle_name: clean_name(self.middle_name),
+            first_name: self.first_name,
+            last_name: self.last_name,
+            middle_name: self.middle_name,
             phone: self.phone,
             role: self.role.unwrap_or(default_role),
         }
@@ -242,9 +242,9 @@ pub async fn change_fullname(
     Json(body): Json<FullNameRequest>,
 ) -> AppResult<axum::Json<UserResponse>> {
     let change = users::NameChange {
-        first_name: Some(body.first_name.trim().to_owned()),
-        last_name: body.last_name.map(clean_name),
-        middle_name: body.middle_name.map(clean_name),
+        first_name: Some(body.first_name),
+        last_name: body.last_name,
+        middle_name: body.middle_name,
     };
     Ok(user_json(
         linked_accounts::view(
