@@ -16,6 +16,7 @@ use crate::auth::server_keys::ServerKeys;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::providers::yandex::YandexClient;
+use crate::repo::search_terms::SearchTerms;
 use crate::repo::session_reads::SessionReads;
 use crate::service::mail::Templates;
 use crate::service::rate_limit::Limits;
@@ -39,6 +40,9 @@ pub struct Inner {
     /// forgot-password requests being worked on after their 202 (bounded: see `passwords::forgot`)
     pub forgot_jobs: Arc<Semaphore>,
     pub metrics: Metrics,
+    /// how rare each trigram of the users' search text is (admin search asks the index for the
+    /// rarest part of its text)
+    pub search_terms: SearchTerms,
 }
 
 impl Deref for AppState {
@@ -63,6 +67,7 @@ impl AppState {
             mail: Templates::load(&settings.email)?,
             forgot_jobs: Arc::new(Semaphore::new(FORGOT_JOBS)),
             metrics,
+            search_terms: SearchTerms::default(),
             session_reads: SessionReads::spawn(
                 db.clone(),
                 session_read_slots(),

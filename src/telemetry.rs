@@ -49,10 +49,18 @@ pub fn init(json: bool, traces: &TelemetrySettings) -> Guard {
     };
     let provider = tracer_provider(traces);
     // the trace layer sees this crate's spans down to debug (database work, hashing) whatever the
-    // log filter says, and nothing of the libraries (sqlx's per-query events would double the cost)
+    // log filter says, and nothing of the libraries (sqlx's per-query events would double the cost).
+    // Each span carries only what its code sets: no source location, thread, target or busy/idle
+    // times (four to six attributes more per span, a third of the cost of a traced GET me), and
+    // entering a span does not switch the OpenTelemetry context (nothing here reads it implicitly)
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("users-service"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(Targets::new().with_target("users_service", LevelFilter::DEBUG))
     });
     // A second init (tests) keeps the first subscriber.

@@ -6,6 +6,7 @@ pub mod login_throttle;
 pub mod messages;
 pub mod oauth_states;
 pub mod reset_tokens;
+pub mod search_terms;
 pub mod session_reads;
 pub mod sessions;
 pub mod signing_keys;

@@ -251,6 +251,9 @@ pub async fn delete_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<
 pub struct Search<'a> {
     /// lowercased, matched as a substring of email, phone and names
     pub query: Option<&'a str>,
+    /// the part of `query` the trigram index is asked for (`search_terms::SearchTerms`); every
+    /// candidate is then checked against the whole query
+    pub index_pattern: Option<&'a str>,
     pub role: Option<Role>,
     pub status: Option<UserStatus>,
     /// the last id of the previous page
@@ -268,9 +271,15 @@ pub struct Search<'a> {
 pub async fn search(db: impl PgExecutor<'_>, s: &Search<'_>) -> sqlx::Result<Vec<UserRow>> {
     let mut q = QueryBuilder::<Postgres>::new(format!("select {COLUMNS} from users where true"));
     if let Some(text) = s.query {
+        let indexed = s.index_pattern.unwrap_or(text);
         q.push(" and search_text like '%' || ")
-            .push_bind(escape_like(text))
+            .push_bind(escape_like(indexed))
             .push(" || '%' escape '\\'");
+        if indexed != text {
+            q.push(" and strpos(search_text, ")
+                .push_bind(text)
+                .push(") > 0");
+        }
     }
     if let Some(role) = s.role {
         q.push(" and role = ").push_bind(role);

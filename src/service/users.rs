@@ -330,10 +330,14 @@ pub async fn search(state: &AppState, f: &UserFilter) -> AppResult<(Vec<UserView
         .as_deref()
         .map(|q| q.trim().to_lowercase())
         .filter(|q| !q.is_empty());
+    state.search_terms.refresh_if_stale(&state.db);
     let rows = repo::users::search(
         &state.db,
         &repo::users::Search {
             query: query.as_deref(),
+            index_pattern: query
+                .as_deref()
+                .map(|q| state.search_terms.index_pattern(q)),
             role: f.role,
             status: f.status,
             before: f.before,

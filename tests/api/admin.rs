@@ -437,6 +437,47 @@ async fn search_uses_the_trigram_index(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_sampled_search_asks_the_index_for_the_rare_part_and_answers_the_same(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.signed_in_as("root@example.com", "admin").await;
+    sqlx::query(
+        "insert into users (id, email, first_name, last_name, role)
+         select ('00000000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'))::uuid,
+                'user' || g || '@bench.example', 'Name' || g, 'Family' || (g % 10), 'readonly'
+         from generate_series(1, 300) g",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze users")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let before = emails(&search(&app, &admin, json!({"query": "User12"})).await);
+    assert_eq!(app.state.search_terms.index_pattern("user123"), "user123");
+    app.state.search_terms.refresh(&app.pool).await.unwrap();
+    // `use` and `ser` are in every row: the index is asked for the rare end only
+    let asked = app.state.search_terms.index_pattern("user123");
+    assert!(asked.ends_with("123") && !asked.contains("se"), "{asked}");
+    let after = emails(&search(&app, &admin, json!({"query": "User12"})).await);
+    assert_eq!(before, after);
+    assert_eq!(
+        after,
+        [
+            "user129", "user128", "user127", "user126", "user125", "user124", "user123", "user122",
+            "user121", "user120", "user12"
+        ]
+        .map(|u| format!("{u}@bench.example"))
+    );
+    // the rest of the text still has to match: `name123` holds `123` but not `user123`
+    assert_eq!(
+        emails(&search(&app, &admin, json!({"query": "user123"})).await),
+        ["user123@bench.example"]
+    );
+    assert!(emails(&search(&app, &admin, json!({"query": "xuser123"})).await).is_empty());
+}
+
+#[sqlx::test]
 async fn the_audit_log_pages_newest_first_with_filters(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let admin = app.signed_in_as("root@example.com", "admin").await;
