@@ -159,8 +159,9 @@ fn rarest_stretch(query: &str, rows_of: impl Fn(&str) -> f64) -> &str {
     let mut best: Option<(f64, usize, usize)> = None;
     for start in 0..chars.len() {
         let (mut read, mut rarest, mut trigrams) = (0.0, f64::INFINITY, 0);
-        for first in start..chars.len().min(start + MAX_WINDOW - 2) {
-            let Some(rows) = trigram_rows[first] else {
+        let stretch = trigram_rows[start..].iter().take(MAX_WINDOW - 2);
+        for (first, rows) in (start..).zip(stretch) {
+            let Some(rows) = *rows else {
                 break;
             };
             read += rows;
