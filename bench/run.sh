@@ -37,7 +37,7 @@ echo "== building"
 cargo build --release --locked --bin users-service 2>&1 | tail -1
 BIN=target/release/users-service
 
-cargo build --release --locked --example argon2_rate 2>&1 | tail -1
+cargo build --release --locked --example argon2_rate --example amqp_ceiling 2>&1 | tail -1
 # The ceilings drift with the machine (on a shared VM, CPU steal comes and goes), so each is
 # measured right before and right after the scenarios it is compared with, and the mean is used.
 # prints "FRESH REUSED": hashes/s with a fresh buffer per hash (the crate's plain API) and with a
@@ -227,6 +227,39 @@ restart_with
 wrk -t2 -c32 -d3s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true
 HEADER=Authorization run get_me_plain_again -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
 
+echo "== events: the relay against a plain publisher-confirms loop; requests with publishing on and off"
+AMQP=amqp://guest:guest@127.0.0.1:5672/%2f
+EXCHANGE=bench.users.events.$$
+CEILING=target/release/examples/amqp_ceiling
+ceiling() { "$CEILING" publish "$AMQP" "$EXCHANGE" 20000 | sed -n 's/^AMQP_CEILING=//p'; }
+unpublished() { psql -qAt "$PGURL/$DB" -c "select count(*) from events where published_at is null"; }
+run sign_up_events_off -t2 -c32 -d"${DURATION}s" -s bench/lua/sign_up.lua "$BASE"
+"$CEILING" setup "$AMQP" "$EXCHANGE"
+Q1=$(ceiling)
+restart_with USERS__EVENTS__AMQP_URL=$AMQP USERS__EVENTS__EXCHANGE=$EXCHANGE
+# the events of the earlier sign-ups go out first
+for _ in $(seq 1 600); do [ "$(unpublished)" = 0 ] && break; sleep 0.1; done
+psql -q "$PGURL/$DB" -c "insert into events (id, type, actor, user_id, data)
+  select gen_random_uuid(), 'user.created', 'system', gen_random_uuid(),
+         jsonb_build_object('user', jsonb_build_object('id', gen_random_uuid(), 'email', 'relay' || g || '@bench.example',
+           'first_name', 'Relay', 'last_name', null, 'middle_name', null, 'phone', null, 'role', 'methodist',
+           'status', 'active', 'email_verified', false, 'created_at', now(), 'updated_at', now(),
+           'deleted_at', null, 'linked_accounts', '[]'::jsonb))
+  from generate_series(1, 20000) g; select pg_notify('events_inserted', '')" >/dev/null
+RELAY_START=$(date +%s%N)
+for _ in $(seq 1 1200); do [ "$(unpublished)" = 0 ] && break; sleep 0.05; done
+RELAY_MS=$(( ($(date +%s%N) - RELAY_START) / 1000000 ))
+RELAY_LEFT=$(unpublished)
+RELAY_RATE=$(awk -v n=$((20000 - RELAY_LEFT)) -v ms="$RELAY_MS" 'BEGIN { printf "%.1f", (ms > 0 ? n * 1000 / ms : 0) }')
+Q2=$(ceiling)
+echo "   relay: $((20000 - RELAY_LEFT)) in $RELAY_MS ms ($RELAY_RATE/s); ceiling $Q1, $Q2"
+HEADER=Authorization run get_me_events_on -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
+run sign_up_events_on -t2 -c32 -d"${DURATION}s" -s bench/lua/sign_up.lua "$BASE"
+for _ in $(seq 1 600); do [ "$(unpublished)" = 0 ] && break; sleep 0.1; done
+EVENTS_LEFT=$(unpublished)
+restart_with
+"$CEILING" teardown "$AMQP" "$EXCHANGE" || true
+
 echo "== /health/live during a 256-connection login flood"
 MARK=$(rss_mark)
 wrk -t2 -c256 --timeout 60s -d"$((DURATION + 4))s" -s bench/lua/post_json.lua "$BASE" > "$OUT/login_flood.txt" 2>&1 &
@@ -290,6 +323,11 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "| GET me with /metrics scraped each second ÷ plain GET me (mean of the plain runs before and after: $ME_PLAIN) | $(ratio "$(rps_of get_me_scraped)" "$ME_PLAIN") |"
   echo "| GET me with traces exported ÷ plain GET me | $(ratio "$(rps_of get_me_traced)" "$ME_PLAIN") |"
   echo "| GET me with the trace collector down ÷ plain GET me | $(ratio "$(rps_of get_me_collector_down)" "$ME_PLAIN") |"
+  QMEAN=$(mean "$Q1" "$Q2")
+  echo "| RabbitMQ publisher-confirms loop, messages/s (1 000 in flight, persistent, a stored queue bound): before and after the relay | $Q1, $Q2 |"
+  echo "| relay: 20 000 unpublished events until all acknowledged, events/s ÷ that ceiling (mean: $QMEAN) | $RELAY_RATE ÷ $QMEAN = $(ratio "$RELAY_RATE" "$QMEAN") |"
+  echo "| GET me with publishing on ÷ plain GET me | $(ratio "$(rps_of get_me_events_on)" "$ME_PLAIN") |"
+  echo "| sign_up with publishing on ÷ sign_up with it off (run right before; events left unpublished after: $EVENTS_LEFT) | $(ratio "$(rps_of sign_up_events_on)" "$(rps_of sign_up_events_off)") |"
   echo "| start-up to ready (migrated database) | ${READY_MS} ms |"
   echo "| /health/live p99 during the login flood | $HEALTH_P99 |"
   echo "| courier: 5 000 queued messages delivered to a local SMTP sink | $COURIER_SENT in $COURIER_MS ms: $COURIER_RATE messages/s |"
@@ -305,7 +343,8 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "100 000 users, p99 < 100 ms at 1 000 000; during the hang-up flood (its row's req/s is hang-ups a"
   echo "second) peak RSS < 150 MiB and /health/live p99 < 10 ms; forgot p50s for a known and an unknown"
   echo "email within 10 % of each other; the courier ≥ 500 messages/s; GET me with /metrics scraped, with"
-  echo "traces exported and with the collector down each within 5 % of plain GET me."
+  echo "traces exported and with the collector down each within 5 % of plain GET me; the relay ≥ 0.70 of"
+  echo "the publisher-confirms ceiling; GET me and sign_up with publishing on within 5 % of off."
   echo
   echo "Where the misses come from, with a profile: [PROFILE.md](PROFILE.md)."
 } > "$RESULTS"

@@ -104,6 +104,7 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     let purge = crate::jobs::purge::spawn(state.clone());
     let stop_loops = CancellationToken::new();
     let courier = crate::jobs::courier::spawn(state.clone(), stop_loops.clone());
+    let relay = crate::jobs::relay::spawn(state.clone(), stop_loops.clone());
     let limits = spawn_limit_cleanup(state);
     tracing::info!(%addr, "listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -125,10 +126,11 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         result = server => result.context("server error")?,
         () = deadline => tracing::warn!("shutdown grace period over; dropping remaining requests"),
     }
-    // the courier finishes the message in hand; the other loops hold nothing worth finishing
+    // the courier finishes the message in hand and the relay the batch in flight; the other loops
+    // hold nothing worth finishing
     stop_loops.cancel();
-    if let Some(courier) = courier {
-        let _ = tokio::time::timeout(grace, courier).await;
+    for task in [courier, relay].into_iter().flatten() {
+        let _ = tokio::time::timeout(grace, task).await;
     }
     purge.abort();
     limits.abort();

@@ -27,6 +27,7 @@ pub struct Settings {
     pub oauth: OAuthSettings,
     pub server_api: ServerApiSettings,
     pub email: EmailSettings,
+    pub events: EventsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
     pub log: LogSettings,
@@ -176,6 +177,20 @@ pub struct EmailSettings {
     pub timeout_secs: u64,
 }
 
+/// Events to RabbitMQ (the `events` outbox and its relay).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSettings {
+    /// `amqp://user:password@host:port/vhost`; empty: publishing off (events are still written and
+    /// readable over the feed)
+    pub amqp_url: SecretString,
+    /// the durable topic exchange the relay declares and publishes to
+    pub exchange: String,
+    pub retention_days: i32,
+    /// the relay is woken on every new event and also looks this often
+    pub poll_interval_secs: u64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerApiSettings {
@@ -284,6 +299,7 @@ impl Settings {
         self.validate_auth()?;
         self.validate_oauth()?;
         self.validate_email()?;
+        self.validate_events()?;
         self.validate_rest()
     }
 
@@ -317,6 +333,30 @@ impl Settings {
         }
         if e.min_interval_secs < 0 {
             return fail("email.min_interval_secs", "must not be negative");
+        }
+        Ok(())
+    }
+
+    fn validate_events(&self) -> Result<(), ConfigError> {
+        let e = &self.events;
+        let amqp = secrecy::ExposeSecret::expose_secret(&e.amqp_url);
+        if !amqp.is_empty()
+            && !url::Url::parse(amqp).is_ok_and(|u| matches!(u.scheme(), "amqp" | "amqps"))
+        {
+            return fail("events.amqp_url", "not an amqp:// or amqps:// URL");
+        }
+        if e.exchange.trim().is_empty() || e.exchange.len() > 255 || e.exchange.starts_with("amq.")
+        {
+            return fail(
+                "events.exchange",
+                "must be 1 to 255 characters and not start with amq.",
+            );
+        }
+        if e.retention_days < 1 {
+            return fail("events.retention_days", "must be at least 1");
+        }
+        if e.poll_interval_secs < 1 {
+            return fail("events.poll_interval_secs", "must be at least 1");
         }
         Ok(())
     }

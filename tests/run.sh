@@ -5,6 +5,18 @@
 # Each suite installs what it needs (a Python venv under target/, Chromium from Debian, npm packages).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# RabbitMQ (the events tests publish to it): 127.0.0.1:5672, guest/guest; installed from Debian's
+# packages and started when it does not answer
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if ! answers 5672; then
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  (service rabbitmq-server start || rabbitmq-server -detached) >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do answers 5672 && break; sleep 1; done
+fi
+answers 5672 || { echo "RabbitMQ does not answer on 127.0.0.1:5672"; exit 1; }
 passed=0
 failed=0
 suite() {

@@ -125,6 +125,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(server::linked_accounts::change_reason))
         .routes(routes!(server::passwords::reset_token))
         .routes(routes!(server::passwords::set_new_password))
+        .routes(routes!(server::events::feed))
         .route_layer(from_fn_with_state(state.clone(), require_server));
     let ops = if state.settings.metrics.enabled {
         OpenApiRouter::new().routes(routes!(public::metrics::metrics))

@@ -9,9 +9,9 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use rand::Rng;
 use secrecy::ExposeSecret;
-use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
+use super::{listen, wait};
 use crate::repo::messages::{self, Claimed, CHANNEL};
 use crate::state::AppState;
 
@@ -47,7 +47,7 @@ async fn run(
     stop: CancellationToken,
 ) {
     let poll = Duration::from_secs(state.settings.email.poll_interval_secs);
-    let mut listener = listen(&state).await;
+    let mut listener = listen(&state, CHANNEL).await;
     loop {
         // send everything due; a full batch means there may be more
         loop {
@@ -68,30 +68,16 @@ async fn run(
             () = tokio::time::sleep(poll) => {
                 // no listener (the database was down when it was made): try again each poll
                 if listener.is_none() {
-                    listener = listen(&state).await;
+                    listener = listen(&state, CHANNEL).await;
                 }
             }
             woke = wait(&mut listener) => {
                 if !woke {
                     // the listening connection broke: polling covers until it is back
-                    listener = listen(&state).await;
+                    listener = listen(&state, CHANNEL).await;
                 }
             }
         }
-    }
-}
-
-async fn listen(state: &AppState) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(&state.db).await.ok()?;
-    listener.listen(CHANNEL).await.ok()?;
-    Some(listener)
-}
-
-/// Waits for a notification; false when the listener is gone (or there is none).
-async fn wait(listener: &mut Option<PgListener>) -> bool {
-    match listener {
-        Some(l) => l.recv().await.is_ok(),
-        None => std::future::pending().await,
     }
 }
 

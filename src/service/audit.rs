@@ -1,10 +1,12 @@
-//! Who did what: every state change writes one record, inside the change's own transaction.
+//! Who did what: every state change writes one record, inside the change's own transaction, and
+//! the changes other services hear of write their event beside it (`events`), so no route can
+//! record a change and forget to announce it.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use serde_json::Value;
-use sqlx::PgExecutor;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::views::AuditEntry;
@@ -127,11 +129,37 @@ impl Action {
             Action::EmailVerificationSent => "user.email_verification_sent",
         }
     }
+
+    /// The event type other services hear of this change as, if they do.
+    pub fn event(self) -> Option<&'static str> {
+        Some(match self {
+            Action::SignUp | Action::CreateUser => "user.created",
+            Action::ProfileUpdate | Action::ContactsUpdate => "user.updated",
+            Action::EmailVerify => "user.email_verified",
+            Action::RoleChange => "user.role_changed",
+            Action::PasswordChange | Action::PasswordReset => "user.password_changed",
+            Action::SoftDelete => "user.deleted",
+            Action::Restore => "user.restored",
+            Action::PermanentDelete => "user.purged",
+            Action::Link => "linked_account.linked",
+            Action::LinkUpdate => "linked_account.updated",
+            Action::Unlink => "linked_account.unlinked",
+            Action::Login
+            | Action::LoginFailed
+            | Action::Logout
+            | Action::SessionRevoke
+            | Action::SessionsRevokeAll
+            | Action::RefreshReuse
+            | Action::ResetTokenIssue
+            | Action::EmailVerificationSent => return None,
+        })
+    }
 }
 
-/// Writes one record. Call it with the transaction that makes the change.
+/// Writes one record, and the change's event if it has one. Call it with the transaction that
+/// makes the change, after the change (the event shows the user as the change left them).
 pub async fn record(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     caller: &Caller,
     action: Action,
     target: Option<Uuid>,
@@ -139,8 +167,11 @@ pub async fn record(
 ) -> sqlx::Result<()> {
     let actor = caller.actor.to_string();
     let ip = caller.ip.map(|ip| ip.to_string());
+    if let Some(kind) = action.event() {
+        super::events::write(&mut *conn, &actor, kind, target, &details).await?;
+    }
     audit::insert(
-        db,
+        conn,
         &NewAudit {
             actor: &actor,
             action: action.as_str(),
@@ -152,9 +183,9 @@ pub async fn record(
     .await
 }
 
-/// One record per user for a batch change (the purge), in one statement.
+/// One record per user for a batch change (the purge), in one statement, and one event each.
 pub async fn record_many(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     caller: &Caller,
     action: Action,
     targets: &[Uuid],
@@ -162,8 +193,11 @@ pub async fn record_many(
 ) -> sqlx::Result<()> {
     let actor = caller.actor.to_string();
     let ip = caller.ip.map(|ip| ip.to_string());
+    if let Some(kind) = action.event() {
+        super::events::write_many(&mut *conn, &actor, kind, targets).await?;
+    }
     audit::insert_many(
-        db,
+        conn,
         &actor,
         action.as_str(),
         targets,

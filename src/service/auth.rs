@@ -163,7 +163,8 @@ async fn wrong_password<T>(
     key: &str,
 ) -> AppResult<T> {
     let details = json!({"email": key});
-    audit::record(&state.db, caller, Action::LoginFailed, target, details).await?;
+    let mut conn = state.db.acquire().await?;
+    audit::record(&mut conn, caller, Action::LoginFailed, target, details).await?;
     tracing::info!("wrong email or password");
     Err(AppError::InvalidCredentials)
 }
@@ -198,7 +199,7 @@ pub async fn start_session(
     .await?;
     let caller = Caller::user(user.id, meta.ip);
     let details = json!({"session_id": issued.principal.session_id});
-    audit::record(&mut *tx, &caller, Action::Login, Some(user.id), details).await?;
+    audit::record(&mut tx, &caller, Action::Login, Some(user.id), details).await?;
     // a sign-in ends the count of wrong passwords for the account
     repo::login_throttle::clear(&mut *tx, &user.email.to_lowercase()).await?;
     tx.commit().await?;
@@ -289,7 +290,7 @@ pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Iss
             let details = json!({"session_id": session.id});
             let caller = Caller::anonymous(ip);
             let target = Some(session.user_id);
-            audit::record(&mut *tx, &caller, Action::RefreshReuse, target, details).await?;
+            audit::record(&mut tx, &caller, Action::RefreshReuse, target, details).await?;
             tx.commit().await?;
             tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused; session revoked");
             Err(AppError::SessionEnded)

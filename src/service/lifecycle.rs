@@ -31,7 +31,7 @@ pub async fn soft_delete(state: &AppState, caller: &Caller, id: Uuid) -> AppResu
     let deleted = repo::users::set_deleted(&mut *tx, id, Some(by_owner)).await?;
     let revoked = repo::sessions::revoke_all(&mut *tx, id, None).await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::SoftDelete,
         Some(id),
@@ -62,7 +62,7 @@ pub async fn restore(state: &AppState, caller: &Caller, id: Uuid) -> AppResult<U
         return Err(AppError::AlreadyActive);
     }
     let user = repo::users::set_deleted(&mut *tx, id, None).await?;
-    audit::record(&mut *tx, caller, Action::Restore, Some(id), json!({})).await?;
+    audit::record(&mut tx, caller, Action::Restore, Some(id), json!({})).await?;
     tx.commit().await?;
     tracing::info!(user_id = %id, "user restored");
     Ok(user)
@@ -96,7 +96,7 @@ pub async fn permanent_delete(state: &AppState, caller: &Caller, id: Uuid) -> Ap
     }
     repo::users::delete(&mut *tx, id).await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::PermanentDelete,
         Some(id),
@@ -124,7 +124,7 @@ pub async fn set_role(
     let from = user.row.role;
     let updated = repo::users::set_role(&mut *tx, id, role).await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::RoleChange,
         Some(id),
@@ -147,7 +147,7 @@ pub async fn purge_expired(state: &AppState) -> AppResult<u64> {
         repo::users::delete_many(&mut *tx, &ids).await?;
         let details = json!({"reason": "purge"});
         audit::record_many(
-            &mut *tx,
+            &mut tx,
             &Caller::system(),
             Action::PermanentDelete,
             &ids,
@@ -176,10 +176,12 @@ pub struct Swept {
     pub telegram_logins: u64,
     pub verification_tokens: u64,
     pub messages: u64,
+    pub events: u64,
 }
 
 /// Deletes sessions past their expiry, lockout counters past their window, expired sign-in flow
-/// states, used or expired reset tokens and stale Telegram payloads, so no table grows without
+/// states, used or expired reset tokens, stale Telegram payloads, and mail and events past their
+/// retention, so no table grows without
 /// bound. Each is one statement; several instances running it at once only repeat deletes.
 pub async fn sweep_stale_records(state: &AppState) -> AppResult<Swept> {
     let db = &state.db;
@@ -193,6 +195,7 @@ pub async fn sweep_stale_records(state: &AppState) -> AppResult<Swept> {
         verification_tokens: repo::verification_tokens::delete_spent(db).await?,
         messages: repo::messages::delete_finished_before(db, state.settings.email.retention_days)
             .await?,
+        events: repo::events::delete_older_than(db, state.settings.events.retention_days).await?,
     };
     if swept != Swept::default() {
         tracing::info!(?swept, "swept stale records");

@@ -104,7 +104,7 @@ pub async fn update_connected_for(
         .ok_or_else(not_found)?;
     let row = repo::linked_accounts::set_connected_for(&mut *tx, id, connected_for).await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::LinkUpdate,
         Some(user_id),
@@ -131,7 +131,7 @@ pub async fn unlink(state: &AppState, caller: &Caller, user_id: Uuid, id: Uuid) 
     }
     repo::linked_accounts::delete(&mut *tx, id).await?;
     let details = json!({"linked_account_id": id, "social_network": row.social_network});
-    audit::record(&mut *tx, caller, Action::Unlink, Some(user_id), details).await?;
+    audit::record(&mut tx, caller, Action::Unlink, Some(user_id), details).await?;
     tx.commit().await?;
     Ok(())
 }

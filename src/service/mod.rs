@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod events;
 pub mod lifecycle;
 pub mod linked_accounts;
 pub mod mail;

@@ -32,7 +32,7 @@ pub async fn change(
     let revoked = repo::sessions::revoke_all(&mut *tx, user.id, Some(p.session_id)).await?;
     repo::reset_tokens::kill_unused(&mut *tx, user.id).await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::PasswordChange,
         Some(user.id),
@@ -75,7 +75,7 @@ pub async fn issue_reset_token(
     repo::reset_tokens::kill_unused(&mut *tx, user.id).await?;
     repo::reset_tokens::insert(&mut *tx, &token_hash(&token), user.id, expires_at).await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::ResetTokenIssue,
         Some(user.id),
@@ -129,7 +129,7 @@ async fn send_reset_link(state: &AppState, ip: std::net::IpAddr, email: &Email) 
     let caller = Caller::anonymous(ip);
     let details = json!({"expires_at": expires_at, "via": "forgot"});
     audit::record(
-        &mut *tx,
+        &mut tx,
         &caller,
         Action::ResetTokenIssue,
         Some(user.id),
@@ -172,7 +172,7 @@ pub async fn reset(
     repo::login_throttle::clear(&mut *tx, &user.email.to_lowercase()).await?;
     repo::reset_tokens::kill_unused(&mut *tx, user.id).await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::PasswordReset,
         Some(user.id),

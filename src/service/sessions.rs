@@ -23,7 +23,7 @@ pub async fn logout(state: &AppState, caller: &Caller, p: &Principal) -> AppResu
     let mut tx = state.db.begin().await?;
     repo::sessions::revoke(&mut *tx, p.session_id).await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::Logout,
         Some(p.user_id),
@@ -41,7 +41,7 @@ pub async fn revoke(state: &AppState, caller: &Caller, p: &Principal, id: Uuid) 
         return Err(AppError::session_not_found());
     }
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::SessionRevoke,
         Some(p.user_id),
@@ -65,7 +65,7 @@ pub async fn revoke_all(
         .ok_or_else(AppError::user_not_found)?;
     let n = repo::sessions::revoke_all(&mut *tx, user_id, keep).await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::SessionsRevokeAll,
         Some(user_id),

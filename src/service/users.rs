@@ -176,7 +176,7 @@ pub async fn update_profile(
     .flatten()
     .collect();
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::ProfileUpdate,
         Some(id),
@@ -224,7 +224,7 @@ pub async fn change_contacts(
     .flatten()
     .collect();
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::ContactsUpdate,
         Some(id),
@@ -260,7 +260,7 @@ pub async fn verify_email(state: &AppState, caller: &Caller, token: &str) -> App
         _ => caller.clone(),
     };
     audit::record(
-        &mut *tx,
+        &mut tx,
         &caller,
         Action::EmailVerify,
         Some(user_id),
@@ -289,7 +289,7 @@ pub async fn request_verification(
     }
     mail::send_verification(&mut tx, state, &user, mail::Kind::EmailVerification).await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         caller,
         Action::EmailVerificationSent,
         Some(user_id),

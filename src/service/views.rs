@@ -2,6 +2,7 @@
 //! that hashes, counters and token digests stay in the repository layer.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::{Role, SocialNetwork, UserStatus};
@@ -10,7 +11,9 @@ use crate::repo::{
     users::UserRow,
 };
 
-#[derive(Debug, Clone)]
+/// A user as the contract's user object shows them (responses serialise it as `UserResponse`, the
+/// events as this; `events::an_events_user_is_the_user_object_of_the_api` keeps them equal).
+#[derive(Debug, Clone, Serialize)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -45,7 +48,7 @@ impl From<UserRow> for User {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LinkedAccount {
     pub id: Uuid,
     pub social_network: SocialNetwork,
@@ -67,9 +70,11 @@ impl From<LinkedAccountRow> for LinkedAccount {
 }
 
 /// A user with their linked accounts, as responses show them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct UserView {
+    #[serde(flatten)]
     pub user: User,
+    #[serde(rename = "linked_accounts")]
     pub links: Vec<LinkedAccount>,
 }
 

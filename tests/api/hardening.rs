@@ -472,6 +472,7 @@ async fn the_purge_sweeps_records_that_can_no_longer_do_anything(pool: PgPool) {
             telegram_logins: 1,
             verification_tokens: 0,
             messages: 1,
+            events: 0,
         }
     );
     for (table, left) in [

@@ -97,6 +97,7 @@ async fn the_openapi_document_describes_every_routed_operation(pool: PgPool) {
         ("post", "/api/v1/public/users/email/verify"),
         ("post", "/api/v1/private/users/me/email/verification"),
         ("get", "/api/v1/private/admin/messages"),
+        ("get", "/api/v1/server/events"),
         ("get", "/.well-known/jwks.json"),
         ("get", "/metrics"),
         ("get", "/health/live"),

@@ -9,6 +9,7 @@ mod architecture;
 mod audit;
 pub mod binary;
 mod errors;
+mod events;
 mod hardening;
 mod health;
 mod linked_accounts;

@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::metrics::{RequestLabels, RouteLabels, StateLabels};
-use crate::service::mail;
+use crate::service::{events, mail};
 use crate::state::AppState;
 
 /// A scrape never waits long for the one figure that needs a query: the last value stays.
@@ -31,13 +31,17 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     m.db_pool
         .get_or_create(&StateLabels { state: "in_use" })
         .set((size - idle).max(0));
-    // during an outage the scrape still answers, with the last backlog seen
-    if let Ok(Ok(backlog)) =
-        tokio::time::timeout(BACKLOG_QUERY_TIMEOUT, mail::backlog(&state)).await
-    {
-        m.outbox_pending
-            .get_or_create(&crate::metrics::OutboxLabels { outbox: "messages" })
-            .set(backlog);
+    // during an outage the scrape still answers, with the last backlogs seen
+    let (mail, events) = tokio::join!(
+        tokio::time::timeout(BACKLOG_QUERY_TIMEOUT, mail::backlog(&state)),
+        tokio::time::timeout(BACKLOG_QUERY_TIMEOUT, events::backlog(&state)),
+    );
+    for (outbox, backlog) in [("messages", mail), ("events", events)] {
+        if let Ok(Ok(backlog)) = backlog {
+            m.outbox_pending
+                .get_or_create(&crate::metrics::OutboxLabels { outbox })
+                .set(backlog);
+        }
     }
     (
         [(

@@ -1,0 +1,207 @@
+//! The relay: publishes the `events` outbox to RabbitMQ. Every instance runs one, and the one that
+//! holds a PostgreSQL advisory lock publishes (on a connection of its own: when its instance dies
+//! the connection closes, the lock is free, and another relay takes over at its next try, within
+//! [`LEADER_RETRY`]). It reads settled events in order, publishes a batch with publisher confirms
+//! (all in flight at once), and marks published only the events the broker acknowledged, in order:
+//! after a nack, a lost channel or a crash the rest go out again (at least once, never a gap).
+//! Woken by `NOTIFY` on insert; polls as a fallback. While the broker is away it backs off and
+//! reconnects by itself; requests never wait for it.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use secrecy::ExposeSecret;
+use sqlx::{Connection as _, PgConnection};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{listen, wait};
+use crate::repo::events::{self, CHANNEL};
+use crate::service::events::Envelope;
+use crate::state::AppState;
+
+/// Events one round publishes before waiting for their confirms.
+const BATCH: i64 = 1000;
+/// How often a relay that does not publish asks for the lock.
+pub const LEADER_RETRY: Duration = Duration::from_secs(2);
+/// The advisory lock the publishing relay holds ("users-service events relay").
+const LOCK_KEY: i64 = 0x7573_6572_5f72_656c;
+/// The first and the longest wait after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Starts the relay unless `events.amqp_url` is empty (then events are only written and served by
+/// the feed).
+pub fn spawn(state: AppState, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    if state.settings.events.amqp_url.expose_secret().is_empty() {
+        tracing::info!("events.amqp_url is empty: events are written but not published");
+        return None;
+    }
+    Some(tokio::spawn(run(state, stop)))
+}
+
+async fn run(state: AppState, stop: CancellationToken) {
+    let mut backoff = MIN_BACKOFF;
+    while !stop.is_cancelled() {
+        let Some(lock) = lead(&state).await else {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(LEADER_RETRY) => continue,
+            }
+        };
+        tracing::info!("events relay: publishing (this instance holds the relay lock)");
+        match publish_while_leading(&state, lock, &stop, &mut backoff).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "events relay: stopped publishing")
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A connection holding the relay lock, or none when another relay holds it (or the database is
+/// away).
+async fn lead(state: &AppState) -> Option<PgConnection> {
+    let options = state.db.connect_options();
+    let mut conn = PgConnection::connect_with(&options).await.ok()?;
+    let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+    got.then_some(conn)
+}
+
+/// Publishes until stopped (Ok) or until the broker, the database or the lock's connection fails
+/// (Err: the caller backs off and tries to lead again).
+async fn publish_while_leading(
+    state: &AppState,
+    mut lock: PgConnection,
+    stop: &CancellationToken,
+    backoff: &mut Duration,
+) -> anyhow::Result<()> {
+    let settings = &state.settings.events;
+    let (_amqp, channel) = open(settings.amqp_url.expose_secret(), &settings.exchange).await?;
+    let poll = Duration::from_secs(settings.poll_interval_secs);
+    let mut listener = listen(state, CHANNEL).await;
+    loop {
+        // still the leader: the lock lives as long as this connection
+        lock.ping().await?;
+        let batch = events::unpublished(&state.db, BATCH).await?;
+        let full = batch.len() as i64 == BATCH;
+        if !batch.is_empty() {
+            publish(state, &channel, &settings.exchange, batch).await?;
+            *backoff = MIN_BACKOFF;
+        }
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(poll) => {
+                if listener.is_none() {
+                    listener = listen(state, CHANNEL).await;
+                }
+            }
+            woke = wait(&mut listener) => {
+                if !woke {
+                    listener = listen(state, CHANNEL).await;
+                }
+            }
+        }
+    }
+}
+
+/// A confirming channel to the broker, with the exchange declared.
+async fn open(url: &str, exchange: &str) -> anyhow::Result<(Connection, Channel)> {
+    let conn = Connection::connect(
+        url,
+        ConnectionProperties::default().with_connection_name("users-service events relay".into()),
+    )
+    .await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok((conn, channel))
+}
+
+/// Publishes a batch with every message in flight at once, then marks published the events the
+/// broker acknowledged before the first that it did not.
+async fn publish(
+    state: &AppState,
+    channel: &Channel,
+    exchange: &str,
+    batch: Vec<events::EventRow>,
+) -> anyhow::Result<()> {
+    let mut pending = Vec::with_capacity(batch.len());
+    let mut failure = None;
+    for row in batch {
+        let id = row.id;
+        let envelope = Envelope::from(row);
+        let properties = BasicProperties::default()
+            .with_message_id(id.to_string().into())
+            .with_type(envelope.kind.clone().into())
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_timestamp(envelope.occurred_at.timestamp().max(0) as u64);
+        let body = serde_json::to_vec(&envelope)?;
+        match channel
+            .basic_publish(
+                exchange.into(),
+                envelope.kind.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await
+        {
+            Ok(confirm) => pending.push((id, confirm)),
+            Err(e) => {
+                failure = Some(anyhow::Error::from(e));
+                break;
+            }
+        }
+    }
+    let mut acked: Vec<Uuid> = Vec::with_capacity(pending.len());
+    for (id, confirm) in pending {
+        match confirm.await {
+            Ok(c) if c.is_ack() && failure.is_none() => acked.push(id),
+            Ok(_) => {
+                failure.get_or_insert_with(|| anyhow::anyhow!("the broker refused event {id}"));
+            }
+            Err(e) => {
+                failure.get_or_insert(e.into());
+            }
+        }
+    }
+    if !acked.is_empty() {
+        events::mark_published(&state.db, &acked).await?;
+        state.metrics.events_published.inc_by(acked.len() as u64);
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,141 @@
+//! The `events` outbox (see the migration for how its order is kept).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{FromRow, PgExecutor};
+use uuid::Uuid;
+
+/// The channel the relay listens on; an insert notifies it at commit.
+pub const CHANNEL: &str = "events_inserted";
+
+/// Rows of transactions that are over: nothing that commits later can sort before them.
+const SETTLED: &str = "txid < pg_snapshot_xmin(pg_current_snapshot())";
+
+pub struct NewEvent<'a> {
+    pub id: Uuid,
+    pub kind: &'a str,
+    pub actor: &'a str,
+    pub user_id: Option<Uuid>,
+    pub data: &'a Value,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct EventRow {
+    pub id: Uuid,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: String,
+    pub user_id: Option<Uuid>,
+    pub data: Value,
+}
+
+const COLUMNS: &str = "id, type, occurred_at, actor, user_id, data";
+
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn insert(db: impl PgExecutor<'_>, e: &NewEvent<'_>) -> sqlx::Result<()> {
+    sqlx::query("insert into events (id, type, actor, user_id, data) values ($1, $2, $3, $4, $5)")
+        .bind(e.id)
+        .bind(e.kind)
+        .bind(e.actor)
+        .bind(e.user_id)
+        .bind(e.data)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// The same event for several users (the purge), in one statement.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn insert_many(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+    kind: &str,
+    actor: &str,
+    user_ids: &[Uuid],
+    data: &Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into events (id, type, actor, user_id, data)
+         select e.id, $2, $3, e.user_id, $5 from unnest($1::uuid[], $4::uuid[]) as e (id, user_id)",
+    )
+    .bind(ids)
+    .bind(kind)
+    .bind(actor)
+    .bind(user_ids)
+    .bind(data)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Whether `id` is a kept event (a feed cursor must be one).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar("select exists (select 1 from events where id = $1)")
+        .bind(id)
+        .fetch_one(db)
+        .await
+}
+
+/// A page of the feed: settled events after `after` (or from the oldest kept), oldest first.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn page(
+    db: impl PgExecutor<'_>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from events
+         where {SETTLED}
+           and ($1::uuid is null or (txid, seq) > (select txid, seq from events where id = $1))
+         order by txid, seq
+         limit $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The oldest settled events not yet published, in order.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn unpublished(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from events
+         where published_at is null and {SETTLED}
+         order by txid, seq
+         limit $1"
+    ))
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn mark_published(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query("update events set published_at = now() where id = any($1)")
+        .bind(ids)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// Deletes events older than the retention, published or not (with publishing off nothing is).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn delete_older_than(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
+    let done =
+        sqlx::query("delete from events where occurred_at < now() - make_interval(days => $1)")
+            .bind(days)
+            .execute(db)
+            .await?;
+    Ok(done.rows_affected())
+}
+
+/// Events not yet published.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn count_unpublished(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("select count(*) from events where published_at is null")
+        .fetch_one(db)
+        .await
+}

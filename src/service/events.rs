@@ -1,0 +1,142 @@
+//! Events for other services: written beside the audit record of each change (see `audit::record`)
+//! into the `events` outbox, published by the relay (`jobs::relay`), read back over the server feed.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::views::{LinkedAccount, UserView};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::repo::events::{self as repo, EventRow, NewEvent};
+use crate::state::AppState;
+
+/// The envelope: the body of each published message and each item of the feed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Envelope {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: String,
+    pub user_id: Option<Uuid>,
+    pub data: Value,
+}
+
+impl From<EventRow> for Envelope {
+    fn from(r: EventRow) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind,
+            occurred_at: r.occurred_at,
+            actor: r.actor,
+            user_id: r.user_id,
+            data: r.data,
+        }
+    }
+}
+
+/// Writes the event of a change, its `data` built from the state the change left in this
+/// transaction and from the audit record's details (which fields changed, the previous role, the
+/// linked account). Never a secret: users are the contract's user object.
+pub(super) async fn write(
+    conn: &mut PgConnection,
+    actor: &str,
+    kind: &'static str,
+    user_id: Option<Uuid>,
+    details: &Value,
+) -> sqlx::Result<()> {
+    let user = match (kind, user_id) {
+        (
+            "user.created"
+            | "user.updated"
+            | "user.email_verified"
+            | "user.role_changed"
+            | "user.deleted"
+            | "user.restored",
+            Some(id),
+        ) => user_view(conn, id).await?,
+        _ => None,
+    };
+    let data = match kind {
+        "user.updated" => json!({"user": user, "changed": details["fields"]}),
+        "user.role_changed" => json!({"user": user, "previous_role": details["from"]}),
+        "linked_account.linked" | "linked_account.updated" => {
+            let link = match (user_id, linked_account_id(details)) {
+                (Some(user_id), Some(id)) => {
+                    crate::repo::linked_accounts::find_own(&mut *conn, user_id, id).await?
+                }
+                _ => None,
+            };
+            json!({"linked_account": link.map(LinkedAccount::from)})
+        }
+        "linked_account.unlinked" => json!({
+            "linked_account_id": details["linked_account_id"],
+            "social_network": details["social_network"],
+        }),
+        _ if user.is_some() => json!({ "user": user }),
+        _ => json!({}),
+    };
+    repo::insert(
+        conn,
+        &NewEvent {
+            id: Uuid::now_v7(),
+            kind,
+            actor,
+            user_id,
+            data: &data,
+        },
+    )
+    .await
+}
+
+/// One event per user for a batch change (the purge: `user.purged`, data `{}`).
+pub(super) async fn write_many(
+    conn: &mut PgConnection,
+    actor: &str,
+    kind: &'static str,
+    user_ids: &[Uuid],
+) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = user_ids.iter().map(|_| Uuid::now_v7()).collect();
+    repo::insert_many(conn, &ids, kind, actor, user_ids, &json!({})).await
+}
+
+async fn user_view(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<UserView>> {
+    let Some(user) = crate::repo::users::find_by_id(&mut *conn, id).await? else {
+        return Ok(None);
+    };
+    let links = crate::repo::linked_accounts::for_users(&mut *conn, &[id]).await?;
+    Ok(Some(UserView::new(user, links)))
+}
+
+fn linked_account_id(details: &Value) -> Option<Uuid> {
+    details["linked_account_id"].as_str()?.parse().ok()
+}
+
+/// A page of the feed, oldest first, and the cursor to continue after (none on a short page). An
+/// `after` that is not a kept event is a 422 naming it.
+pub async fn feed(
+    state: &AppState,
+    after: Option<Uuid>,
+    limit: i64,
+) -> AppResult<(Vec<Envelope>, Option<Uuid>)> {
+    if let Some(after) = after {
+        if !repo::exists(&state.db, after).await? {
+            return Err(AppError::Validation(vec![FieldError::new(
+                "after",
+                "not the id of a kept event",
+            )]));
+        }
+    }
+    let rows = repo::page(&state.db, after, limit).await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    Ok((rows.into_iter().map(Into::into).collect(), next))
+}
+
+/// Events waiting for the relay (the `outbox_pending{outbox="events"}` gauge).
+pub async fn backlog(state: &AppState) -> AppResult<i64> {
+    Ok(repo::count_unpublished(&state.db).await?)
+}
