@@ -28,6 +28,7 @@ pub struct Settings {
     pub server_api: ServerApiSettings,
     pub email: EmailSettings,
     pub events: EventsSettings,
+    pub notifications: NotificationsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
     pub log: LogSettings,
@@ -175,6 +176,16 @@ pub struct EmailSettings {
     pub min_interval_secs: i64,
     /// time limit of one SMTP conversation
     pub timeout_secs: u64,
+}
+
+/// The in-app inbox and its live stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsSettings {
+    /// a comment line on every open stream this often; each also re-checks the stream's session
+    pub heartbeat_secs: u64,
+    /// read notifications older than this are deleted by the purge job
+    pub retention_days: i32,
 }
 
 /// Events to RabbitMQ (the `events` outbox and its relay).
@@ -357,6 +368,13 @@ impl Settings {
         }
         if e.poll_interval_secs < 1 {
             return fail("events.poll_interval_secs", "must be at least 1");
+        }
+        let n = &self.notifications;
+        if n.heartbeat_secs < 1 || n.heartbeat_secs > 3600 {
+            return fail("notifications.heartbeat_secs", "must be 1 to 3600");
+        }
+        if n.retention_days < 1 {
+            return fail("notifications.retention_days", "must be at least 1");
         }
         Ok(())
     }

@@ -109,6 +109,8 @@ pub enum AppError {
     AlreadyVerified,
     #[error("verify your email address first: follow the link in the mail we sent")]
     EmailNotVerified,
+    #[error("the request is decided or cancelled already")]
+    RequestNotPending,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -157,6 +159,7 @@ impl AppError {
             InvalidVerificationToken => (StatusCode::BAD_REQUEST, "invalid_verification_token"),
             AlreadyVerified => (StatusCode::BAD_REQUEST, "already_verified"),
             EmailNotVerified => (StatusCode::FORBIDDEN, "email_not_verified"),
+            RequestNotPending => (StatusCode::BAD_REQUEST, "request_not_pending"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -19,6 +19,7 @@ use crate::providers::yandex::YandexClient;
 use crate::repo::search_terms::SearchTerms;
 use crate::repo::session_reads::SessionReads;
 use crate::service::mail::Templates;
+use crate::service::notifications::Hub;
 use crate::service::rate_limit::Limits;
 
 #[derive(Clone)]
@@ -43,6 +44,8 @@ pub struct Inner {
     /// how rare each trigram of the users' search text is (admin search asks the index for the
     /// rarest part of its text)
     pub search_terms: SearchTerms,
+    /// this instance's open notification streams and the one connection listening for them
+    pub notification_hub: Hub,
 }
 
 impl Deref for AppState {
@@ -68,6 +71,7 @@ impl AppState {
             forgot_jobs: Arc::new(Semaphore::new(FORGOT_JOBS)),
             metrics,
             search_terms: SearchTerms::default(),
+            notification_hub: Hub::default(),
             session_reads: SessionReads::spawn(
                 db.clone(),
                 session_read_slots(),

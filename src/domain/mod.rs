@@ -27,6 +27,17 @@ pub fn validate_name(value: &str) -> Result<(), ValidationError> {
     }
 }
 
+/// A role request's reason: 1 to 1000 characters once trimmed.
+pub fn validate_reason(value: &str) -> Result<(), ValidationError> {
+    let len = value.trim().chars().count();
+    if (1..=1000).contains(&len) {
+        Ok(())
+    } else {
+        Err(ValidationError::new("reason")
+            .with_message(Cow::Borrowed("must have 1 to 1000 characters")))
+    }
+}
+
 /// Trims a name; an optional one left empty becomes absent.
 pub fn clean_name(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())

@@ -110,6 +110,20 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
             private::linked_accounts::update,
             private::linked_accounts::unlink
         ))
+        .routes(routes!(private::notifications::list))
+        .routes(routes!(private::notifications::unread_count))
+        .routes(routes!(private::notifications::mark_read))
+        .routes(routes!(private::notifications::mark_all_read))
+        .routes(routes!(private::notifications::delete))
+        .routes(routes!(private::notifications::stream))
+        .routes(routes!(
+            private::role_requests::create,
+            private::role_requests::list_own
+        ))
+        .routes(routes!(private::role_requests::cancel))
+        .routes(routes!(private::role_requests::list_all))
+        .routes(routes!(private::role_requests::approve))
+        .routes(routes!(private::role_requests::reject))
         .route_layer(from_fn_with_state(state.clone(), require_user));
     let server = OpenApiRouter::new()
         .routes(routes!(server::users::sign_up))
@@ -126,6 +140,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(server::passwords::reset_token))
         .routes(routes!(server::passwords::set_new_password))
         .routes(routes!(server::events::feed))
+        .routes(routes!(server::notifications::create))
         .route_layer(from_fn_with_state(state.clone(), require_server));
     let ops = if state.settings.metrics.enabled {
         OpenApiRouter::new().routes(routes!(public::metrics::metrics))

@@ -118,6 +118,14 @@ pub async fn lock_active_admins(conn: &mut PgConnection) -> sqlx::Result<Vec<Uui
     .await
 }
 
+/// Every active admin (those a role request notifies).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn active_admins(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar("select id from users where role = 'admin' and status = 'active'")
+        .fetch_all(db)
+        .await
+}
+
 /// Names to set; for the optional ones, `Some(None)` clears and `None` keeps.
 pub struct NameChange<'a> {
     pub first_name: Option<&'a str>,

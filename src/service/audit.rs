@@ -100,6 +100,10 @@ pub enum Action {
     LinkUpdate,
     EmailVerify,
     EmailVerificationSent,
+    RoleRequestCreate,
+    RoleRequestCancel,
+    RoleRequestApprove,
+    RoleRequestReject,
 }
 
 impl Action {
@@ -127,6 +131,10 @@ impl Action {
             Action::LinkUpdate => "linked_account.update",
             Action::EmailVerify => "user.email_verify",
             Action::EmailVerificationSent => "user.email_verification_sent",
+            Action::RoleRequestCreate => "role_request.create",
+            Action::RoleRequestCancel => "role_request.cancel",
+            Action::RoleRequestApprove => "role_request.approve",
+            Action::RoleRequestReject => "role_request.reject",
         }
     }
 
@@ -144,6 +152,10 @@ impl Action {
             Action::Link => "linked_account.linked",
             Action::LinkUpdate => "linked_account.updated",
             Action::Unlink => "linked_account.unlinked",
+            Action::RoleRequestCreate => "role_request.created",
+            Action::RoleRequestCancel => "role_request.cancelled",
+            Action::RoleRequestApprove => "role_request.approved",
+            Action::RoleRequestReject => "role_request.rejected",
             Action::Login
             | Action::LoginFailed
             | Action::Logout

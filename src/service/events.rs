@@ -63,13 +63,23 @@ pub(super) async fn write(
         "user.updated" => json!({"user": user, "changed": details["fields"]}),
         "user.role_changed" => json!({"user": user, "previous_role": details["from"]}),
         "linked_account.linked" | "linked_account.updated" => {
-            let link = match (user_id, linked_account_id(details)) {
+            let link = match (user_id, uuid_in(details, "linked_account_id")) {
                 (Some(user_id), Some(id)) => {
                     crate::repo::linked_accounts::find_own(&mut *conn, user_id, id).await?
                 }
                 _ => None,
             };
             json!({"linked_account": link.map(LinkedAccount::from)})
+        }
+        "role_request.created"
+        | "role_request.cancelled"
+        | "role_request.approved"
+        | "role_request.rejected" => {
+            let request = match uuid_in(details, "role_request_id") {
+                Some(id) => crate::repo::role_requests::find(&mut *conn, id).await?,
+                None => None,
+            };
+            json!({"role_request": request.map(super::role_requests::RoleRequest::from)})
         }
         "linked_account.unlinked" => json!({
             "linked_account_id": details["linked_account_id"],
@@ -110,8 +120,8 @@ async fn user_view(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Use
     Ok(Some(UserView::new(user, links)))
 }
 
-fn linked_account_id(details: &Value) -> Option<Uuid> {
-    details["linked_account_id"].as_str()?.parse().ok()
+fn uuid_in(details: &Value, key: &str) -> Option<Uuid> {
+    details[key].as_str()?.parse().ok()
 }
 
 /// A page of the feed, oldest first, and the cursor to continue after (none on a short page). An

@@ -117,21 +117,33 @@ pub async fn set_role(
     role: Role,
 ) -> AppResult<UserRow> {
     let mut tx = state.db.begin().await?;
-    let user = lock_guarding_last_admin(&mut tx, id).await?;
+    let updated = change_role(&mut tx, caller, id, role).await?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// [`set_role`] inside the caller's transaction (an approved role request changes the role with
+/// its decision): the last-admin guard, the change and its audit record.
+pub(super) async fn change_role(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    id: Uuid,
+    role: Role,
+) -> AppResult<UserRow> {
+    let user = lock_guarding_last_admin(conn, id).await?;
     if user.last_admin && role != Role::Admin {
         return Err(AppError::LastAdmin);
     }
     let from = user.row.role;
-    let updated = repo::users::set_role(&mut *tx, id, role).await?;
+    let updated = repo::users::set_role(&mut *conn, id, role).await?;
     audit::record(
-        &mut tx,
+        conn,
         caller,
         Action::RoleChange,
         Some(id),
         json!({"from": from, "to": role}),
     )
     .await?;
-    tx.commit().await?;
     Ok(updated)
 }
 
@@ -177,6 +189,7 @@ pub struct Swept {
     pub verification_tokens: u64,
     pub messages: u64,
     pub events: u64,
+    pub notifications: u64,
 }
 
 /// Deletes sessions past their expiry, lockout counters past their window, expired sign-in flow
@@ -196,6 +209,11 @@ pub async fn sweep_stale_records(state: &AppState) -> AppResult<Swept> {
         messages: repo::messages::delete_finished_before(db, state.settings.email.retention_days)
             .await?,
         events: repo::events::delete_older_than(db, state.settings.events.retention_days).await?,
+        notifications: repo::notifications::delete_read_before(
+            db,
+            state.settings.notifications.retention_days,
+        )
+        .await?,
     };
     if swept != Swept::default() {
         tracing::info!(?swept, "swept stale records");

@@ -47,9 +47,27 @@ pub async fn change(
         Context::default(),
     )
     .await?;
+    password_changed_notice(&mut tx, user.id).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "password changed");
     Ok(())
+}
+
+/// The in-app notice of a password change or reset (beside the mail).
+async fn password_changed_notice(conn: &mut sqlx::PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    super::notifications::notify(
+        conn,
+        user_id,
+        &super::notifications::Notice {
+            kind: "password.changed",
+            title: "Your password was changed",
+            body: Some("If this was not you, reset your password and sign out other sessions."),
+            link: None,
+            data: None,
+        },
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Who a reset token is for.
@@ -187,6 +205,7 @@ pub async fn reset(
         Context::default(),
     )
     .await?;
+    password_changed_notice(&mut tx, user.id).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "password reset");
     Ok(())

@@ -454,7 +454,7 @@ async fn a_sampled_search_asks_the_index_for_the_rare_part_and_answers_the_same(
         .await
         .unwrap();
     let before = emails(&search(&app, &admin, json!({"query": "User12"})).await);
-    assert_eq!(app.state.search_terms.index_pattern("user123"), "user123");
+    // (that search started a sample in the background; this one is taken now)
     app.state.search_terms.refresh(&app.pool).await.unwrap();
     // `use` and `ser` are in every row: the index is asked for the rare end only
     let asked = app.state.search_terms.index_pattern("user123");

@@ -629,6 +629,114 @@ async fn events_wait_through_a_broker_outage_and_then_flow_in_order(pool: PgPool
     queue.delete_exchange().await;
 }
 
+#[sqlx::test]
+async fn a_refused_event_is_published_again_until_acknowledged_and_order_holds(pool: PgPool) {
+    let exchange = exchange_name();
+    let conn = Connection::connect(
+        &format!("amqp://guest:guest@{BROKER}/%2f"),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // a queue that holds three messages and makes the broker nack what does not fit
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(3));
+    args.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let app = relay_app(pool, &format!("amqp://guest:guest@{BROKER}/%2f"), &exchange).await;
+    let stop = CancellationToken::new();
+    let task = relay::spawn(app.state.clone(), stop.clone()).unwrap();
+    for i in 0..5 {
+        app.sign_up(&format!("u{i}@example.com")).await;
+    }
+    let published = || {
+        app.scalar_i64(
+            "select count(*) from events where published_at is not null and $1 = $1",
+            "",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while published().await < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        published().await,
+        3,
+        "only the acknowledged events are marked"
+    );
+    // room again: the two refused events go out on the relay's next try, after the first three
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut emails = Vec::new();
+    while emails.len() < 5 {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("the refused events arrive")
+            .unwrap()
+            .unwrap();
+        d.ack(BasicAckOptions::default()).await.unwrap();
+        emails.push(
+            envelope(&d)["data"]["user"]["email"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let expected: Vec<String> = (0..5).map(|i| format!("u{i}@example.com")).collect();
+    assert_eq!(emails, expected);
+    assert_eq!(published().await, 5);
+    stop.cancel();
+    task.await.unwrap();
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
+}
+
 async fn second_instance(app: &TestApp) -> AppState {
     users_service::app::state(app.state.settings.clone(), app.pool.clone())
         .await

@@ -473,6 +473,7 @@ async fn the_purge_sweeps_records_that_can_no_longer_do_anything(pool: PgPool) {
             verification_tokens: 0,
             messages: 1,
             events: 0,
+            notifications: 0,
         }
     );
     for (table, left) in [

@@ -13,14 +13,14 @@ use users_service::config::Settings;
 
 use crate::helpers::{free_port, PASSWORD};
 
-struct TempPostgres {
+pub(crate) struct TempPostgres {
     dir: tempfile::TempDir,
     port: u16,
     bin: PathBuf,
 }
 
 impl TempPostgres {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let bin = pg_bindir();
         let port = free_port();
@@ -47,11 +47,11 @@ impl TempPostgres {
         pg
     }
 
-    fn data(&self) -> String {
+    pub(crate) fn data(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }
 
-    fn command(&self, tool: &str, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, tool: &str, args: &[&str]) -> Command {
         let exe = self.bin.join(tool);
         let mut cmd = if is_root() {
             let mut c = Command::new("runuser");
@@ -64,7 +64,7 @@ impl TempPostgres {
         cmd
     }
 
-    fn ctl_start(&self) {
+    pub(crate) fn ctl_start(&self) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
@@ -77,14 +77,14 @@ impl TempPostgres {
         ));
     }
 
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         run(&mut self.command(
             "pg_ctl",
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
         ));
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/users_outage", self.port)
     }
 }

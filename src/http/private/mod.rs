@@ -3,5 +3,7 @@
 pub mod admin;
 pub mod linked_accounts;
 pub mod messages;
+pub mod notifications;
+pub mod role_requests;
 pub mod seances;
 pub mod users;

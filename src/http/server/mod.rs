@@ -2,5 +2,6 @@
 
 pub mod events;
 pub mod linked_accounts;
+pub mod notifications;
 pub mod passwords;
 pub mod users;

@@ -1,0 +1,411 @@
+//! The in-app inbox: notifications written by internal services (the server route) and by this
+//! service itself (role requests, password changes), read and streamed by their user.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use sqlx::PgConnection;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::Principal;
+use crate::error::{AppError, AppResult};
+use crate::repo::notifications::{self as repo, NewNotification, NotificationRow, CHANNEL};
+use crate::state::AppState;
+
+/// One notification as its user sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    pub id: Uuid,
+    pub kind: String,
+    pub title: String,
+    pub body: Option<String>,
+    pub link: Option<String>,
+    pub data: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl From<NotificationRow> for Notification {
+    fn from(r: NotificationRow) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind,
+            title: r.title,
+            body: r.body,
+            link: r.link,
+            data: r.data,
+            created_at: r.created_at,
+            read_at: r.read_at,
+        }
+    }
+}
+
+/// What a notification says (checked by the route that takes it from a client).
+pub struct Notice<'a> {
+    pub kind: &'a str,
+    pub title: &'a str,
+    pub body: Option<&'a str>,
+    pub link: Option<&'a str>,
+    pub data: Option<&'a Value>,
+}
+
+fn not_found() -> AppError {
+    AppError::NotFound("notification_not_found", "no such notification")
+}
+
+/// Writes a notification in the caller's transaction (it reaches streams at commit).
+pub(super) async fn notify(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    n: &Notice<'_>,
+) -> sqlx::Result<Notification> {
+    let row = repo::insert(
+        conn,
+        &NewNotification {
+            user_id,
+            kind: n.kind,
+            title: n.title,
+            body: n.body,
+            link: n.link,
+            data: n.data,
+        },
+    )
+    .await?;
+    Ok(row.into())
+}
+
+/// The same notice for every active admin.
+pub(super) async fn notify_admins(conn: &mut PgConnection, n: &Notice<'_>) -> sqlx::Result<u64> {
+    let admins = crate::repo::users::active_admins(&mut *conn).await?;
+    let data = n.data.cloned().unwrap_or(Value::Null);
+    repo::insert_many(conn, &admins, n.kind, n.title, n.link, &data).await
+}
+
+/// An internal service notifies a user: 404 for an unknown user, 400 `already_deleted` for a
+/// soft-deleted one.
+pub async fn create(state: &AppState, user_id: Uuid, n: &Notice<'_>) -> AppResult<Notification> {
+    let mut conn = state.db.acquire().await?;
+    let user = crate::repo::users::find_by_id(&mut *conn, user_id)
+        .await?
+        .ok_or_else(AppError::user_not_found)?;
+    if user.is_deleted() {
+        return Err(AppError::AlreadyDeleted);
+    }
+    Ok(notify(&mut conn, user_id, n).await?)
+}
+
+/// A page of the user's notifications, newest first, and the id to continue before.
+pub async fn list(
+    state: &AppState,
+    user_id: Uuid,
+    unread_only: bool,
+    before: Option<Uuid>,
+    limit: i64,
+) -> AppResult<(Vec<Notification>, Option<Uuid>)> {
+    let rows = repo::page(&state.db, user_id, unread_only, before, limit + 1).await?;
+    let (rows, next) = super::split_page(rows, limit, |r| r.id);
+    Ok((rows.into_iter().map(Into::into).collect(), next))
+}
+
+pub async fn unread_count(state: &AppState, user_id: Uuid) -> AppResult<i64> {
+    Ok(repo::unread_count(&state.db, user_id).await?)
+}
+
+pub async fn mark_read(state: &AppState, user_id: Uuid, id: Uuid) -> AppResult<Notification> {
+    repo::mark_read(&state.db, user_id, id)
+        .await?
+        .map(Into::into)
+        .ok_or_else(not_found)
+}
+
+pub async fn mark_all_read(state: &AppState, user_id: Uuid) -> AppResult<()> {
+    repo::mark_all_read(&state.db, user_id).await?;
+    Ok(())
+}
+
+pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid) -> AppResult<()> {
+    if repo::delete_own(&state.db, user_id, id).await? {
+        Ok(())
+    } else {
+        Err(not_found())
+    }
+}
+
+// ---- the live stream ----
+
+/// New notifications handed to a stream: at most this many wait for a slow client, which is then
+/// disconnected (it reconnects with `Last-Event-ID` and misses nothing).
+const STREAM_BUFFER: usize = 64;
+/// Replayed notifications at most (a `Last-Event-ID` far in the past).
+const REPLAY_MAX: i64 = 500;
+
+/// The instance's fan-out: one `LISTEN` connection (started with the first stream), each
+/// notification handed to its user's open streams. Streams hold no database connection.
+#[derive(Clone, Default)]
+pub struct Hub(Arc<HubInner>);
+
+#[derive(Default)]
+struct HubInner {
+    /// per user, each open stream's id and sender
+    streams: Mutex<HashMap<Uuid, Vec<StreamSender>>>,
+    next: AtomicU64,
+    listening: AtomicBool,
+}
+
+type StreamSender = (u64, mpsc::Sender<Uuid>);
+
+/// A stream's registration; dropping it unregisters.
+struct Subscription {
+    hub: Hub,
+    user_id: Uuid,
+    id: u64,
+    rx: mpsc::Receiver<Uuid>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut streams = self.hub.0.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = streams.get_mut(&self.user_id) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                streams.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Streams open on this instance.
+    pub fn open_streams(&self) -> usize {
+        let streams = self.0.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.values().map(Vec::len).sum()
+    }
+
+    fn subscribe(&self, state: &AppState, user_id: Uuid) -> Subscription {
+        if !self.0.listening.swap(true, Ordering::AcqRel) {
+            tokio::spawn(listen(self.clone(), state.db.clone()));
+        }
+        self.register(user_id)
+    }
+
+    fn register(&self, user_id: Uuid) -> Subscription {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let id = self.0.next.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(user_id)
+            .or_default()
+            .push((id, tx));
+        Subscription {
+            hub: self.clone(),
+            user_id,
+            id,
+            rx,
+        }
+    }
+
+    /// Hands a new notification to its user's streams; a stream whose buffer is full is dropped
+    /// (its client reconnects and replays), so a slow client never holds up the others.
+    fn dispatch(&self, user_id: Uuid, id: Uuid) {
+        let mut streams = self.0.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = streams.get_mut(&user_id) {
+            list.retain(|(_, tx)| tx.try_send(id).is_ok());
+        }
+    }
+
+    /// Ends every open stream (the listening connection was lost: what arrives meanwhile would
+    /// be missed, so clients reconnect and replay with `Last-Event-ID`).
+    fn end_all(&self) {
+        self.0
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// The instance's listening loop: reconnects by itself after the database restarts.
+async fn listen(hub: Hub, db: sqlx::PgPool) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if let Some(mut listener) = connect(&db).await {
+            backoff = Duration::from_millis(100);
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        let mut parts = n.payload().split(' ');
+                        let user = parts.next().and_then(|u| u.parse::<Uuid>().ok());
+                        let id = parts.next().and_then(|i| i.parse::<Uuid>().ok());
+                        if let (Some(user), Some(id)) = (user, id) {
+                            hub.dispatch(user, id);
+                        }
+                    }
+                    // the connection was lost (the next call reconnects): what was sent meanwhile
+                    // is missed, so the streams end and their clients replay
+                    Ok(None) => {
+                        tracing::warn!(
+                            "notifications: the listening connection was lost; ending streams"
+                        );
+                        hub.end_all();
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        hub.end_all();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn connect(db: &sqlx::PgPool) -> Option<PgListener> {
+    let mut listener = PgListener::connect_with(db).await.ok()?;
+    listener.listen(CHANNEL).await.ok()?;
+    Some(listener)
+}
+
+/// What a stream sends.
+pub enum StreamItem {
+    Notification(Notification),
+    /// nothing new; the session is still alive
+    Heartbeat,
+}
+
+/// A user's live notifications: first those after `last_event_id` (replay), then each new one as
+/// it is created on any instance, with a heartbeat every `notifications.heartbeat_secs`. Ends when
+/// the session is revoked or expires (checked at each heartbeat), when the client is too slow, or
+/// when the instance loses its listening connection.
+pub fn stream(
+    state: &AppState,
+    p: &Principal,
+    last_event_id: Option<Uuid>,
+) -> impl futures::Stream<Item = StreamItem> + Send + 'static {
+    let sub = state.notification_hub.subscribe(state, p.user_id);
+    let heartbeat = Duration::from_secs(state.settings.notifications.heartbeat_secs);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let s = Stream {
+        state: state.clone(),
+        user_id: p.user_id,
+        session_id: p.session_id,
+        sub,
+        replay: last_event_id,
+        pending: VecDeque::new(),
+        replayed: HashSet::new(),
+        ticks,
+    };
+    futures::stream::unfold(s, |mut s| async move {
+        let item = s.next().await?;
+        Some((item, s))
+    })
+}
+
+struct Stream {
+    state: AppState,
+    user_id: Uuid,
+    session_id: Uuid,
+    sub: Subscription,
+    /// the `Last-Event-ID` to replay after, until the replay is read
+    replay: Option<Uuid>,
+    pending: VecDeque<Notification>,
+    /// ids sent by the replay (a live copy of one is skipped)
+    replayed: HashSet<Uuid>,
+    ticks: tokio::time::Interval,
+}
+
+impl Stream {
+    async fn next(&mut self) -> Option<StreamItem> {
+        if let Some(after) = self.replay.take() {
+            // subscribed first, then read: a notification created in between comes both ways
+            // and is sent once
+            let rows = repo::after(&self.state.db, self.user_id, after, REPLAY_MAX)
+                .await
+                .ok()?;
+            self.replayed = rows.iter().map(|r| r.id).collect();
+            self.pending = rows.into_iter().map(Into::into).collect();
+        }
+        if let Some(n) = self.pending.pop_front() {
+            return Some(StreamItem::Notification(n));
+        }
+        loop {
+            tokio::select! {
+                id = self.sub.rx.recv() => {
+                    let id = id?;
+                    if self.replayed.contains(&id) {
+                        continue;
+                    }
+                    match repo::find_own(&self.state.db, self.user_id, id).await {
+                        Ok(Some(row)) => return Some(StreamItem::Notification(row.into())),
+                        // deleted before it could be sent
+                        Ok(None) => continue,
+                        Err(_) => return None,
+                    }
+                }
+                _ = self.ticks.tick() => {
+                    return self.alive().await.then_some(StreamItem::Heartbeat);
+                }
+            }
+        }
+    }
+
+    /// Whether the stream's session is still live (an outage ends the stream too).
+    async fn alive(&self) -> bool {
+        matches!(
+            self.state.session_reads.read(self.session_id).await,
+            Ok(Some(s)) if s.live && !s.user.is_deleted()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_that_falls_behind_is_dropped_and_the_others_keep_receiving() {
+        let hub = Hub::default();
+        let (user, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut slow = hub.register(user);
+        let mut fast = hub.register(user);
+        let mut elsewhere = hub.register(other);
+        for _ in 0..STREAM_BUFFER {
+            hub.dispatch(user, Uuid::now_v7());
+            assert!(fast.rx.try_recv().is_ok());
+        }
+        assert_eq!(hub.open_streams(), 3);
+        let last = Uuid::now_v7();
+        hub.dispatch(user, last);
+        assert_eq!(hub.open_streams(), 2, "the full one is gone");
+        assert_eq!(fast.rx.try_recv().ok(), Some(last));
+        // the slow one still reads what it had, then learns it was dropped (its client replays)
+        for _ in 0..STREAM_BUFFER {
+            assert!(slow.rx.try_recv().is_ok());
+        }
+        assert!(matches!(
+            slow.rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert!(elsewhere.rx.try_recv().is_err(), "other users see nothing");
+    }
+
+    #[test]
+    fn losing_the_listener_ends_every_stream() {
+        let hub = Hub::default();
+        let mut a = hub.register(Uuid::now_v7());
+        hub.end_all();
+        assert_eq!(hub.open_streams(), 0);
+        assert!(matches!(
+            a.rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
+}
