@@ -16,6 +16,8 @@ OUT=bench/out
 RESULTS=bench/RESULTS.md
 mkdir -p "$OUT"
 
+# 2 000 notification streams need as many sockets (the service started below inherits this)
+ulimit -n 65536 2>/dev/null || true
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v pgbench >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql-contrib >/dev/null; }
 
@@ -37,7 +39,7 @@ echo "== building"
 cargo build --release --locked --bin users-service 2>&1 | tail -1
 BIN=target/release/users-service
 
-cargo build --release --locked --example argon2_rate --example amqp_ceiling 2>&1 | tail -1
+cargo build --release --locked --example argon2_rate --example amqp_ceiling --example sse_fanout 2>&1 | tail -1
 # The ceilings drift with the machine (on a shared VM, CPU steal comes and goes), so each is
 # measured right before and right after the scenarios it is compared with, and the mean is used.
 # prints "FRESH REUSED": hashes/s with a fresh buffer per hash (the crate's plain API) and with a
@@ -193,6 +195,20 @@ COURIER_SENT=$(psql -qAt "$PGURL/$DB" -c "select count(*) from messages where st
 COURIER_RATE=$(awk -v n="$COURIER_SENT" -v ms="$COURIER_MS" 'BEGIN { printf "%.1f", (ms > 0 ? n * 1000 / ms : 0) }')
 echo "   courier: $COURIER_SENT sent in $COURIER_MS ms ($COURIER_RATE/s)"
 
+echo "== notifications: the inbox with 200 each, then 2 000 streams fed 200 notifications a second"
+psql -q "$PGURL/$DB" -c "insert into notifications (id, user_id, kind, title, body, data, read_at)
+  select ('00000000-0000-7000-8001-' || lpad(to_hex(row_number() over ()), 12, '0'))::uuid, u.id,
+         'bench.kind', 'Notification ' || g, 'A body of a typical length for an in-app notice.',
+         jsonb_build_object('n', g), case when g % 3 = 0 then now() end
+  from users u cross join generate_series(1, 200) g where u.email like 'crowd%'" >/dev/null
+psql -q "$PGURL/$DB" -c "vacuum analyze notifications" >/dev/null
+ME_PATH=/api/v1/private/users/me/notifications HEADER=Authorization run notifications_list -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
+MARK=$(rss_mark)
+target/release/examples/sse_fanout "$BASE" "$OUT/access.tokens" bench-server-key-0123456789 2000 200 15 > "$OUT/fanout.txt" 2>&1 || true
+FANOUT_RSS=$(rss_peak_since "$MARK")
+fan() { sed -n "s/^$1=//p" "$OUT/fanout.txt"; }
+echo "   fan-out: $(fan DELIVERIES_RECEIVED)/$(fan DELIVERIES_EXPECTED) delivered, p50 $(fan LATENCY_P50_MS) ms, p99 $(fan LATENCY_P99_MS) ms, RSS $FANOUT_RSS MiB"
+
 echo "== growing the users table to 1 000 000"
 seed_users 100001 1000000
 SEARCH_MAX=999999 run search_1m -t2 -c16 -d"${DURATION}s" -s bench/lua/search.lua "$BASE"
@@ -328,6 +344,10 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "| relay: 20 000 unpublished events until all acknowledged, events/s ÷ that ceiling (mean: $QMEAN) | $RELAY_RATE ÷ $QMEAN = $(ratio "$RELAY_RATE" "$QMEAN") |"
   echo "| GET me with publishing on ÷ plain GET me | $(ratio "$(rps_of get_me_events_on)" "$ME_PLAIN") |"
   echo "| sign_up with publishing on ÷ sign_up with it off (run right before; events left unpublished after: $EVENTS_LEFT) | $(ratio "$(rps_of sign_up_events_on)" "$(rps_of sign_up_events_off)") |"
+  echo "| GET me/notifications (200 each, a page of 20) ÷ GET me (Bearer) | $(ratio "$(rps_of notifications_list)" "$ME_RPS") |"
+  echo "| notification fan-out: $(fan STREAMS_OPENED) streams over 256 users (each notification reaches its user's ~8 streams), 200 created a second for 15 s through the server route: deliveries received / expected, streams still open at the end | $(fan DELIVERIES_RECEIVED) / $(fan DELIVERIES_EXPECTED), $(fan STREAMS_STILL_OPEN) open |"
+  echo "| the fan-out's delivery latency from the create call's answer, p50 / p99 | $(fan LATENCY_P50_MS) ms / $(fan LATENCY_P99_MS) ms |"
+  echo "| the service's peak RSS with the streams open | $FANOUT_RSS MiB |"
   echo "| start-up to ready (migrated database) | ${READY_MS} ms |"
   echo "| /health/live p99 during the login flood | $HEALTH_P99 |"
   echo "| courier: 5 000 queued messages delivered to a local SMTP sink | $COURIER_SENT in $COURIER_MS ms: $COURIER_RATE messages/s |"
@@ -344,7 +364,8 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "second) peak RSS < 150 MiB and /health/live p99 < 10 ms; forgot p50s for a known and an unknown"
   echo "email within 10 % of each other; the courier ≥ 500 messages/s; GET me with /metrics scraped, with"
   echo "traces exported and with the collector down each within 5 % of plain GET me; the relay ≥ 0.70 of"
-  echo "the publisher-confirms ceiling; GET me and sign_up with publishing on within 5 % of off."
+  echo "the publisher-confirms ceiling; GET me and sign_up with publishing on within 5 % of off; the inbox"
+  echo "≥ 0.50 of GET me; the fan-out's p99 < 250 ms with no stream dropped and RSS < 150 MiB."
   echo
   echo "Where the misses come from, with a profile: [PROFILE.md](PROFILE.md)."
 } > "$RESULTS"
