@@ -80,7 +80,10 @@ async fn main() -> anyhow::Result<()> {
                     let block: String = buf.drain(..end + 2).collect();
                     if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id:")) {
                         let id = id.trim().to_owned();
-                        seen.lock().unwrap().arrivals.push((id, at));
+                        seen.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .arrivals
+                            .push((id, at));
                     }
                 }
             }
@@ -117,7 +120,10 @@ async fn main() -> anyhow::Result<()> {
             if let Ok(res) = res {
                 if let Ok(body) = res.json::<serde_json::Value>().await {
                     if let Some(id) = body["id"].as_str() {
-                        seen.lock().unwrap().created.insert(id.to_owned(), answered);
+                        seen.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .created
+                            .insert(id.to_owned(), answered);
                     }
                 }
             }
@@ -129,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let still_open = open.load(std::sync::atomic::Ordering::Relaxed);
 
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     let mut latencies: Vec<f64> = seen
         .arrivals
         .iter()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: the Rust suite (unit and integration tests against PostgreSQL), contract
-# fuzzing of /openapi.json with schemathesis, the end-to-end test in headless Chromium, and promtool
-# over the Prometheus config, alert rules and a live scrape.
+# fuzzing of /openapi.json with schemathesis, the end-to-end test in headless Chromium, promtool
+# over the Prometheus config, alert rules and a live scrape, and the Kubernetes manifests rendered
+# and validated against the Kubernetes schemas.
 # Each suite installs what it needs (a Python venv under target/, Chromium from Debian, npm packages).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +30,6 @@ suite "rust: cargo test" cargo test
 suite "contract: schemathesis" bash tests/contract/run.sh
 suite "browser: chromium" bash tests/browser/run.sh
 suite "observability: promtool" bash tests/observability/run.sh
+suite "k8s: kustomize and schemas" bash tests/k8s/run.sh
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
