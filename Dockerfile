@@ -3,11 +3,13 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src tests/api && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+RUN mkdir -p src tests/api bench && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
     && echo 'fn main() {}' > tests/api/main.rs \
+    && for e in argon2_rate amqp_ceiling sse_fanout; do echo 'fn main() {}' > bench/$e.rs; done \
     && cargo build --release --locked --bin users-service \
-    && rm -rf src tests
+    && rm -rf src tests bench
 COPY src ./src
+COPY bench ./bench
 COPY migrations ./migrations
 COPY config ./config
 COPY tests ./tests

@@ -117,6 +117,10 @@ pub struct CookieSettings {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     pub login_per_minute: u32,
+    /// `redis://host:6379/0`: budgets shared by every instance; empty: each process keeps its own
+    pub redis_url: SecretString,
+    /// prefix of the budgets' keys in Redis
+    pub redis_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -486,6 +490,16 @@ impl Settings {
     }
 
     fn validate_rest(&self) -> Result<(), ConfigError> {
+        let r = &self.rate_limit;
+        let redis = secrecy::ExposeSecret::expose_secret(&r.redis_url);
+        if !redis.is_empty()
+            && !url::Url::parse(redis).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"))
+        {
+            return fail("rate_limit.redis_url", "not a redis:// or rediss:// URL");
+        }
+        if r.redis_prefix.len() > 64 {
+            return fail("rate_limit.redis_prefix", "must be at most 64 characters");
+        }
         let t = &self.telemetry;
         if !t.otlp_endpoint.is_empty()
             && !url::Url::parse(&t.otlp_endpoint)

@@ -74,6 +74,7 @@ pub struct Metrics {
     pub outbox_pending: Family<OutboxLabels, Gauge>,
     pub messages_sent: Family<ResultLabels, Counter>,
     pub events_published: Counter,
+    pub rate_limit_backend_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -148,6 +149,12 @@ impl Metrics {
             "Events published to the broker",
             events_published.clone(),
         );
+        let rate_limit_backend_errors = Counter::default();
+        r.register(
+            "rate_limit_backend_errors",
+            "Budget checks Redis could not answer (served: the limit fails open)",
+            rate_limit_backend_errors.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -174,6 +181,7 @@ impl Metrics {
             outbox_pending,
             messages_sent,
             events_published,
+            rate_limit_backend_errors,
         }
     }
 

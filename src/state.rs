@@ -6,6 +6,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
@@ -65,7 +66,12 @@ impl AppState {
         Ok(Self(Arc::new(Inner {
             cookies: CookieJar::new(&settings),
             server_keys: ServerKeys::new(&settings.server_api.keys),
-            limits: Limits::new(settings.rate_limit.login_per_minute),
+            limits: Limits::new(
+                settings.rate_limit.login_per_minute,
+                settings.rate_limit.redis_url.expose_secret(),
+                &settings.rate_limit.redis_prefix,
+                metrics.rate_limit_backend_errors.clone(),
+            )?,
             yandex: YandexClient::new(&settings.oauth)?,
             mail: Templates::load(&settings.email)?,
             forgot_jobs: Arc::new(Semaphore::new(FORGOT_JOBS)),

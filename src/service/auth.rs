@@ -29,7 +29,7 @@ pub async fn login(
     password: &SecretString,
     meta: &ClientMeta,
 ) -> AppResult<(UserRow, Issued)> {
-    state.limits.check(budget, meta.ip)?;
+    state.limits.check(budget, meta.ip).await?;
     let outcome = password_login(state, email, password, meta).await;
     if let Some(result) = sign_in_result(&outcome) {
         state.metrics.sign_in("password", result);
@@ -113,7 +113,7 @@ pub async fn confirm_password(
     password: &SecretString,
 ) -> AppResult<()> {
     if let Some(ip) = caller.ip {
-        state.limits.check(Budget::ConfirmPassword, ip)?;
+        state.limits.check(Budget::ConfirmPassword, ip).await?;
     }
     let slot = state.passwords.slot().await?;
     let key = user.email.to_lowercase();

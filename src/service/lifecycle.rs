@@ -77,7 +77,7 @@ pub async fn restore_with_password(
     email: &Email,
     password: &SecretString,
 ) -> AppResult<UserRow> {
-    state.limits.check(Budget::Restore, meta.ip)?;
+    state.limits.check(Budget::Restore, meta.ip).await?;
     let user = check_password(state, meta, email, password).await?;
     repo::login_throttle::clear(&state.db, &email.key()).await?;
     if user.is_deleted() && !user.deleted_by_owner {

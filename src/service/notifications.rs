@@ -151,12 +151,25 @@ const REPLAY_MAX: i64 = 500;
 #[derive(Clone, Default)]
 pub struct Hub(Arc<HubInner>);
 
-#[derive(Default)]
 struct HubInner {
     /// per user, each open stream's id and sender
     streams: Mutex<HashMap<Uuid, Vec<StreamSender>>>,
     next: AtomicU64,
     listening: AtomicBool,
+    /// whether the listening connection is up (streams open only then: one opened before would
+    /// miss what is created until it is)
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for HubInner {
+    fn default() -> Self {
+        Self {
+            streams: Mutex::default(),
+            next: AtomicU64::default(),
+            listening: AtomicBool::default(),
+            ready: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 type StreamSender = (u64, mpsc::Sender<Uuid>);
@@ -188,11 +201,22 @@ impl Hub {
         streams.values().map(Vec::len).sum()
     }
 
-    fn subscribe(&self, state: &AppState, user_id: Uuid) -> Subscription {
+    /// Registers a stream once the listening connection is up (started by the first stream);
+    /// 503 when it is not up within the pool's acquire time (the database is away).
+    async fn subscribe(&self, state: &AppState, user_id: Uuid) -> AppResult<Subscription> {
         if !self.0.listening.swap(true, Ordering::AcqRel) {
             tokio::spawn(listen(self.clone(), state.db.clone()));
         }
-        self.register(user_id)
+        let mut ready = self.0.ready.subscribe();
+        let wait = Duration::from_secs(state.settings.database.acquire_timeout_secs);
+        let up = tokio::time::timeout(wait, ready.wait_for(|up| *up))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if up {
+            Ok(self.register(user_id))
+        } else {
+            Err(AppError::Unavailable)
+        }
     }
 
     fn register(&self, user_id: Uuid) -> Subscription {
@@ -225,6 +249,7 @@ impl Hub {
     /// Ends every open stream (the listening connection was lost: what arrives meanwhile would
     /// be missed, so clients reconnect and replay with `Last-Event-ID`).
     fn end_all(&self) {
+        self.0.ready.send_replace(false);
         self.0
             .streams
             .lock()
@@ -239,6 +264,7 @@ async fn listen(hub: Hub, db: sqlx::PgPool) {
     loop {
         if let Some(mut listener) = connect(&db).await {
             backoff = Duration::from_millis(100);
+            hub.0.ready.send_replace(true);
             loop {
                 match listener.try_recv().await {
                     Ok(Some(n)) => {
@@ -249,15 +275,14 @@ async fn listen(hub: Hub, db: sqlx::PgPool) {
                             hub.dispatch(user, id);
                         }
                     }
-                    // the connection was lost (the next call reconnects): what was sent meanwhile
-                    // is missed, so the streams end and their clients replay
-                    Ok(None) => {
+                    // the connection was lost: what was sent meanwhile is missed, so the streams
+                    // end (below) and their clients replay; a new connection is made
+                    Ok(None) | Err(_) => {
                         tracing::warn!(
                             "notifications: the listening connection was lost; ending streams"
                         );
-                        hub.end_all();
+                        break;
                     }
-                    Err(_) => break,
                 }
             }
         }
@@ -284,12 +309,12 @@ pub enum StreamItem {
 /// it is created on any instance, with a heartbeat every `notifications.heartbeat_secs`. Ends when
 /// the session is revoked or expires (checked at each heartbeat), when the client is too slow, or
 /// when the instance loses its listening connection.
-pub fn stream(
+pub async fn stream(
     state: &AppState,
     p: &Principal,
     last_event_id: Option<Uuid>,
-) -> impl futures::Stream<Item = StreamItem> + Send + 'static {
-    let sub = state.notification_hub.subscribe(state, p.user_id);
+) -> AppResult<impl futures::Stream<Item = StreamItem> + Send + 'static> {
+    let sub = state.notification_hub.subscribe(state, p.user_id).await?;
     let heartbeat = Duration::from_secs(state.settings.notifications.heartbeat_secs);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -303,10 +328,10 @@ pub fn stream(
         replayed: HashSet::new(),
         ticks,
     };
-    futures::stream::unfold(s, |mut s| async move {
+    Ok(futures::stream::unfold(s, |mut s| async move {
         let item = s.next().await?;
         Some((item, s))
-    })
+    }))
 }
 
 struct Stream {

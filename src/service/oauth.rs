@@ -168,7 +168,7 @@ pub async fn telegram(
     login: TelegramLogin,
     current: Option<&Principal>,
 ) -> AppResult<TelegramSignIn> {
-    state.limits.check(Budget::Login, meta.ip)?;
+    state.limits.check(Budget::Login, meta.ip).await?;
     if let Some(p) = current {
         p.require_recent_sign_in(state.settings.auth.reauth_window_secs)?;
     }

@@ -110,8 +110,8 @@ pub async fn issue_reset_token(
 /// mail, at most one per `email.min_interval_secs`; everything else gets nothing.
 /// The work after the answer is bounded (`FORGOT_JOBS` at once): a flood from many addresses
 /// cannot pile up tasks; beyond it a request is dropped with a warning.
-pub fn forgot(state: &AppState, ip: std::net::IpAddr, email: Email) -> AppResult<()> {
-    state.limits.check(Budget::Forgot, ip)?;
+pub async fn forgot(state: &AppState, ip: std::net::IpAddr, email: Email) -> AppResult<()> {
+    state.limits.check(Budget::Forgot, ip).await?;
     let Ok(permit) = state.forgot_jobs.clone().try_acquire_owned() else {
         tracing::warn!("forgot-password work is saturated; request dropped");
         return Ok(());

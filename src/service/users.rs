@@ -51,7 +51,7 @@ pub async fn public_sign_up(
         return Err(AppError::SignUpDisabled);
     }
     if let Some(ip) = caller.ip {
-        state.limits.check(Budget::SignUp, ip)?;
+        state.limits.check(Budget::SignUp, ip).await?;
     }
     sign_up(state, caller, profile, password).await
 }

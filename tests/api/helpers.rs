@@ -155,6 +155,14 @@ impl TestApp {
         res.json()
     }
 
+    /// The value of an unlabelled series in this instance's `/metrics` (0 when absent).
+    pub async fn scrape_counter(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").send().await.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub async fn scalar_i64(&self, sql: &str, bind: &str) -> i64 {
         sqlx::query_scalar(sql)
             .bind(bind)

@@ -24,6 +24,7 @@ mod purge;
 mod refresh;
 mod reliability;
 mod role_requests;
+mod scale_out;
 mod security;
 mod server;
 mod server_accounts;

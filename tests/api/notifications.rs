@@ -345,6 +345,13 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn open(base: &str, access: &str, last_event_id: Option<&str>) -> Self {
+        Self::try_open(base, access, last_event_id)
+            .await
+            .expect("the stream opens")
+    }
+
+    /// None when the service answers other than 200 (503 while its listener reconnects).
+    pub async fn try_open(base: &str, access: &str, last_event_id: Option<&str>) -> Option<Self> {
         let mut req = reqwest::Client::new()
             .get(format!("{base}{INBOX}/stream"))
             .bearer_auth(access);
@@ -352,15 +359,17 @@ impl SseClient {
             req = req.header("Last-Event-ID", id);
         }
         let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
         assert_eq!(
             resp.headers()["content-type"].to_str().unwrap(),
             "text/event-stream"
         );
-        Self {
+        Some(Self {
             resp,
             buf: String::new(),
-        }
+        })
     }
 
     /// The next event (heartbeats included); `None` when the stream ended or nothing came in time.
@@ -530,8 +539,6 @@ async fn a_notification_created_on_one_instance_reaches_a_stream_on_another(pool
     let base_b = serve(&b).await;
     let ann = a.signed_in("ann@example.com").await;
     let mut on_b = SseClient::open(&base_b, &ann.access, None).await;
-    // the listener starts with the first stream: give it a moment to be listening
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let created = notify(&a, &ann.user_id, json!({"kind": "k", "title": "from a"})).await;
     let e = on_b
@@ -603,7 +610,14 @@ async fn a_database_outage_ends_streams_and_they_replay_what_was_created_meanwhi
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let mut back = SseClient::open(&base, &access, first["id"].as_str()).await;
+    let mut back = loop {
+        // 503 until the listener is back (it retries within 5 s)
+        if let Some(s) = SseClient::try_open(&base, &access, first["id"].as_str()).await {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the stream did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let e = back
         .notification(Duration::from_secs(5))
         .await
@@ -623,7 +637,9 @@ async fn a_database_outage_ends_streams_and_they_replay_what_was_created_meanwhi
         );
         // a stream the listener ended while reconnecting: open another one
         if back.ends_within(Duration::from_millis(1)).await {
-            back = SseClient::open(&base, &access, live["id"].as_str()).await;
+            if let Some(s) = SseClient::try_open(&base, &access, live["id"].as_str()).await {
+                back = s;
+            }
         }
     }
 }

@@ -166,18 +166,19 @@ pub async fn delete(
     params(("Last-Event-ID" = Option<Uuid>, Header, description = "replay notifications created after this one")),
     responses(
         (status = 200, content_type = "text/event-stream", body = String, description = "Server-Sent Events: `event: notification`, `id`, `data` (a notification); `:` heartbeats"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "`unavailable`: the database is away"),
     )
 )]
 pub async fn stream(
     State(state): State<AppState>,
     CurrentUser(p): CurrentUser,
     headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> AppResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<Uuid>().ok());
-    let events = notifications::stream(&state, &p, last).map(|item| {
+    let events = notifications::stream(&state, &p, last).await?.map(|item| {
         Ok(match item {
             StreamItem::Notification(n) => {
                 let id = n.id.to_string();
@@ -190,5 +191,5 @@ pub async fn stream(
             StreamItem::Heartbeat => Event::default().comment(""),
         })
     });
-    Sse::new(events)
+    Ok(Sse::new(events))
 }

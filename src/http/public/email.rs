@@ -33,7 +33,7 @@ pub async fn forgot(
     ClientIp(ip): ClientIp,
     Json(body): Json<ForgotRequest>,
 ) -> AppResult<StatusCode> {
-    passwords::forgot(&state, ip, body.email)?;
+    passwords::forgot(&state, ip, body.email).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
