@@ -276,6 +276,14 @@ EVENTS_LEFT=$(unpublished)
 restart_with
 "$CEILING" teardown "$AMQP" "$EXCHANGE" || true
 
+echo "== login with the per-IP budgets in Redis, beside in-process ones (run right before)"
+run login_budgets_in_process -t2 -c32 -d"${DURATION}s" -s bench/lua/post_json.lua "$BASE"
+restart_with USERS__RATE_LIMIT__REDIS_URL=redis://127.0.0.1:6379/0 USERS__RATE_LIMIT__REDIS_PREFIX=bench:$$:
+wrk -t2 -c8 -d2s -s bench/lua/post_json.lua "$BASE" >/dev/null 2>&1 || true
+run login_budgets_in_redis -t2 -c32 -d"${DURATION}s" -s bench/lua/post_json.lua "$BASE"
+REDIS_ERRORS=$(curl -fs "$BASE/metrics" | awk '/^rate_limit_backend_errors_total / {print $2}')
+restart_with
+
 echo "== /health/live during a 256-connection login flood"
 MARK=$(rss_mark)
 wrk -t2 -c256 --timeout 60s -d"$((DURATION + 4))s" -s bench/lua/post_json.lua "$BASE" > "$OUT/login_flood.txt" 2>&1 &
@@ -348,6 +356,7 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "| notification fan-out: $(fan STREAMS_OPENED) streams over 256 users (each notification reaches its user's ~8 streams), 200 created a second for 15 s through the server route: deliveries received / expected, streams still open at the end | $(fan DELIVERIES_RECEIVED) / $(fan DELIVERIES_EXPECTED), $(fan STREAMS_STILL_OPEN) open |"
   echo "| the fan-out's delivery latency from the create call's answer, p50 / p99 | $(fan LATENCY_P50_MS) ms / $(fan LATENCY_P99_MS) ms |"
   echo "| the service's peak RSS with the streams open | $FANOUT_RSS MiB |"
+  echo "| login with budgets in Redis ÷ login with in-process budgets (run right before; Redis errors during the run: ${REDIS_ERRORS:-?}) | $(ratio "$(rps_of login_budgets_in_redis)" "$(rps_of login_budgets_in_process)") |"
   echo "| start-up to ready (migrated database) | ${READY_MS} ms |"
   echo "| /health/live p99 during the login flood | $HEALTH_P99 |"
   echo "| courier: 5 000 queued messages delivered to a local SMTP sink | $COURIER_SENT in $COURIER_MS ms: $COURIER_RATE messages/s |"
@@ -365,7 +374,8 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "email within 10 % of each other; the courier ≥ 500 messages/s; GET me with /metrics scraped, with"
   echo "traces exported and with the collector down each within 5 % of plain GET me; the relay ≥ 0.70 of"
   echo "the publisher-confirms ceiling; GET me and sign_up with publishing on within 5 % of off; the inbox"
-  echo "≥ 0.50 of GET me; the fan-out's p99 < 250 ms with no stream dropped and RSS < 150 MiB."
+  echo "≥ 0.50 of GET me; the fan-out's p99 < 250 ms with no stream dropped and RSS < 150 MiB; login with"
+  echo "Redis budgets within 5 % of in-process."
   echo
   echo "Where the misses come from, with a profile: [PROFILE.md](PROFILE.md)."
 } > "$RESULTS"
