@@ -92,7 +92,11 @@ pub async fn find_for_update(
 /// for one id always looks cheaper than its generic plan for an array of unknown length, and the
 /// planning then costs more than the query; `in ($1, …)` keeps its plan but rebuilds the list
 /// for every row when the table is small enough to scan.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+///
+/// Traced at `trace` level, below what traces export: it runs in the batching task for many
+/// requests at once, and each request's `SessionReads::read` span already covers its wait and this
+/// query (a span here started a trace of its own per batch, a third of the spans of a GET me).
+#[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
 pub async fn states(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<SessionState>> {
     if ids.is_empty() {
         return Ok(Vec::new());

@@ -356,25 +356,7 @@ struct Consumer {
 
 impl Consumer {
     async fn bind(exchange: &str) -> Self {
-        let conn = Connection::connect(
-            &format!("amqp://guest:guest@{BROKER}/%2f"),
-            ConnectionProperties::default(),
-        )
-        .await
-        .expect("RabbitMQ answers on 127.0.0.1:5672");
-        let channel = conn.create_channel().await.unwrap();
-        channel
-            .exchange_declare(
-                exchange.into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let (conn, channel) = broker_channel(exchange).await;
         let queue = channel
             .queue_declare(
                 "".into(),
@@ -447,6 +429,30 @@ impl Consumer {
             )
             .await;
     }
+}
+
+/// A channel to the broker with `exchange` declared as the service declares it.
+async fn broker_channel(exchange: &str) -> (Connection, lapin::Channel) {
+    let conn = Connection::connect(
+        &format!("amqp://guest:guest@{BROKER}/%2f"),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ answers on 127.0.0.1:5672");
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (conn, channel)
 }
 
 fn exchange_name() -> String {
@@ -632,25 +638,7 @@ async fn events_wait_through_a_broker_outage_and_then_flow_in_order(pool: PgPool
 #[sqlx::test]
 async fn a_refused_event_is_published_again_until_acknowledged_and_order_holds(pool: PgPool) {
     let exchange = exchange_name();
-    let conn = Connection::connect(
-        &format!("amqp://guest:guest@{BROKER}/%2f"),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_conn, channel) = broker_channel(&exchange).await;
     // a queue that holds three messages and makes the broker nack what does not fit
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(3));

@@ -15,7 +15,7 @@ use crate::http::dto::{decode_cursor, encode_cursor, Page};
 use crate::http::extract::Json;
 use crate::http::extract::{AdminUser, CurrentUser, OptionalJson, Path, Query};
 use crate::service::role_requests::{self, Decision, RoleRequest};
-use crate::service::Caller;
+use crate::service::{Caller, Principal};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -222,17 +222,7 @@ pub async fn approve(
     Path(id): Path<Uuid>,
     OptionalJson(body): OptionalJson<DecisionRequest>,
 ) -> AppResult<axum::Json<RoleRequestResponse>> {
-    let comment = body.unwrap_or_default().comment;
-    let request = role_requests::decide(
-        &state,
-        &caller,
-        &admin,
-        id,
-        Decision::Approve,
-        comment.as_deref(),
-    )
-    .await?;
-    Ok(axum::Json(request.into()))
+    decide(&state, &admin, &caller, id, Decision::Approve, body).await
 }
 
 #[utoipa::path(
@@ -251,15 +241,19 @@ pub async fn reject(
     Path(id): Path<Uuid>,
     OptionalJson(body): OptionalJson<DecisionRequest>,
 ) -> AppResult<axum::Json<RoleRequestResponse>> {
+    decide(&state, &admin, &caller, id, Decision::Reject, body).await
+}
+
+async fn decide(
+    state: &AppState,
+    admin: &Principal,
+    caller: &Caller,
+    id: Uuid,
+    decision: Decision,
+    body: Option<DecisionRequest>,
+) -> AppResult<axum::Json<RoleRequestResponse>> {
     let comment = body.unwrap_or_default().comment;
-    let request = role_requests::decide(
-        &state,
-        &caller,
-        &admin,
-        id,
-        Decision::Reject,
-        comment.as_deref(),
-    )
-    .await?;
+    let request =
+        role_requests::decide(state, caller, admin, id, decision, comment.as_deref()).await?;
     Ok(axum::Json(request.into()))
 }
