@@ -1,4 +1,5 @@
--- Sign-ups with an email no other request uses.
+-- Sign-ups with an email no other request uses (in this run or another: the seed is the clock).
+math.randomseed(os.time())
 local counter = 0
 local id = tostring(math.random(1, 1e9))
 function setup(thread)

@@ -4,6 +4,8 @@
 //! [`LEADER_RETRY`]). It reads settled events in order, publishes a batch with publisher confirms
 //! (all in flight at once), and marks published only the events the broker acknowledged, in order:
 //! after a nack, a lost channel or a crash the rest go out again (at least once, never a gap).
+//! Batches overlap: while one batch's marking runs, the next is read (on from the last event
+//! sent) and published.
 //! Woken by `NOTIFY` on insert; polls as a fallback. While the broker is away it backs off and
 //! reconnects by itself; requests never wait for it.
 
@@ -91,14 +93,41 @@ async fn publish_while_leading(
     let (_amqp, channel) = open(settings.amqp_url.expose_secret(), &settings.exchange).await?;
     let poll = Duration::from_secs(settings.poll_interval_secs);
     let mut listener = listen(state, CHANNEL).await;
+    // the position of the last event sent in this term, and the marking of the last batch
+    let mut after: Option<events::Position> = None;
+    let mut marking: Option<tokio::task::JoinHandle<sqlx::Result<()>>> = None;
     loop {
         // still the leader: the lock lives as long as this connection
         lock.ping().await?;
-        let batch = events::unpublished(&state.db, BATCH).await?;
+        let batch = events::unpublished(&state.db, after, BATCH).await?;
         let full = batch.len() as i64 == BATCH;
         if !batch.is_empty() {
-            publish(state, &channel, &settings.exchange, batch).await?;
+            let (acked, last, failure) = publish(&channel, &settings.exchange, batch).await;
+            // the previous batch's marking first (at most one in flight), then this one's in the
+            // background while the next batch is read and published
+            if let Some(previous) = marking.take() {
+                previous.await??;
+            }
+            if !acked.is_empty() {
+                state.metrics.events_published.inc_by(acked.len() as u64);
+                let db = state.db.clone();
+                marking = Some(tokio::spawn(async move {
+                    events::mark_published(&db, &acked).await
+                }));
+            }
+            if let Some(e) = failure {
+                if let Some(m) = marking.take() {
+                    m.await??;
+                }
+                return Err(e);
+            }
+            after = last.or(after);
             *backoff = MIN_BACKOFF;
+        }
+        if !full {
+            if let Some(m) = marking.take() {
+                m.await??;
+            }
         }
         if stop.is_cancelled() {
             return Ok(());
@@ -147,26 +176,33 @@ async fn open(url: &str, exchange: &str) -> anyhow::Result<(Connection, Channel)
     Ok((conn, channel))
 }
 
-/// Publishes a batch with every message in flight at once, then marks published the events the
-/// broker acknowledged before the first that it did not.
+/// Publishes a batch with every message in flight at once and waits for the confirms: the events
+/// the broker acknowledged before the first it did not (only those may be marked published), the
+/// position of the last of them, and what went wrong, if anything.
 async fn publish(
-    state: &AppState,
     channel: &Channel,
     exchange: &str,
-    batch: Vec<events::EventRow>,
-) -> anyhow::Result<()> {
+    batch: Vec<events::Unpublished>,
+) -> (Vec<Uuid>, Option<events::Position>, Option<anyhow::Error>) {
     let mut pending = Vec::with_capacity(batch.len());
     let mut failure = None;
     for row in batch {
-        let id = row.id;
-        let envelope = Envelope::from(row);
+        let position = (row.txid, row.seq);
+        let id = row.event.id;
+        let envelope = Envelope::from(row.event);
         let properties = BasicProperties::default()
             .with_message_id(id.to_string().into())
             .with_type(envelope.kind.clone().into())
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_timestamp(envelope.occurred_at.timestamp().max(0) as u64);
-        let body = serde_json::to_vec(&envelope)?;
+        let body = match serde_json::to_vec(&envelope) {
+            Ok(body) => body,
+            Err(e) => {
+                failure = Some(e.into());
+                break;
+            }
+        };
         match channel
             .basic_publish(
                 exchange.into(),
@@ -177,7 +213,7 @@ async fn publish(
             )
             .await
         {
-            Ok(confirm) => pending.push((id, confirm)),
+            Ok(confirm) => pending.push((id, position, confirm)),
             Err(e) => {
                 failure = Some(anyhow::Error::from(e));
                 break;
@@ -185,9 +221,13 @@ async fn publish(
         }
     }
     let mut acked: Vec<Uuid> = Vec::with_capacity(pending.len());
-    for (id, confirm) in pending {
+    let mut last = None;
+    for (id, position, confirm) in pending {
         match confirm.await {
-            Ok(c) if c.is_ack() && failure.is_none() => acked.push(id),
+            Ok(c) if c.is_ack() && failure.is_none() => {
+                acked.push(id);
+                last = Some(position);
+            }
             Ok(_) => {
                 failure.get_or_insert_with(|| anyhow::anyhow!("the broker refused event {id}"));
             }
@@ -196,12 +236,5 @@ async fn publish(
             }
         }
     }
-    if !acked.is_empty() {
-        events::mark_published(&state.db, &acked).await?;
-        state.metrics.events_published.inc_by(acked.len() as u64);
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    (acked, last, failure)
 }

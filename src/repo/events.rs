@@ -19,6 +19,9 @@ pub struct NewEvent<'a> {
     pub data: &'a Value,
 }
 
+/// Where an event sorts: (its transaction id, its sequence number).
+pub type Position = (i64, i64);
+
 #[derive(Debug, Clone, FromRow)]
 pub struct EventRow {
     pub id: Uuid,
@@ -28,6 +31,15 @@ pub struct EventRow {
     pub actor: String,
     pub user_id: Option<Uuid>,
     pub data: Value,
+}
+
+/// An unpublished event with its position (the relay reads on from the last one it sent).
+#[derive(Debug, Clone, FromRow)]
+pub struct Unpublished {
+    #[sqlx(flatten)]
+    pub event: EventRow,
+    pub txid: i64,
+    pub seq: i64,
 }
 
 const COLUMNS: &str = "id, type, occurred_at, actor, user_id, data";
@@ -98,15 +110,24 @@ pub async fn page(
     .await
 }
 
-/// The oldest settled events not yet published, in order.
+/// The oldest settled events not yet published, in order, after `after` (the last one this relay
+/// sent; none: from the first unpublished).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn unpublished(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<EventRow>> {
+pub async fn unpublished(
+    db: impl PgExecutor<'_>,
+    after: Option<Position>,
+    limit: i64,
+) -> sqlx::Result<Vec<Unpublished>> {
+    let (txid, seq) = after.unwrap_or((-1, -1));
     sqlx::query_as(&format!(
-        "select {COLUMNS} from events
+        "select {COLUMNS}, txid::text::bigint as txid, seq from events
          where published_at is null and {SETTLED}
+           and (txid, seq) > ($1::text::xid8, $2)
          order by txid, seq
-         limit $1"
+         limit $3"
     ))
+    .bind(txid.max(0))
+    .bind(seq)
     .bind(limit)
     .fetch_all(db)
     .await

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// The channel every insert notifies (payload `<user id> <notification id>`).
@@ -78,7 +78,10 @@ pub async fn insert_many(
     Ok(done.rows_affected())
 }
 
-/// A page of the user's notifications, newest first, before `before`.
+/// A page of the user's notifications, newest first, before `before`. Each combination of filters
+/// is its own statement (no `$2 is null or …`), so each keeps one cheap generic plan on its index:
+/// with the optional filter in the SQL, PostgreSQL judged the generic plan worse and planned every
+/// call anew (0.5 ms a call, more than the query).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn page(
     db: impl PgExecutor<'_>,
@@ -87,26 +90,18 @@ pub async fn page(
     before: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<NotificationRow>> {
-    // two statements so each is planned on its own index (the partial one for unread)
-    let sql = if unread_only {
-        format!(
-            "select {COLUMNS} from notifications
-             where user_id = $1 and read_at is null and ($2::uuid is null or id < $2)
-             order by id desc limit $3"
-        )
-    } else {
-        format!(
-            "select {COLUMNS} from notifications
-             where user_id = $1 and ($2::uuid is null or id < $2)
-             order by id desc limit $3"
-        )
-    };
-    sqlx::query_as(&sql)
-        .bind(user_id)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(db)
-        .await
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "select {COLUMNS} from notifications where user_id = "
+    ));
+    q.push_bind(user_id);
+    if unread_only {
+        q.push(" and read_at is null");
+    }
+    if let Some(before) = before {
+        q.push(" and id < ").push_bind(before);
+    }
+    q.push(" order by id desc limit ").push_bind(limit);
+    q.build_query_as().fetch_all(db).await
 }
 
 /// The user's notifications created after `after`, oldest first (a stream's replay).

@@ -1,8 +1,6 @@
 //! Linked social accounts: links added by hand (a profile page) and provider identities that sign
 //! in. The same functions serve the private routes (the caller's own) and the server routes (any user).
 
-use std::collections::HashMap;
-
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -18,22 +16,6 @@ use crate::state::AppState;
 pub async fn view(state: &AppState, user: UserRow) -> AppResult<UserView> {
     let links = repo::linked_accounts::for_users(&state.db, &[user.id]).await?;
     Ok(UserView::new(user, links))
-}
-
-/// Views of many users with one query for all their links.
-pub async fn views(state: &AppState, users: Vec<UserRow>) -> AppResult<Vec<UserView>> {
-    let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
-    let mut by_user: HashMap<Uuid, Vec<LinkedAccountRow>> = HashMap::new();
-    for link in repo::linked_accounts::for_users(&state.db, &ids).await? {
-        by_user.entry(link.user_id).or_default().push(link);
-    }
-    Ok(users
-        .into_iter()
-        .map(|user| {
-            let links = by_user.remove(&user.id).unwrap_or_default();
-            UserView::new(user, links)
-        })
-        .collect())
 }
 
 /// Links a profile page by hand: an https URL on one of the network's hosts; 409 when linked already.

@@ -345,6 +345,10 @@ pub async fn search(state: &AppState, f: &UserFilter) -> AppResult<(Vec<UserView
         },
     )
     .await?;
-    let (rows, next) = super::split_page(rows, f.limit, |u| u.id);
-    Ok((super::linked_accounts::views(state, rows).await?, next))
+    let (rows, next) = super::split_page(rows, f.limit, |r| r.user.id);
+    let views = rows
+        .into_iter()
+        .map(|r| UserView::new(r.user, r.links))
+        .collect();
+    Ok((views, next))
 }
