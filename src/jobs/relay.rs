@@ -17,7 +17,6 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::{listen, wait};
 use crate::repo::events::{self, CHANNEL};
@@ -102,17 +101,17 @@ async fn publish_while_leading(
         let batch = events::unpublished(&state.db, after, BATCH).await?;
         let full = batch.len() as i64 == BATCH;
         if !batch.is_empty() {
-            let (acked, last, failure) = publish(&channel, &settings.exchange, batch).await;
+            let (acked, range, failure) = publish(&channel, &settings.exchange, batch).await;
             // the previous batch's marking first (at most one in flight), then this one's in the
             // background while the next batch is read and published
             if let Some(previous) = marking.take() {
                 previous.await??;
             }
-            if !acked.is_empty() {
-                state.metrics.events_published.inc_by(acked.len() as u64);
+            if let Some((first, last)) = range {
+                state.metrics.events_published.inc_by(acked as u64);
                 let db = state.db.clone();
                 marking = Some(tokio::spawn(async move {
-                    events::mark_published(&db, &acked).await
+                    events::mark_published(&db, first, last).await.map(|_| ())
                 }));
             }
             if let Some(e) = failure {
@@ -121,7 +120,7 @@ async fn publish_while_leading(
                 }
                 return Err(e);
             }
-            after = last.or(after);
+            after = range.map(|(_, last)| last).or(after);
             *backoff = MIN_BACKOFF;
         }
         if !full {
@@ -176,14 +175,18 @@ async fn open(url: &str, exchange: &str) -> anyhow::Result<(Connection, Channel)
     Ok((conn, channel))
 }
 
-/// Publishes a batch with every message in flight at once and waits for the confirms: the events
+/// Publishes a batch with every message in flight at once and waits for the confirms: how many
 /// the broker acknowledged before the first it did not (only those may be marked published), the
-/// position of the last of them, and what went wrong, if anything.
+/// positions of the first and last of them, and what went wrong, if anything.
 async fn publish(
     channel: &Channel,
     exchange: &str,
     batch: Vec<events::Unpublished>,
-) -> (Vec<Uuid>, Option<events::Position>, Option<anyhow::Error>) {
+) -> (
+    usize,
+    Option<(events::Position, events::Position)>,
+    Option<anyhow::Error>,
+) {
     let mut pending = Vec::with_capacity(batch.len());
     let mut failure = None;
     for row in batch {
@@ -220,13 +223,13 @@ async fn publish(
             }
         }
     }
-    let mut acked: Vec<Uuid> = Vec::with_capacity(pending.len());
-    let mut last = None;
+    let mut acked = 0;
+    let mut range: Option<(events::Position, events::Position)> = None;
     for (id, position, confirm) in pending {
         match confirm.await {
             Ok(c) if c.is_ack() && failure.is_none() => {
-                acked.push(id);
-                last = Some(position);
+                acked += 1;
+                range = Some((range.map_or(position, |(first, _)| first), position));
             }
             Ok(_) => {
                 failure.get_or_insert_with(|| anyhow::anyhow!("the broker refused event {id}"));
@@ -236,5 +239,5 @@ async fn publish(
             }
         }
     }
-    (acked, last, failure)
+    (acked, range, failure)
 }

@@ -133,13 +133,27 @@ pub async fn unpublished(
     .await
 }
 
+/// Marks published the unpublished events from `first` to `last` (a batch's acknowledged prefix: no
+/// other unpublished event sorts between them, since the batch was read in order from settled
+/// events). A range over the partial index instead of one primary-key lookup per event.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn mark_published(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<()> {
-    sqlx::query("update events set published_at = now() where id = any($1)")
-        .bind(ids)
-        .execute(db)
-        .await
-        .map(|_| ())
+pub async fn mark_published(
+    db: impl PgExecutor<'_>,
+    first: Position,
+    last: Position,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "update events set published_at = now()
+         where published_at is null
+           and (txid, seq) >= ($1::text::xid8, $2) and (txid, seq) <= ($3::text::xid8, $4)",
+    )
+    .bind(first.0)
+    .bind(first.1)
+    .bind(last.0)
+    .bind(last.1)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Deletes events older than the retention, published or not (with publishing off nothing is).
