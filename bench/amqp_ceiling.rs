@@ -5,15 +5,13 @@
 //! - `amqp_ceiling publish URL EXCHANGE N`: a plain publisher-confirms loop — N persistent messages
 //!   of an event's size, 1 000 in flight at a time, each batch's confirms awaited — and prints
 //!   `AMQP_CEILING=<messages/s>`;
-//! - `amqp_ceiling purge URL EXCHANGE`: empties the queue (the broker then has nothing to page out
-//!   while the next scenario runs);
 //! - `amqp_ceiling teardown URL EXCHANGE`: deletes both.
 
 use std::time::Instant;
 
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
@@ -99,11 +97,6 @@ async fn main() -> anyhow::Result<()> {
             }
             let secs = started.elapsed().as_secs_f64();
             println!("AMQP_CEILING={:.1}", n as f64 / secs);
-        }
-        "purge" => {
-            channel
-                .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
-                .await?;
         }
         "teardown" => {
             channel

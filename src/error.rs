@@ -251,7 +251,8 @@ impl AppError {
     }
 }
 
-/// Named unique constraints (see migrations/) and the conflict each one means.
+/// Named unique and foreign-key constraints (see migrations/) and what a violation means to a
+/// client.
 fn unique_conflict(constraint: &str) -> Option<AppError> {
     match constraint {
         "users_email_key" => Some(AppError::Conflict("email_taken", "email is already taken")),
@@ -260,6 +261,8 @@ fn unique_conflict(constraint: &str) -> Option<AppError> {
             "link_exists",
             "this account is already linked",
         )),
+        // the user was permanently deleted between the check and the insert
+        "notifications_user_id_fkey" => Some(AppError::user_not_found()),
         _ => None,
     }
 }

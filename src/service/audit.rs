@@ -179,9 +179,7 @@ pub async fn record(
 ) -> sqlx::Result<()> {
     let actor = caller.actor.to_string();
     let ip = caller.ip.map(|ip| ip.to_string());
-    if let Some(kind) = action.event() {
-        super::events::write(&mut *conn, &actor, kind, target, &details).await?;
-    }
+    super::events::write(&mut *conn, &actor, action, target, &details).await?;
     audit::insert(
         conn,
         &NewAudit {

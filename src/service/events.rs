@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::audit::Action;
 use super::views::{LinkedAccount, UserView};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::repo::events::{self as repo, EventRow, NewEvent};
@@ -37,32 +38,36 @@ impl From<EventRow> for Envelope {
     }
 }
 
-/// Writes the event of a change, its `data` built from the state the change left in this
-/// transaction and from the audit record's details (which fields changed, the previous role, the
-/// linked account). Never a secret: users are the contract's user object.
+/// Writes the event of a change (none for an action other services do not hear of), its `data`
+/// built from the state the change left in this transaction and from the audit record's details
+/// (which fields changed, the previous role, the linked account, the request). Never a secret:
+/// users are the contract's user object. The match is over every action, so a new one must say
+/// what its event carries.
 pub(super) async fn write(
     conn: &mut PgConnection,
     actor: &str,
-    kind: &'static str,
+    action: Action,
     user_id: Option<Uuid>,
     details: &Value,
 ) -> sqlx::Result<()> {
-    let user = match (kind, user_id) {
-        (
-            "user.created"
-            | "user.updated"
-            | "user.email_verified"
-            | "user.role_changed"
-            | "user.deleted"
-            | "user.restored",
-            Some(id),
-        ) => user_view(conn, id).await?,
-        _ => None,
+    let Some(kind) = action.event() else {
+        return Ok(());
     };
-    let data = match kind {
-        "user.updated" => json!({"user": user, "changed": details["fields"]}),
-        "user.role_changed" => json!({"user": user, "previous_role": details["from"]}),
-        "linked_account.linked" | "linked_account.updated" => {
+    let data = match action {
+        Action::SignUp
+        | Action::CreateUser
+        | Action::EmailVerify
+        | Action::SoftDelete
+        | Action::Restore => json!({ "user": user_view(conn, user_id).await? }),
+        Action::ProfileUpdate | Action::ContactsUpdate => json!({
+            "user": user_view(conn, user_id).await?,
+            "changed": details["fields"],
+        }),
+        Action::RoleChange => json!({
+            "user": user_view(conn, user_id).await?,
+            "previous_role": details["from"],
+        }),
+        Action::Link | Action::LinkUpdate => {
             let link = match (user_id, uuid_in(details, "linked_account_id")) {
                 (Some(user_id), Some(id)) => {
                     crate::repo::linked_accounts::find_own(&mut *conn, user_id, id).await?
@@ -71,22 +76,31 @@ pub(super) async fn write(
             };
             json!({"linked_account": link.map(LinkedAccount::from)})
         }
-        "role_request.created"
-        | "role_request.cancelled"
-        | "role_request.approved"
-        | "role_request.rejected" => {
+        Action::Unlink => json!({
+            "linked_account_id": details["linked_account_id"],
+            "social_network": details["social_network"],
+        }),
+        Action::RoleRequestCreate
+        | Action::RoleRequestCancel
+        | Action::RoleRequestApprove
+        | Action::RoleRequestReject => {
             let request = match uuid_in(details, "role_request_id") {
                 Some(id) => crate::repo::role_requests::find(&mut *conn, id).await?,
                 None => None,
             };
             json!({"role_request": request.map(super::role_requests::RoleRequest::from)})
         }
-        "linked_account.unlinked" => json!({
-            "linked_account_id": details["linked_account_id"],
-            "social_network": details["social_network"],
-        }),
-        _ if user.is_some() => json!({ "user": user }),
-        _ => json!({}),
+        Action::PasswordChange
+        | Action::PasswordReset
+        | Action::PermanentDelete
+        | Action::Login
+        | Action::LoginFailed
+        | Action::Logout
+        | Action::SessionRevoke
+        | Action::SessionsRevokeAll
+        | Action::RefreshReuse
+        | Action::ResetTokenIssue
+        | Action::EmailVerificationSent => json!({}),
     };
     repo::insert(
         conn,
@@ -112,7 +126,10 @@ pub(super) async fn write_many(
     repo::insert_many(conn, &ids, kind, actor, user_ids, &json!({})).await
 }
 
-async fn user_view(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<UserView>> {
+async fn user_view(conn: &mut PgConnection, id: Option<Uuid>) -> sqlx::Result<Option<UserView>> {
+    let Some(id) = id else {
+        return Ok(None);
+    };
     let Some(user) = crate::repo::users::find_by_id(&mut *conn, id).await? else {
         return Ok(None);
     };

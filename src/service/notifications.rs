@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::PgConnection;
@@ -20,7 +19,7 @@ use crate::repo::notifications::{self as repo, NewNotification, NotificationRow,
 use crate::state::AppState;
 
 /// One notification as its user sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Notification {
     pub id: Uuid,
     pub kind: String,
@@ -47,7 +46,8 @@ impl From<NotificationRow> for Notification {
     }
 }
 
-/// What a notification says (checked by the route that takes it from a client).
+/// What a notification says (checked by the route that takes it from a client; the title is
+/// stored trimmed).
 pub struct Notice<'a> {
     pub kind: &'a str,
     pub title: &'a str,
@@ -71,7 +71,7 @@ pub(super) async fn notify(
         &NewNotification {
             user_id,
             kind: n.kind,
-            title: n.title,
+            title: n.title.trim(),
             body: n.body,
             link: n.link,
             data: n.data,
@@ -85,7 +85,7 @@ pub(super) async fn notify(
 pub(super) async fn notify_admins(conn: &mut PgConnection, n: &Notice<'_>) -> sqlx::Result<u64> {
     let admins = crate::repo::users::active_admins(&mut *conn).await?;
     let data = n.data.cloned().unwrap_or(Value::Null);
-    repo::insert_many(conn, &admins, n.kind, n.title, n.link, &data).await
+    repo::insert_many(conn, &admins, n.kind, n.title.trim(), n.link, &data).await
 }
 
 /// An internal service notifies a user: 404 for an unknown user, 400 `already_deleted` for a

@@ -197,6 +197,7 @@ async fn the_server_route_checks_every_field_and_the_user(pool: PgPool) {
         (json!({"kind": "", "title": "t"}), "kind"),
         (json!({"kind": "k".repeat(65), "title": "t"}), "kind"),
         (json!({"kind": "k", "title": ""}), "title"),
+        (json!({"kind": "k", "title": "   "}), "title"),
         (json!({"kind": "k", "title": "t".repeat(201)}), "title"),
         (
             json!({"kind": "k", "title": "t", "body": "b".repeat(4001)}),
@@ -250,6 +251,13 @@ async fn the_server_route_checks_every_field_and_the_user(pool: PgPool) {
     )
     .await;
     assert_eq!(ok["link"], "https://billing.example/i/1");
+    let padded = notify(
+        &app,
+        &ann.user_id,
+        json!({"kind": "k", "title": "  Paid  "}),
+    )
+    .await;
+    assert_eq!(padded["title"], "Paid", "titles are stored trimmed");
     app.post(&server_route("0190b3a0-0000-7000-8000-000000000000"))
         .server_key()
         .json(json!({"kind": "k", "title": "t"}))
@@ -642,4 +650,28 @@ async fn a_database_outage_ends_streams_and_they_replay_what_was_created_meanwhi
             }
         }
     }
+}
+
+#[sqlx::test]
+async fn a_user_deleted_under_a_notification_is_not_found_not_a_500(pool: PgPool) {
+    // the server route checks the user first; a permanent delete in between fails the insert
+    // on its foreign key, which must read as the contract's 404
+    let err = users_service::repo::notifications::insert(
+        &pool,
+        &users_service::repo::notifications::NewNotification {
+            user_id: uuid::Uuid::now_v7(),
+            kind: "k",
+            title: "t",
+            body: None,
+            link: None,
+            data: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    let mapped = users_service::error::AppError::from_db(&err).expect("a client-facing error");
+    assert_eq!(
+        mapped.status_and_code(),
+        (StatusCode::NOT_FOUND, "user_not_found")
+    );
 }

@@ -338,7 +338,9 @@ async fn each_step_of_a_request_is_an_event(pool: PgPool) {
     let second = ask(&app, &ann, "admin", "b").await.json();
     decide(&app, &admin, second["id"].as_str().unwrap(), "reject", None).await;
     let third = ask(&app, &ann, "readonly", "c").await.json();
-    decide(&app, &admin, third["id"].as_str().unwrap(), "approve", None).await;
+    let approved = decide(&app, &admin, third["id"].as_str().unwrap(), "approve", None)
+        .await
+        .json();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let events = loop {
         let page = app
@@ -373,4 +375,6 @@ async fn each_step_of_a_request_is_an_event(pool: PgPool) {
     );
     assert_eq!(events[1]["data"]["role_request"]["status"], "cancelled");
     assert_eq!(events[0]["data"]["role_request"]["reason"], "a");
+    // an event's request is the API's request object
+    assert_eq!(events[5]["data"]["role_request"], approved);
 }

@@ -27,7 +27,8 @@ pub struct NewNotification {
     #[validate(custom(function = "valid_kind"))]
     #[schema(example = "billing.invoice_paid", pattern = "^[a-z0-9_.]{1,64}$")]
     pub kind: String,
-    #[validate(length(min = 1, max = 200))]
+    /// 1–200 characters once trimmed
+    #[validate(custom(function = "valid_title"))]
     #[schema(example = "Your invoice was paid", min_length = 1, max_length = 200)]
     pub title: String,
     #[validate(length(max = 4000))]
@@ -54,6 +55,13 @@ fn valid_kind(value: &str) -> Result<(), ValidationError> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
     ok.then_some(())
         .ok_or_else(|| invalid("kind", "must match [a-z0-9_.]{1,64}"))
+}
+
+fn valid_title(value: &str) -> Result<(), ValidationError> {
+    (1..=200)
+        .contains(&value.trim().chars().count())
+        .then_some(())
+        .ok_or_else(|| invalid("title", "must have 1 to 200 characters"))
 }
 
 fn valid_link(value: &str) -> Result<(), ValidationError> {
@@ -92,7 +100,7 @@ pub async fn create(
         user_id,
         &Notice {
             kind: &body.kind,
-            title: body.title.trim(),
+            title: &body.title,
             body: body.body.as_deref(),
             link: body.link.as_deref(),
             data: data.as_ref(),
