@@ -13,6 +13,7 @@ use sqlx::{Connection, PgPool, Postgres};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::data_key::DataKey;
 use crate::auth::jwt::{self, Keys};
 use crate::config::Settings;
 use crate::repo;
@@ -20,30 +21,73 @@ pub use crate::state::AppState;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The state over an existing (migrated) pool: loads the signing key, then builds the rest.
+/// The state over an existing (migrated) pool: opens the stored secrets with `auth.data_key`
+/// (refusing to start when they do not open), loads the signing key, then builds the rest.
 pub async fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
-    let pkcs8 = signing_key(settings.signing_key_path().as_deref(), &db).await?;
+    let data_key =
+        DataKey::from_base64(settings.auth.data_key.expose_secret()).context("auth.data_key")?;
+    if data_key.id().is_none() {
+        tracing::warn!(
+            "auth.data_key is empty: TOTP secrets and the stored signing key are kept unencrypted"
+        );
+    }
+    check_sealed_secrets(&db, &data_key).await?;
+    let pkcs8 = signing_key(settings.signing_key_path().as_deref(), &db, &data_key).await?;
     let keys = Keys::from_pkcs8(&settings.auth, &pkcs8)?;
-    AppState::new(settings, db, keys)
+    AppState::new(settings, db, keys, data_key)
 }
 
-/// From the PEM file when configured; otherwise the key stored in the database, generated and
-/// stored on first start (under an advisory lock, so concurrent first starts agree).
-async fn signing_key(key_file: Option<&Path>, db: &PgPool) -> anyhow::Result<Vec<u8>> {
+/// Never serve with secrets that do not open: every TOTP secret must have been sealed with this
+/// key (or with none).
+async fn check_sealed_secrets(db: &PgPool, key: &DataKey) -> anyhow::Result<()> {
+    let foreign = repo::mfa::count_sealed_otherwise(db, key.id()).await?;
+    if foreign > 0 {
+        anyhow::bail!(
+            "auth.data_key: {foreign} stored TOTP secret(s) were encrypted with another key; \
+             start with the key they were encrypted with (or run `users-service rotate-data-key` with it)"
+        );
+    }
+    Ok(())
+}
+
+/// From the PEM file when configured; otherwise the key stored in the database (sealed with
+/// `auth.data_key` when set), generated and stored on first start (under an advisory lock, so
+/// concurrent first starts agree).
+async fn signing_key(
+    key_file: Option<&Path>,
+    db: &PgPool,
+    data_key: &DataKey,
+) -> anyhow::Result<Vec<u8>> {
     if let Some(path) = key_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("auth.signing_key_file: cannot read {}", path.display()))?;
         let pem = pem::parse(text).context("auth.signing_key_file: not a PEM file")?;
         return Ok(pem.contents().to_vec());
     }
-    if let Some(der) = repo::signing_keys::current(db).await? {
-        return Ok(der);
-    }
-    let doc = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-        .map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
-    let der = doc.as_ref().to_vec();
-    let public = jwt::public_key(&der)?;
-    Ok(repo::signing_keys::insert_if_none(db, &jwt::kid_of(&public), &der, &public).await?)
+    let stored = match repo::signing_keys::current(db).await? {
+        Some(stored) => stored,
+        None => {
+            let doc = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
+            let der = doc.as_ref().to_vec();
+            let public = jwt::public_key(&der)?;
+            let kid = jwt::kid_of(&public);
+            let sealed = data_key.seal(&der, &repo::signing_keys::place(&kid))?;
+            let new = repo::signing_keys::StoredKey {
+                kid,
+                private_der: sealed.bytes,
+                key_id: sealed.key_id,
+            };
+            repo::signing_keys::insert_if_none(db, &new, &public).await?
+        }
+    };
+    data_key
+        .open(
+            &stored.private_der,
+            stored.key_id.as_deref(),
+            &repo::signing_keys::place(&stored.kid),
+        )
+        .map_err(|e| anyhow::anyhow!("auth.data_key: the stored signing key does not open: {e}"))
 }
 
 fn connect_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {

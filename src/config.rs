@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Yaml};
 use figment::Figment;
 use ipnet::IpNet;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::Role;
@@ -89,6 +89,9 @@ pub struct AuthSettings {
     pub reset_token_ttl_secs: i64,
     pub min_password_score: u8,
     pub signing_key_file: String,
+    /// 32 bytes, base64: seals TOTP secrets and the stored signing key (AES-256-GCM); empty: they
+    /// are stored as they are
+    pub data_key: SecretString,
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
@@ -440,6 +443,9 @@ impl Settings {
                 "auth.argon2_memory_kib",
                 "argon2id must be at least m=19456 KiB, t=2, p=1",
             );
+        }
+        if let Err(e) = crate::auth::data_key::DataKey::from_base64(a.data_key.expose_secret()) {
+            return fail("auth.data_key", &format!("{e:#}"));
         }
         if !self.signing_key_path().is_none_or(|p| p.is_file()) {
             return fail("auth.signing_key_file", "no such file");

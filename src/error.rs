@@ -111,6 +111,18 @@ pub enum AppError {
     EmailNotVerified,
     #[error("the request is decided or cancelled already")]
     RequestNotPending,
+    #[error("two-factor sign-in is on already; turn it off first")]
+    MfaAlreadyEnabled,
+    #[error("no two-factor enrolment to confirm; start one first")]
+    MfaNotEnrolled,
+    #[error("two-factor sign-in is not on")]
+    MfaNotEnabled,
+    /// a wrong code on a private route
+    #[error("the code is wrong, used already, or too old")]
+    InvalidMfaCode,
+    /// a wrong code completing a sign-in (401, like a wrong password)
+    #[error("the code is wrong, used already, or too old")]
+    MfaCodeRejected,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -160,6 +172,11 @@ impl AppError {
             AlreadyVerified => (StatusCode::BAD_REQUEST, "already_verified"),
             EmailNotVerified => (StatusCode::FORBIDDEN, "email_not_verified"),
             RequestNotPending => (StatusCode::BAD_REQUEST, "request_not_pending"),
+            MfaAlreadyEnabled => (StatusCode::CONFLICT, "mfa_already_enabled"),
+            MfaNotEnrolled => (StatusCode::BAD_REQUEST, "mfa_not_enrolled"),
+            MfaNotEnabled => (StatusCode::BAD_REQUEST, "mfa_not_enabled"),
+            InvalidMfaCode => (StatusCode::BAD_REQUEST, "invalid_mfa_code"),
+            MfaCodeRejected => (StatusCode::UNAUTHORIZED, "invalid_mfa_code"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
 use crate::auth::cookies::CookieJar;
+use crate::auth::data_key::DataKey;
 use crate::auth::jwt::Keys;
 use crate::auth::password::Passwords;
 use crate::auth::server_keys::ServerKeys;
@@ -32,6 +33,8 @@ pub struct Inner {
     /// the private routes' session checks, batched (see `repo::session_reads`)
     pub session_reads: SessionReads,
     pub keys: Keys,
+    /// seals and opens the secrets stored at rest (`auth.data_key`)
+    pub data_key: DataKey,
     pub passwords: Passwords,
     pub cookies: CookieJar,
     pub server_keys: ServerKeys,
@@ -60,7 +63,12 @@ impl Deref for AppState {
 impl AppState {
     /// Builds the state over an existing (migrated) pool and the loaded signing key
     /// (`app::state` does both).
-    pub fn new(settings: Settings, db: PgPool, keys: Keys) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: Settings,
+        db: PgPool,
+        keys: Keys,
+        data_key: DataKey,
+    ) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         let passwords = Passwords::new(&settings.auth, metrics.hash_duration.clone())?;
         Ok(Self(Arc::new(Inner {
@@ -84,6 +92,7 @@ impl AppState {
                 Duration::from_secs(settings.database.acquire_timeout_secs),
             ),
             keys,
+            data_key,
             passwords,
             db,
             settings,

@@ -35,6 +35,9 @@ pub struct Claims {
     pub sid: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// access tokens: the methods of the sign-in that opened the session (RFC 8176)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
     pub iat: i64,
     pub exp: i64,
     pub jti: Uuid,
@@ -112,6 +115,7 @@ impl Keys {
         user_id: Uuid,
         session_id: Uuid,
         role: Option<Role>,
+        amr: &[String],
         ttl_secs: i64,
     ) -> anyhow::Result<(String, Claims)> {
         let now = Utc::now().timestamp();
@@ -125,6 +129,7 @@ impl Keys {
             sub: user_id,
             sid: session_id,
             role,
+            amr: amr.to_vec(),
             iat: now,
             exp: now + ttl_secs,
             jti: Uuid::new_v4(),
@@ -243,6 +248,7 @@ mod tests {
                 Uuid::new_v4(),
                 Uuid::new_v4(),
                 Some(Role::Readonly),
+                &[],
                 60,
             )
             .unwrap();
@@ -269,11 +275,19 @@ mod tests {
                 Uuid::new_v4(),
                 Uuid::new_v4(),
                 Some(Role::Readonly),
+                &[],
                 60,
             )
             .unwrap();
         let (refresh, claims) = keys
-            .issue(TokenKind::Refresh, Uuid::new_v4(), Uuid::new_v4(), None, 60)
+            .issue(
+                TokenKind::Refresh,
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                None,
+                &[],
+                60,
+            )
             .unwrap();
         let typ = |t: &str| jsonwebtoken::decode_header(t).unwrap().typ.unwrap();
         assert_eq!(typ(&access), "at+jwt");
@@ -286,7 +300,14 @@ mod tests {
     fn the_cache_never_admits_a_refresh_token_as_access() {
         let keys = keys();
         let (refresh, _) = keys
-            .issue(TokenKind::Refresh, Uuid::new_v4(), Uuid::new_v4(), None, 60)
+            .issue(
+                TokenKind::Refresh,
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                None,
+                &[],
+                60,
+            )
             .unwrap();
         assert!(keys.verify(&refresh, TokenKind::Refresh).is_ok());
         assert_eq!(

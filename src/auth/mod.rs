@@ -2,9 +2,11 @@
 
 pub mod cookies;
 pub mod csrf;
+pub mod data_key;
 pub mod jwt;
 pub mod password;
 pub mod server_keys;
+pub mod totp;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::domain::{Role, SocialNetwork, UserStatus};
 use crate::error::{AppError, FieldError};
+use crate::service::mfa::Challenge;
 use crate::service::views::{AuditEntry, LinkedAccount, Session, UserView};
 use crate::service::Issued;
 
@@ -109,6 +110,65 @@ impl From<Issued> for TokenResponse {
     }
 }
 
+/// A first step's answer for an account with two-factor sign-in on: no session yet; complete it
+/// with `POST /api/v1/public/users/login/mfa`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MfaRequired {
+    /// always true
+    pub mfa_required: bool,
+    /// single use; dies after 5 wrong codes
+    pub mfa_token: String,
+    /// seconds the token lives
+    #[schema(example = 300)]
+    pub expires_in: i64,
+}
+
+impl From<Challenge> for MfaRequired {
+    fn from(c: Challenge) -> Self {
+        Self {
+            mfa_required: true,
+            mfa_token: c.token,
+            expires_in: c.expires_in,
+        }
+    }
+}
+
+/// The login's answer: signed in, or a second factor is needed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginAnswer {
+    SignedIn(LoginResponse),
+    SecondFactor(MfaRequired),
+}
+
+/// The token route's answer: tokens, or a second factor is needed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TokenAnswer {
+    Tokens(TokenResponse),
+    SecondFactor(MfaRequired),
+}
+
+/// The public restore's answer: the restored user, or a second factor is needed (its completion
+/// restores).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RestoreAnswer {
+    Restored(UserResponse),
+    SecondFactor(MfaRequired),
+}
+
+/// What a completed second step answers: what its first step would have answered without
+/// two-factor (login, Telegram and Yandex: `{user, session_id}` and cookies; token: the token
+/// body; restore: the restored user).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MfaCompletion {
+    SignedIn(LoginResponse),
+    Tokens(TokenResponse),
+    Restored(UserResponse),
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionResponse {
     pub id: Uuid,
@@ -118,6 +178,10 @@ pub struct SessionResponse {
     pub last_seen_at: DateTime<Utc>,
     /// true for the session this request was made with
     pub current: bool,
+    /// the methods of the sign-in that opened the session: `pwd`, `otp`, `recovery`, `yandex`,
+    /// `telegram` (as the access token's `amr`)
+    #[schema(example = json!(["pwd", "otp"]))]
+    pub amr: Vec<String>,
 }
 
 impl From<Session> for SessionResponse {
@@ -129,6 +193,7 @@ impl From<Session> for SessionResponse {
             ip: s.ip,
             created_at: s.created_at,
             last_seen_at: s.last_seen_at,
+            amr: s.amr,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod events;
 pub mod linked_accounts;
 pub mod login_throttle;
 pub mod messages;
+pub mod mfa;
 pub mod notifications;
 pub mod oauth_states;
 pub mod reset_tokens;

@@ -22,6 +22,8 @@ pub struct SessionRow {
     pub last_seen_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// the methods of the sign-in that opened it
+    pub amr: Vec<String>,
 }
 
 /// What authenticating a request needs to know about its session, read in one query with the
@@ -33,6 +35,7 @@ pub struct SessionState {
     pub live: bool,
     pub stale_last_seen: bool,
     pub signed_in_at: DateTime<Utc>,
+    pub amr: Vec<String>,
     #[sqlx(flatten)]
     pub user: UserRow,
     #[sqlx(json)]
@@ -46,17 +49,18 @@ pub struct NewSession<'a> {
     pub user_agent: Option<&'a str>,
     pub ip: Option<&'a str>,
     pub expires_at: DateTime<Utc>,
+    pub amr: &'a [&'a str],
 }
 
 const COLUMNS: &str =
     "id, user_id, refresh_hash, previous_refresh_hash, rotated_at, user_agent, ip, created_at, \
-                       last_seen_at, expires_at, revoked_at";
+                       last_seen_at, expires_at, revoked_at, amr";
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result<()> {
     sqlx::query(
-        "insert into sessions (id, user_id, refresh_hash, user_agent, ip, expires_at)
-         values ($1, $2, $3, $4, $5, $6)",
+        "insert into sessions (id, user_id, refresh_hash, user_agent, ip, expires_at, amr)
+         values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(s.id)
     .bind(s.user_id)
@@ -64,6 +68,7 @@ pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result
     .bind(s.user_agent)
     .bind(s.ip)
     .bind(s.expires_at)
+    .bind(s.amr)
     .execute(db)
     .await?;
     Ok(())
@@ -124,9 +129,9 @@ static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
             "select s.id as session_id,
                     s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
                     s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
-                    s.created_at as signed_in_at,
+                    s.created_at as signed_in_at, s.amr,
                     u.id, u.email, u.phone, u.password_hash, u.first_name, u.last_name, u.middle_name,
-                    u.role, u.status, u.created_at, u.updated_at, u.deleted_at, u.deleted_by_owner, u.email_verified,
+                    u.role, u.status, u.created_at, u.updated_at, u.deleted_at, u.deleted_by_owner, u.email_verified, u.mfa_enabled,
                     coalesce((select json_agg(l order by l.connected_at, l.id)
                               from linked_accounts l where l.user_id = u.id), '[]') as links
              from (values {}) as q (id)

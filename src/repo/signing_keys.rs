@@ -1,45 +1,75 @@
-//! The stored access-token signing key.
+//! The stored access-token signing key (sealed with `auth.data_key` when `key_id` is set).
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn current(pool: &PgPool) -> sqlx::Result<Option<Vec<u8>>> {
-    sqlx::query_scalar("select private_der from signing_keys order by created_at desc limit 1")
-        .fetch_optional(pool)
-        .await
+/// A stored key: its `kid`, the PKCS#8 document as stored, and the id of the data key that sealed it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredKey {
+    pub kid: String,
+    pub private_der: Vec<u8>,
+    pub key_id: Option<String>,
 }
 
-/// Stores `der` unless another instance stored a key first; returns the key in force.
+/// The associated data a key is sealed for: its place.
+pub fn place(kid: &str) -> String {
+    format!("signing_keys.private_der:{kid}")
+}
+
+const CURRENT: &str =
+    "select kid, private_der, key_id from signing_keys order by created_at desc limit 1";
+
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn current(pool: &PgPool) -> sqlx::Result<Option<StoredKey>> {
+    sqlx::query_as(CURRENT).fetch_optional(pool).await
+}
+
+/// Stores `new` unless another instance stored a key first; returns the key in force.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert_if_none(
     pool: &PgPool,
-    kid: &str,
-    der: &[u8],
+    new: &StoredKey,
     public: &[u8],
-) -> sqlx::Result<Vec<u8>> {
+) -> sqlx::Result<StoredKey> {
     let mut tx = pool.begin().await?;
     // serialises concurrent first starts; the number is arbitrary but fixed
     sqlx::query("select pg_advisory_xact_lock(7283401)")
         .execute(&mut *tx)
         .await?;
-    let existing: Option<Vec<u8>> =
-        sqlx::query_scalar("select private_der from signing_keys order by created_at desc limit 1")
-            .fetch_optional(&mut *tx)
-            .await?;
+    let existing: Option<StoredKey> = sqlx::query_as(CURRENT).fetch_optional(&mut *tx).await?;
     let key = match existing {
         Some(key) => key,
         None => {
             sqlx::query(
-                "insert into signing_keys (kid, private_der, public_key) values ($1, $2, $3)",
+                "insert into signing_keys (kid, private_der, public_key, key_id) values ($1, $2, $3, $4)",
             )
-            .bind(kid)
-            .bind(der)
+            .bind(&new.kid)
+            .bind(&new.private_der)
             .bind(public)
+            .bind(&new.key_id)
             .execute(&mut *tx)
             .await?;
-            der.to_vec()
+            new.clone()
         }
     };
     tx.commit().await?;
     Ok(key)
+}
+
+/// Every stored key (for `rotate-data-key`), locked.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn all_for_update(conn: &mut PgConnection) -> sqlx::Result<Vec<StoredKey>> {
+    sqlx::query_as("select kid, private_der, key_id from signing_keys for update")
+        .fetch_all(conn)
+        .await
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn set_sealed(conn: &mut PgConnection, key: &StoredKey) -> sqlx::Result<()> {
+    sqlx::query("update signing_keys set private_der = $2, key_id = $3 where kid = $1")
+        .bind(&key.kid)
+        .bind(&key.private_der)
+        .bind(&key.key_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }

@@ -25,6 +25,8 @@ pub struct UserRow {
     pub deleted_by_owner: bool,
     /// the address is proven (a verification link was followed, or a provider vouched for it)
     pub email_verified: bool,
+    /// two-factor sign-in is on: a first step answers with a challenge instead of a session
+    pub mfa_enabled: bool,
 }
 
 impl UserRow {
@@ -46,7 +48,8 @@ pub struct NewUser<'a> {
 
 const COLUMNS: &str =
     "id, email, phone, password_hash, first_name, last_name, middle_name, role, status, \
-                       created_at, updated_at, deleted_at, deleted_by_owner, email_verified";
+                       created_at, updated_at, deleted_at, deleted_by_owner, email_verified, \
+                       mfa_enabled";
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result<UserRow> {

@@ -104,6 +104,11 @@ pub enum Action {
     RoleRequestCancel,
     RoleRequestApprove,
     RoleRequestReject,
+    MfaEnrol,
+    MfaEnable,
+    MfaRecoveryCodesRegenerate,
+    MfaDisable,
+    RecoveryCodeUse,
 }
 
 impl Action {
@@ -135,6 +140,11 @@ impl Action {
             Action::RoleRequestCancel => "role_request.cancel",
             Action::RoleRequestApprove => "role_request.approve",
             Action::RoleRequestReject => "role_request.reject",
+            Action::MfaEnrol => "mfa.enrol",
+            Action::MfaEnable => "mfa.enable",
+            Action::MfaRecoveryCodesRegenerate => "mfa.recovery_codes_regenerate",
+            Action::MfaDisable => "mfa.disable",
+            Action::RecoveryCodeUse => "mfa.recovery_code_use",
         }
     }
 
@@ -156,6 +166,8 @@ impl Action {
             Action::RoleRequestCancel => "role_request.cancelled",
             Action::RoleRequestApprove => "role_request.approved",
             Action::RoleRequestReject => "role_request.rejected",
+            Action::MfaEnable => "user.mfa_enabled",
+            Action::MfaDisable => "user.mfa_disabled",
             Action::Login
             | Action::LoginFailed
             | Action::Logout
@@ -163,7 +175,10 @@ impl Action {
             | Action::SessionsRevokeAll
             | Action::RefreshReuse
             | Action::ResetTokenIssue
-            | Action::EmailVerificationSent => return None,
+            | Action::EmailVerificationSent
+            | Action::MfaEnrol
+            | Action::MfaRecoveryCodesRegenerate
+            | Action::RecoveryCodeUse => return None,
         })
     }
 }

@@ -5,10 +5,12 @@ use std::net::IpAddr;
 use chrono::{Duration, Utc};
 use secrecy::SecretString;
 use serde_json::json;
+use sqlx::PgConnection;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::audit::{self, Action, Caller};
+use super::mfa::{self, Challenge, Form};
 use super::rate_limit::Budget;
 use super::{ClientMeta, Issued, Principal};
 use crate::auth::jwt::{token_hash, TokenError, TokenKind};
@@ -28,9 +30,9 @@ pub async fn login(
     email: &Email,
     password: &SecretString,
     meta: &ClientMeta,
-) -> AppResult<(UserRow, Issued)> {
+) -> AppResult<(UserRow, SignIn)> {
     state.limits.check(budget, meta.ip).await?;
-    let outcome = password_login(state, email, password, meta).await;
+    let outcome = password_login(state, budget, email, password, meta).await;
     if let Some(result) = sign_in_result(&outcome) {
         state.metrics.sign_in("password", result);
     }
@@ -52,10 +54,11 @@ pub fn sign_in_result<T>(outcome: &AppResult<T>) -> Option<&'static str> {
 
 async fn password_login(
     state: &AppState,
+    budget: Budget,
     email: &Email,
     password: &SecretString,
     meta: &ClientMeta,
-) -> AppResult<(UserRow, Issued)> {
+) -> AppResult<(UserRow, SignIn)> {
     let user = check_password(state, meta, email, password).await?;
     let refused = if user.is_deleted() {
         Some(AppError::AccountDeleted)
@@ -69,9 +72,39 @@ async fn password_login(
         repo::login_throttle::clear(&state.db, &email.key()).await?;
         return Err(refused);
     }
-    let issued = start_session(state, &user, meta).await?;
+    let form = match budget {
+        Budget::Token => Form::Token,
+        _ => Form::Login,
+    };
+    let signed_in = sign_in(state, &user, meta, form, &["pwd"]).await?;
+    Ok((user, signed_in))
+}
+
+/// How a first step ends: a session, or (two-factor on) a challenge for the second step.
+#[derive(Debug)]
+pub enum SignIn {
+    Session(Issued),
+    SecondFactor(Challenge),
+}
+
+/// The end of a first step that proved the user by `methods` (the session's `amr`): a session, or
+/// for an account with two-factor on, a challenge and no session (and the lockout count stays: only
+/// a completed sign-in ends it).
+pub async fn sign_in(
+    state: &AppState,
+    user: &UserRow,
+    meta: &ClientMeta,
+    form: Form,
+    methods: &[&str],
+) -> AppResult<SignIn> {
+    if user.mfa_enabled {
+        let challenge = mfa::challenge(state, user, form, methods).await?;
+        tracing::info!(user_id = %user.id, "first factor proven; waiting for the second");
+        return Ok(SignIn::SecondFactor(challenge));
+    }
+    let issued = start_session(state, user, meta, methods).await?;
     tracing::info!(user_id = %user.id, session_id = %issued.principal.session_id, "login succeeded");
-    Ok((user, issued))
+    Ok(SignIn::Session(issued))
 }
 
 /// Proves an email and password: one argon2 verification whether or not the email exists (no
@@ -169,24 +202,39 @@ async fn wrong_password<T>(
     Err(AppError::InvalidCredentials)
 }
 
-/// Opens a session for a user already proven to be who they say.
+/// Opens a session for a user already proven to be who they say, by `methods` (its `amr`).
 pub async fn start_session(
     state: &AppState,
     user: &UserRow,
     meta: &ClientMeta,
+    methods: &[&str],
+) -> AppResult<Issued> {
+    let mut tx = state.db.begin().await?;
+    let issued = open_session(&mut tx, state, user, meta, methods).await?;
+    tx.commit().await?;
+    Ok(issued)
+}
+
+/// As [`start_session`], in the caller's transaction.
+pub async fn open_session(
+    conn: &mut PgConnection,
+    state: &AppState,
+    user: &UserRow,
+    meta: &ClientMeta,
+    methods: &[&str],
 ) -> AppResult<Issued> {
     let principal = Principal {
         user_id: user.id,
         session_id: Uuid::now_v7(),
         role: user.role,
         signed_in_at: Utc::now(),
+        amr: methods.iter().map(|m| (*m).to_owned()).collect(),
     };
     let (issued, refresh_hash) = issue_pair(state, principal)?;
     let user_agent = meta.user_agent.as_deref().map(|ua| truncate(ua, 512));
     let ip = meta.ip.to_string();
-    let mut tx = state.db.begin().await?;
     repo::sessions::insert(
-        &mut *tx,
+        &mut *conn,
         &repo::sessions::NewSession {
             id: issued.principal.session_id,
             user_id: user.id,
@@ -194,15 +242,15 @@ pub async fn start_session(
             user_agent,
             ip: Some(&ip),
             expires_at: Utc::now() + Duration::seconds(state.settings.auth.refresh_ttl_secs),
+            amr: methods,
         },
     )
     .await?;
     let caller = Caller::user(user.id, meta.ip);
-    let details = json!({"session_id": issued.principal.session_id});
-    audit::record(&mut tx, &caller, Action::Login, Some(user.id), details).await?;
-    // a sign-in ends the count of wrong passwords for the account
-    repo::login_throttle::clear(&mut *tx, &user.email.to_lowercase()).await?;
-    tx.commit().await?;
+    let details = json!({"session_id": issued.principal.session_id, "amr": methods});
+    audit::record(conn, &caller, Action::Login, Some(user.id), details).await?;
+    // a sign-in ends the count of wrong passwords (and codes) for the account
+    repo::login_throttle::clear(&mut *conn, &user.email.to_lowercase()).await?;
     Ok(issued)
 }
 
@@ -263,6 +311,7 @@ pub async fn refresh(state: &AppState, token: &str, ip: IpAddr) -> AppResult<Iss
         session_id: session.id,
         role: user.role,
         signed_in_at: session.created_at,
+        amr: session.amr.clone(),
     };
     let presented = token_hash(token);
     let grace = Duration::seconds(state.settings.auth.refresh_reuse_grace_secs);
@@ -347,6 +396,7 @@ async fn live_session(
         session_id,
         role: s.user.role,
         signed_in_at: s.signed_in_at,
+        amr: s.amr,
     };
     Ok((principal, UserView::new(s.user, s.links)))
 }
@@ -368,11 +418,13 @@ fn issue_pair(state: &AppState, principal: Principal) -> AppResult<(Issued, Vec<
 
 fn issue(state: &AppState, kind: TokenKind, p: &Principal) -> AppResult<(String, i64)> {
     let auth = &state.settings.auth;
-    let (ttl, role) = match kind {
-        TokenKind::Access => (auth.access_ttl_secs, Some(p.role)),
-        TokenKind::Refresh => (auth.refresh_ttl_secs, None),
+    let (ttl, role, amr) = match kind {
+        TokenKind::Access => (auth.access_ttl_secs, Some(p.role), p.amr.as_slice()),
+        TokenKind::Refresh => (auth.refresh_ttl_secs, None, &[][..]),
     };
-    let (token, claims) = state.keys.issue(kind, p.user_id, p.session_id, role, ttl)?;
+    let (token, claims) = state
+        .keys
+        .issue(kind, p.user_id, p.session_id, role, amr, ttl)?;
     Ok((token, claims.exp))
 }
 

@@ -100,7 +100,12 @@ pub(super) async fn write(
         | Action::SessionsRevokeAll
         | Action::RefreshReuse
         | Action::ResetTokenIssue
-        | Action::EmailVerificationSent => json!({}),
+        | Action::EmailVerificationSent
+        | Action::MfaEnrol
+        | Action::MfaEnable
+        | Action::MfaRecoveryCodesRegenerate
+        | Action::MfaDisable
+        | Action::RecoveryCodeUse => json!({}),
     };
     repo::insert(
         conn,

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::audit::{self, Action, Actor, Caller};
 use super::auth::check_password;
 use super::mail;
+use super::mfa::{self, Challenge, Form};
 use super::rate_limit::Budget;
 use super::ClientMeta;
 use crate::domain::{Email, Role};
@@ -58,14 +59,32 @@ pub async fn restore(state: &AppState, caller: &Caller, id: Uuid) -> AppResult<U
     let user = repo::users::lock(&mut tx, id)
         .await?
         .ok_or_else(AppError::user_not_found)?;
+    let user = restore_in(&mut tx, caller, &user).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// As [`restore`], in the caller's transaction, of a user it read (locked or just proven).
+pub(super) async fn restore_in(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    user: &UserRow,
+) -> AppResult<UserRow> {
     if !user.is_deleted() {
         return Err(AppError::AlreadyActive);
     }
-    let user = repo::users::set_deleted(&mut *tx, id, None).await?;
-    audit::record(&mut tx, caller, Action::Restore, Some(id), json!({})).await?;
-    tx.commit().await?;
-    tracing::info!(user_id = %id, "user restored");
-    Ok(user)
+    let restored = repo::users::set_deleted(&mut *conn, user.id, None).await?;
+    audit::record(conn, caller, Action::Restore, Some(user.id), json!({})).await?;
+    tracing::info!(user_id = %user.id, "user restored");
+    Ok(restored)
+}
+
+/// What the public restore answers: the restored user, or (two-factor on) a challenge for the
+/// second step, which restores it.
+#[derive(Debug)]
+pub enum Restored {
+    User(Box<UserRow>),
+    SecondFactor(Challenge),
 }
 
 /// Self-service restore: the email and password prove the owner (with the login's lockout and
@@ -76,15 +95,23 @@ pub async fn restore_with_password(
     meta: &ClientMeta,
     email: &Email,
     password: &SecretString,
-) -> AppResult<UserRow> {
+) -> AppResult<Restored> {
     state.limits.check(Budget::Restore, meta.ip).await?;
     let user = check_password(state, meta, email, password).await?;
-    repo::login_throttle::clear(&state.db, &email.key()).await?;
     if user.is_deleted() && !user.deleted_by_owner {
+        repo::login_throttle::clear(&state.db, &email.key()).await?;
         return Err(AppError::AccountDeleted);
     }
+    if user.mfa_enabled && user.is_deleted() {
+        // the count of wrong attempts stays until the second step completes
+        let challenge = mfa::challenge(state, &user, Form::Restore, &["pwd"]).await?;
+        return Ok(Restored::SecondFactor(challenge));
+    }
+    repo::login_throttle::clear(&state.db, &email.key()).await?;
     let caller = Caller::user(user.id, meta.ip);
-    restore(state, &caller, user.id).await
+    Ok(Restored::User(Box::new(
+        restore(state, &caller, user.id).await?,
+    )))
 }
 
 /// Permanent delete: sessions, reset tokens and linked accounts go with the user.
@@ -190,10 +217,11 @@ pub struct Swept {
     pub messages: u64,
     pub events: u64,
     pub notifications: u64,
+    pub mfa_challenges: u64,
 }
 
 /// Deletes sessions past their expiry, lockout counters past their window, expired sign-in flow
-/// states, used or expired reset tokens, stale Telegram payloads, and mail and events past their
+/// states, used or expired reset tokens and two-factor challenges, stale Telegram payloads, and mail and events past their
 /// retention, so no table grows without
 /// bound. Each is one statement; several instances running it at once only repeat deletes.
 pub async fn sweep_stale_records(state: &AppState) -> AppResult<Swept> {
@@ -214,6 +242,7 @@ pub async fn sweep_stale_records(state: &AppState) -> AppResult<Swept> {
             state.settings.notifications.retention_days,
         )
         .await?,
+        mfa_challenges: repo::mfa::delete_stale_challenges(db).await?,
     };
     if swept != Swept::default() {
         tracing::info!(?swept, "swept stale records");

@@ -26,16 +26,22 @@ pub enum Kind {
     PasswordReset,
     PasswordChanged,
     AccountDeleted,
+    MfaEnabled,
+    MfaDisabled,
+    RecoveryCodeUsed,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Welcome,
         Kind::EmailVerification,
         Kind::EmailChanged,
         Kind::PasswordReset,
         Kind::PasswordChanged,
         Kind::AccountDeleted,
+        Kind::MfaEnabled,
+        Kind::MfaDisabled,
+        Kind::RecoveryCodeUsed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +52,9 @@ impl Kind {
             Kind::PasswordReset => "password_reset",
             Kind::PasswordChanged => "password_changed",
             Kind::AccountDeleted => "account_deleted",
+            Kind::MfaEnabled => "mfa_enabled",
+            Kind::MfaDisabled => "mfa_disabled",
+            Kind::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 
@@ -66,6 +75,9 @@ impl Kind {
             Kind::PasswordReset => kind!("password_reset"),
             Kind::PasswordChanged => kind!("password_changed"),
             Kind::AccountDeleted => kind!("account_deleted"),
+            Kind::MfaEnabled => kind!("mfa_enabled"),
+            Kind::MfaDisabled => kind!("mfa_disabled"),
+            Kind::RecoveryCodeUsed => kind!("recovery_code_used"),
         }
     }
 }
@@ -81,6 +93,8 @@ pub struct Context {
     pub purge_date: Option<String>,
     pub hours: Option<i64>,
     pub minutes: Option<i64>,
+    /// recovery codes left unused
+    pub remaining: Option<i64>,
 }
 
 /// A rendered mail.

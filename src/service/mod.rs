@@ -7,11 +7,13 @@ pub mod events;
 pub mod lifecycle;
 pub mod linked_accounts;
 pub mod mail;
+pub mod mfa;
 pub mod notifications;
 pub mod oauth;
 pub mod passwords;
 pub mod rate_limit;
 pub mod role_requests;
+pub mod secrets;
 pub mod sessions;
 pub mod users;
 pub mod views;
@@ -42,6 +44,9 @@ pub struct Principal {
     pub role: Role,
     /// when the session signed in (password or provider; a refresh does not count)
     pub signed_in_at: DateTime<Utc>,
+    /// the methods of that sign-in (`pwd`, `otp`, `recovery`, `yandex`, `telegram`): the access
+    /// token's `amr`
+    pub amr: Vec<String>,
 }
 
 impl Principal {

@@ -13,6 +13,8 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::audit::Caller;
+use super::auth::SignIn;
+use super::mfa::{Challenge, Form};
 use super::rate_limit::Budget;
 use super::users::{live_user, Profile};
 use super::views::UserView;
@@ -38,6 +40,8 @@ pub struct Identity {
 /// What a provider sign-in ended in.
 pub enum Outcome {
     SignedIn(Box<UserRow>, Issued),
+    /// the identity's user has two-factor sign-in on: the second step completes it
+    SecondFactor(Challenge),
     /// the identity was linked to the signed-in user who started the flow
     Linked(Box<UserRow>),
     /// the provider's email belongs to another account: not linked automatically
@@ -151,6 +155,12 @@ pub struct TelegramLogin {
     pub hash: String,
 }
 
+/// What the Telegram route answers: a sign-in or a link, or (two-factor on) a challenge.
+pub enum TelegramAnswer {
+    Done(Box<TelegramSignIn>),
+    SecondFactor(Challenge),
+}
+
 /// A Telegram sign-in (or link, for a signed-in caller), as the route answers it.
 pub struct TelegramSignIn {
     pub user: UserView,
@@ -167,7 +177,7 @@ pub async fn telegram(
     meta: &ClientMeta,
     login: TelegramLogin,
     current: Option<&Principal>,
-) -> AppResult<TelegramSignIn> {
+) -> AppResult<TelegramAnswer> {
     state.limits.check(Budget::Login, meta.ip).await?;
     if let Some(p) = current {
         p.require_recent_sign_in(state.settings.auth.reauth_window_secs)?;
@@ -175,6 +185,7 @@ pub async fn telegram(
     let outcome = telegram_outcome(state, meta, login, current.map(|p| p.user_id)).await?;
     let (user, session_id, issued) = match outcome {
         Outcome::SignedIn(user, issued) => (*user, issued.principal.session_id, Some(issued)),
+        Outcome::SecondFactor(challenge) => return Ok(TelegramAnswer::SecondFactor(challenge)),
         Outcome::Linked(user) => (
             *user,
             current.map(|p| p.session_id).unwrap_or_default(),
@@ -187,11 +198,11 @@ pub async fn telegram(
             ))
         }
     };
-    Ok(TelegramSignIn {
+    Ok(TelegramAnswer::Done(Box::new(TelegramSignIn {
         user: linked_accounts::view(state, user).await?,
         session_id,
         issued,
-    })
+    })))
 }
 
 async fn telegram_outcome(
@@ -243,7 +254,10 @@ async fn telegram_outcome(
 fn record_sign_in(state: &AppState, method: &'static str, outcome: &AppResult<Outcome>) {
     if matches!(
         outcome,
-        Ok(Outcome::Linked(_) | Outcome::Declined(_) | Outcome::AccountExists)
+        Ok(Outcome::Linked(_)
+            | Outcome::Declined(_)
+            | Outcome::AccountExists
+            | Outcome::SecondFactor(_))
     ) {
         return;
     }
@@ -301,8 +315,14 @@ async fn complete(
     if user.is_deleted() {
         return Err(AppError::AccountDeleted);
     }
-    let issued = auth::start_session(state, &user, meta).await?;
-    Ok(Outcome::SignedIn(Box::new(user), issued))
+    let form = match network {
+        SocialNetwork::Telegram => Form::Telegram,
+        _ => Form::Yandex,
+    };
+    match auth::sign_in(state, &user, meta, form, &[network.as_str()]).await? {
+        SignIn::Session(issued) => Ok(Outcome::SignedIn(Box::new(user), issued)),
+        SignIn::SecondFactor(challenge) => Ok(Outcome::SecondFactor(challenge)),
+    }
 }
 
 /// A new user for an unknown identity; `None` when the provider's email is another account's.

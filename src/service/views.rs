@@ -102,6 +102,8 @@ pub struct Session {
     pub last_seen_at: DateTime<Utc>,
     /// the session this request was made with
     pub current: bool,
+    /// the methods of the sign-in that opened it
+    pub amr: Vec<String>,
 }
 
 impl Session {
@@ -113,6 +115,7 @@ impl Session {
             ip: s.ip,
             created_at: s.created_at,
             last_seen_at: s.last_seen_at,
+            amr: s.amr,
         }
     }
 }

@@ -474,6 +474,7 @@ async fn the_purge_sweeps_records_that_can_no_longer_do_anything(pool: PgPool) {
             messages: 1,
             events: 0,
             notifications: 0,
+            mfa_challenges: 0,
         }
     );
     for (table, left) in [

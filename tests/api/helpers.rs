@@ -346,7 +346,7 @@ pub fn unique_ip() -> IpAddr {
     IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8])
 }
 
-fn test_figment() -> Figment {
+pub fn test_figment() -> Figment {
     Settings::figment(None)
         .merge(Serialized::default(
             "server_api.keys",

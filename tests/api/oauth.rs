@@ -18,13 +18,13 @@ use users_service::providers::telegram;
 
 use crate::helpers::{TestApp, TestResponse};
 
-const BACK: &str = "https://app.example/after";
-const BOT_TOKEN: &str = "123456:test-bot-token";
+pub(crate) const BACK: &str = "https://app.example/after";
+pub(crate) const BOT_TOKEN: &str = "123456:test-bot-token";
 
 /// Codes the fake Yandex has issued, with the PKCE challenge each was issued for.
 type Challenges = Arc<Mutex<HashMap<String, String>>>;
 
-struct FakeYandex {
+pub(crate) struct FakeYandex {
     base: String,
     challenges: Challenges,
 }
@@ -43,7 +43,7 @@ impl FakeYandex {
     }
 
     /// The person approves: the provider issues `code` for the flow's challenge.
-    fn approve(&self, code: &str, challenge: &str) {
+    pub(crate) fn approve(&self, code: &str, challenge: &str) {
         self.challenges
             .lock()
             .unwrap()
@@ -115,13 +115,13 @@ async fn info(headers: HeaderMap) -> axum::response::Response {
     axum::Json(profile).into_response()
 }
 
-struct Flow {
-    state: String,
-    challenge: String,
-    nonce: String,
+pub(crate) struct Flow {
+    pub(crate) state: String,
+    pub(crate) challenge: String,
+    pub(crate) nonce: String,
 }
 
-async fn start(app: &TestApp, provider: &FakeYandex, cookie: Option<&str>) -> Flow {
+pub(crate) async fn start(app: &TestApp, provider: &FakeYandex, cookie: Option<&str>) -> Flow {
     let mut req = app.get(&format!(
         "/api/v1/public/oauth/yandex/authorize?redirect_to={}",
         urlencode(BACK)
@@ -155,7 +155,7 @@ async fn start(app: &TestApp, provider: &FakeYandex, cookie: Option<&str>) -> Fl
     }
 }
 
-async fn callback(app: &TestApp, flow: &Flow, code: &str) -> TestResponse {
+pub(crate) async fn callback(app: &TestApp, flow: &Flow, code: &str) -> TestResponse {
     app.get(&format!(
         "/api/v1/public/oauth/yandex/callback?code={}&state={}",
         urlencode(code),
@@ -170,11 +170,11 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn location(res: &TestResponse) -> String {
+pub(crate) fn location(res: &TestResponse) -> String {
     res.headers["location"].to_str().unwrap().to_owned()
 }
 
-async fn app_with(pool: PgPool) -> (TestApp, FakeYandex) {
+pub(crate) async fn app_with(pool: PgPool) -> (TestApp, FakeYandex) {
     let provider = FakeYandex::start().await;
     let app = TestApp::with(pool, |f| provider.config(f)).await;
     (app, provider)
@@ -426,7 +426,7 @@ async fn an_unconfigured_provider_is_not_found(pool: PgPool) {
     .assert_problem(StatusCode::NOT_FOUND, "provider_not_configured");
 }
 
-fn widget(id: i64, auth_date: i64, token: &str) -> serde_json::Value {
+pub(crate) fn widget(id: i64, auth_date: i64, token: &str) -> serde_json::Value {
     let fields: BTreeMap<String, String> = [
         ("id", id.to_string()),
         ("first_name", "Tg".to_owned()),
@@ -539,7 +539,7 @@ async fn a_telegram_login_with_a_session_links_the_identity(pool: PgPool) {
 }
 
 /// Makes the session's sign-in look `secs` seconds old.
-async fn age_sign_in(app: &TestApp, session_id: &str, secs: i64) {
+pub(crate) async fn age_sign_in(app: &TestApp, session_id: &str, secs: i64) {
     sqlx::query(
         "update sessions set created_at = now() - make_interval(secs => $2) where id = $1::uuid",
     )

@@ -214,6 +214,7 @@ fn expired_access(app: &TestApp, s: &Session) -> String {
             s.user_id.parse().unwrap(),
             s.session_id.parse().unwrap(),
             Some(Role::Methodist),
+            &[],
             -1,
         )
         .unwrap();

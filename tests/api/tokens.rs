@@ -176,7 +176,7 @@ async fn forged_and_foreign_tokens_are_unauthenticated(pool: PgPool) {
         auth.audience = aud.into();
         let keys = Keys::from_pkcs8(&auth, &der).unwrap();
         forged.push(
-            keys.issue(TokenKind::Access, sub, sid, Some(Role::Methodist), 900)
+            keys.issue(TokenKind::Access, sub, sid, Some(Role::Methodist), &[], 900)
                 .unwrap()
                 .0,
         );
@@ -184,14 +184,14 @@ async fn forged_and_foreign_tokens_are_unauthenticated(pool: PgPool) {
     forged.push(
         app.state
             .keys
-            .issue(TokenKind::Access, sub, sid, Some(Role::Methodist), -5)
+            .issue(TokenKind::Access, sub, sid, Some(Role::Methodist), &[], -5)
             .unwrap()
             .0,
     );
     forged.push(
         app.state
             .keys
-            .issue(TokenKind::Access, sub, sid, Some(Role::Methodist), 0)
+            .issue(TokenKind::Access, sub, sid, Some(Role::Methodist), &[], 0)
             .unwrap()
             .0,
     );

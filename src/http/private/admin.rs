@@ -14,7 +14,7 @@ use crate::http::dto::user_json;
 use crate::http::dto::{decode_cursor, encode_cursor, AuditRecord, Page, UserResponse};
 use crate::http::extract::{AdminUser, Json, Path, Query};
 use crate::service::linked_accounts;
-use crate::service::{audit, lifecycle, sessions, users, Caller};
+use crate::service::{audit, lifecycle, mfa, sessions, users, Caller};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -134,6 +134,25 @@ pub async fn revoke_user_sessions(
     Path(id): Path<Uuid>,
 ) -> AppResult<StatusCode> {
     sessions::revoke_all(&state, &caller, id, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    delete, path = "/admin/users/{id}/mfa", tag = "private", security(("bearer" = []), ("access_cookie" = [])),
+    params(("id" = Uuid, Path, description = "user id")),
+    responses(
+        (status = 204, description = "The user's two-factor sign-in is off (a lost device); every session of the user revoked (the admin's own kept)"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`mfa_not_enabled`"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "`user_not_found`"),
+    )
+)]
+pub async fn reset_mfa(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> AppResult<StatusCode> {
+    mfa::admin_reset(&state, &caller, &admin, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

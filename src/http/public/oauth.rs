@@ -13,9 +13,10 @@ use crate::auth::cookies::{self, OAUTH_NONCE};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::auth_layer::append_auth_cookies;
 use crate::http::docs::PROBLEM;
-use crate::http::dto::LoginResponse;
+use crate::http::dto::{LoginAnswer, LoginResponse};
 use crate::http::extract::{Json, MaybeUser, Query};
-use crate::service::oauth::{self, Outcome, TelegramLogin};
+use crate::http::public::users::mfa_required;
+use crate::service::oauth::{self, Outcome, TelegramAnswer, TelegramLogin};
 use crate::service::ClientMeta;
 use crate::state::AppState;
 
@@ -72,7 +73,8 @@ pub struct CallbackParams {
 #[utoipa::path(
     get, path = "/oauth/yandex/callback", tag = "public", params(CallbackParams),
     responses(
-        (status = 302, description = "Back to `redirect_to`: signed in (auth cookies set); `?linked=yandex` after linking; \
+        (status = 302, description = "Back to `redirect_to`: signed in (auth cookies set); `?mfa_required=1&mfa_token=…` when the user has two-factor sign-in on \
+            (no cookies: `POST login/mfa` completes it as a login); `?linked=yandex` after linking; \
             `?error=account_exists` when the Yandex email belongs to another account (never linked automatically); \
             `?error=account_deleted`, `?error=link_exists`, `?error=sign_up_disabled` (an unknown identity while `auth.public_sign_up` is false), or Yandex's own `error`"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`invalid_state`: unknown, replayed, expired, or from another browser"),
@@ -102,6 +104,10 @@ pub async fn yandex_callback(
             append_auth_cookies(&state, r.headers_mut(), &issued);
             r
         }
+        Ok(Outcome::SecondFactor(challenge)) => redirect(&back(&[
+            ("mfa_required", "1"),
+            ("mfa_token", &challenge.token),
+        ]))?,
         Ok(Outcome::Linked(_)) => redirect(&back(&[("linked", "yandex")]))?,
         Ok(Outcome::AccountExists) => redirect(&back(&[("error", "account_exists")]))?,
         Ok(Outcome::Declined(reason)) => redirect(&back(&[("error", &reason)]))?,
@@ -157,7 +163,8 @@ impl From<TelegramRequest> for TelegramLogin {
 #[utoipa::path(
     post, path = "/oauth/telegram", tag = "public", request_body = TelegramRequest,
     responses(
-        (status = 200, body = LoginResponse, description = "Signed in (cookies set), a new user for an unknown Telegram id; \
+        (status = 200, body = LoginAnswer, description = "Signed in (cookies set), a new user for an unknown Telegram id; \
+            `{mfa_required: true, mfa_token, expires_in}` (no cookies) for a user with two-factor sign-in on; \
             with a live access cookie the identity is linked to that user instead"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials`: bad hash, `auth_date` older than `oauth.telegram.max_age_secs` or not a sane time, or a payload used before"),
         (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`; `sign_up_disabled` (an unknown identity while `auth.public_sign_up` is false); \
@@ -174,7 +181,10 @@ pub async fn telegram(
     MaybeUser(current): MaybeUser,
     Json(body): Json<TelegramRequest>,
 ) -> AppResult<Response> {
-    let signed_in = oauth::telegram(&state, &meta, body.into(), current.as_ref()).await?;
+    let signed_in = match oauth::telegram(&state, &meta, body.into(), current.as_ref()).await? {
+        TelegramAnswer::Done(signed_in) => *signed_in,
+        TelegramAnswer::SecondFactor(challenge) => return Ok(mfa_required(challenge)),
+    };
     let mut out = HeaderMap::new();
     if let Some(issued) = &signed_in.issued {
         append_auth_cookies(&state, &mut out, issued);

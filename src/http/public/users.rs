@@ -15,12 +15,17 @@ use crate::error::{AppError, AppResult, Problem};
 use crate::http::auth_layer::{append_auth_cookies, refused};
 use crate::http::docs::PROBLEM;
 use crate::http::dto::{user_json, NO_STORE};
-use crate::http::dto::{LoginResponse, TokenResponse, UserResponse};
+use crate::http::dto::{
+    LoginAnswer, LoginResponse, MfaCompletion, MfaRequired, RestoreAnswer, TokenAnswer,
+    TokenResponse, UserResponse,
+};
 use crate::http::extract::{ClientIp, Json, OptionalJson};
+use crate::service::auth::SignIn;
 use crate::service::linked_accounts;
+use crate::service::mfa::{self, Challenge};
 use crate::service::rate_limit::Budget;
 use crate::service::views::UserView;
-use crate::service::{auth, lifecycle, passwords, users, Caller, ClientMeta};
+use crate::service::{auth, lifecycle, passwords, users, Caller, ClientMeta, Issued};
 use crate::state::AppState;
 
 /// Email and password. `passw` is accepted for `password`.
@@ -36,7 +41,8 @@ pub struct Credentials {
 #[utoipa::path(
     post, path = "/users/login", tag = "public", request_body = Credentials,
     responses(
-        (status = 200, body = LoginResponse, description = "Signed in; `access_token` and `refresh_token` cookies set; `Cache-Control: no-store`"),
+        (status = 200, body = LoginAnswer, description = "Signed in: `{user, session_id}`, `access_token` and `refresh_token` cookies set. \
+            With two-factor sign-in on: `{mfa_required: true, mfa_token, expires_in}`, no cookies and no session (complete it with `login/mfa`). `Cache-Control: no-store`"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials` for an unknown email and a wrong password alike"),
         (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`: right password, soft-deleted account"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
@@ -49,21 +55,38 @@ pub async fn login(
     meta: ClientMeta,
     Json(body): Json<Credentials>,
 ) -> AppResult<Response> {
-    let (user, issued) =
+    let (user, signed_in) =
         auth::login(&state, Budget::Login, &body.email, &body.password, &meta).await?;
+    match signed_in {
+        SignIn::Session(issued) => {
+            let user = linked_accounts::view(&state, user).await?;
+            Ok(signed_in_with_cookies(&state, user, &issued))
+        }
+        SignIn::SecondFactor(challenge) => Ok(mfa_required(challenge)),
+    }
+}
+
+/// `{user, session_id}` with the session's cookies (login, Telegram, a completed second step).
+pub fn signed_in_with_cookies(state: &AppState, user: UserView, issued: &Issued) -> Response {
     let mut headers = HeaderMap::new();
-    append_auth_cookies(&state, &mut headers, &issued);
+    append_auth_cookies(state, &mut headers, issued);
     let body = LoginResponse {
-        user: linked_accounts::view(&state, user).await?.into(),
+        user: user.into(),
         session_id: issued.principal.session_id,
     };
-    Ok((headers, axum::Json(body)).into_response())
+    (NO_STORE, headers, axum::Json(body)).into_response()
+}
+
+/// A first step's answer when the second factor is needed: no cookies, no session.
+pub fn mfa_required(challenge: Challenge) -> Response {
+    (NO_STORE, axum::Json(MfaRequired::from(challenge))).into_response()
 }
 
 #[utoipa::path(
     post, path = "/users/token", tag = "public", request_body = Credentials,
     responses(
-        (status = 200, body = TokenResponse, description = "Signed in; tokens in the body, no cookies (mobile and CLI clients)"),
+        (status = 200, body = TokenAnswer, description = "Signed in; tokens in the body, no cookies (mobile and CLI clients). \
+            With two-factor sign-in on: `{mfa_required: true, mfa_token, expires_in}` (complete it with `login/mfa`)"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials`"),
         (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
@@ -74,10 +97,66 @@ pub async fn token(
     State(state): State<AppState>,
     meta: ClientMeta,
     Json(body): Json<Credentials>,
-) -> AppResult<impl IntoResponse> {
-    let (_, issued) =
+) -> AppResult<Response> {
+    let (_, signed_in) =
         auth::login(&state, Budget::Token, &body.email, &body.password, &meta).await?;
-    Ok((NO_STORE, axum::Json(TokenResponse::from(issued))))
+    Ok(match signed_in {
+        SignIn::Session(issued) => {
+            (NO_STORE, axum::Json(TokenResponse::from(issued))).into_response()
+        }
+        SignIn::SecondFactor(challenge) => mfa_required(challenge),
+    })
+}
+
+/// The second step: the first step's `mfa_token` and a code from the authenticator app, or one of
+/// the recovery codes.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaLoginRequest {
+    pub mfa_token: String,
+    /// the 6 digits the authenticator app shows
+    #[serde(default)]
+    #[schema(example = "123456")]
+    pub code: Option<String>,
+    /// one of the recovery codes (single use), instead of `code`
+    #[serde(default)]
+    #[schema(example = "7k2m-9q4r-x8zt-3b6w")]
+    pub recovery_code: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/users/login/mfa", tag = "public", request_body = MfaLoginRequest,
+    responses(
+        (status = 200, body = MfaCompletion, description = "Signed in: what the first step would have answered without two-factor — \
+            login, Telegram and the Yandex callback: `{user, session_id}` and cookies; token: the token body; restore: the restored user. `Cache-Control: no-store`"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_mfa_code`: a wrong or used code (counts into the account's lockout; 5 kill the token); \
+            `unauthenticated`: an unknown, used, expired or exhausted `mfa_token`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`: the account was deleted since the first step"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`: not 6 digits, not a recovery code's format, or both or neither given"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` (the login's per-IP budget) or `too_many_attempts`"),
+    )
+)]
+pub async fn login_mfa(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    Json(body): Json<MfaLoginRequest>,
+) -> AppResult<Response> {
+    let proof = mfa::Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?;
+    match mfa::complete(&state, &meta, &body.mfa_token, proof).await? {
+        mfa::Completed::SignedIn {
+            issued,
+            form: mfa::Form::Token,
+            ..
+        } => Ok((NO_STORE, axum::Json(TokenResponse::from(issued))).into_response()),
+        mfa::Completed::SignedIn { user, issued, .. } => {
+            let user = linked_accounts::view(&state, *user).await?;
+            Ok(signed_in_with_cookies(&state, user, &issued))
+        }
+        mfa::Completed::Restored(user) => {
+            let view = linked_accounts::view(&state, *user).await?;
+            Ok((NO_STORE, user_json(view)).into_response())
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -217,7 +296,8 @@ pub async fn reset_password(
 #[utoipa::path(
     post, path = "/users/restore", tag = "public", request_body = Credentials,
     responses(
-        (status = 200, body = UserResponse, description = "The soft-deleted account is active again (sign in next)"),
+        (status = 200, body = RestoreAnswer, description = "The soft-deleted account is active again (sign in next). \
+            With two-factor sign-in on: `{mfa_required: true, mfa_token, expires_in}`, and `login/mfa` restores it"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`already_active`: the account is not deleted"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials`"),
         (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`: an admin or a server deleted it; they restore it"),
@@ -229,7 +309,11 @@ pub async fn restore(
     State(state): State<AppState>,
     meta: ClientMeta,
     Json(body): Json<Credentials>,
-) -> AppResult<axum::Json<UserResponse>> {
-    let user = lifecycle::restore_with_password(&state, &meta, &body.email, &body.password).await?;
-    Ok(user_json(linked_accounts::view(&state, user).await?))
+) -> AppResult<Response> {
+    match lifecycle::restore_with_password(&state, &meta, &body.email, &body.password).await? {
+        lifecycle::Restored::User(user) => {
+            Ok(user_json(linked_accounts::view(&state, *user).await?).into_response())
+        }
+        lifecycle::Restored::SecondFactor(challenge) => Ok(mfa_required(challenge)),
+    }
 }
