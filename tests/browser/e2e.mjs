@@ -3,7 +3,34 @@
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
+import crypto from 'node:crypto';
 import { chromium } from 'playwright-core';
+
+// RFC 6238 (SHA-1, 6 digits, 30 s): what an authenticator app shows, for the two-factor flow
+function base32Decode(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0;
+  let value = 0;
+  const out = [];
+  for (const c of text.replace(/=+$/, '').toUpperCase()) {
+    value = (value << 5) | alphabet.indexOf(c);
+    bits += 5;
+    if (bits >= 8) {
+      out.push((value >>> (bits - 8)) & 255);
+      bits -= 8;
+    }
+  }
+  return Buffer.from(out);
+}
+function totp(secret, stepOffset = 0) {
+  const step = Math.floor(Date.now() / 1000 / 30) + stepOffset;
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = crypto.createHmac('sha1', base32Decode(secret)).update(counter).digest();
+  const offset = mac[mac.length - 1] & 15;
+  const n = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
+  return String(n).padStart(6, '0');
+}
 
 const API = process.env.API ?? 'http://localhost:8080';
 const ACCESS_TTL = Number(process.env.ACCESS_TTL ?? 2);
@@ -77,6 +104,31 @@ try {
   check('logout', logout.status === 204, logout);
   const after = await api('GET', '/api/v1/private/users/me');
   check('users/me after logout is 401', after.status === 401 && after.body?.code === 'unauthenticated', after);
+
+  // two-factor: enrol, confirm with the app's code, sign out, sign in with a code
+  const relogin = await api('POST', '/api/v1/public/users/login', { email, password });
+  check('sign in again', relogin.status === 200, relogin);
+  const enrol = await api('POST', '/api/v1/private/users/me/mfa/totp');
+  check('two-factor enrolment', enrol.status === 201 && enrol.body?.otpauth_uri?.startsWith('otpauth://totp/'), enrol);
+  const secret = enrol.body?.secret ?? '';
+  const confirm = await api('POST', '/api/v1/private/users/me/mfa/totp/confirm', { code: totp(secret) });
+  check('confirmed with the app\'s code: ten recovery codes', confirm.status === 200 && confirm.body?.recovery_codes?.length === 10,
+        confirm);
+  const signOut = await api('PUT', '/api/v1/private/users/logout');
+  check('sign out', signOut.status === 204, signOut);
+  const first = await api('POST', '/api/v1/public/users/login', { email, password });
+  check('the password alone asks for a code', first.status === 200 && first.body?.mfa_required === true, first);
+  const between = await api('GET', '/api/v1/private/users/me');
+  check('no session between the two steps', between.status === 401, between);
+  // the confirmation used this step's code: the next step's is accepted (one step of skew)
+  const second = await api('POST', '/api/v1/public/users/login/mfa', { mfa_token: first.body?.mfa_token, code: totp(secret, 1) });
+  check('the code completes the sign-in', second.status === 200 && second.body?.user?.email === email, second);
+  const meMfa = await api('GET', '/api/v1/private/users/me');
+  check('users/me after a two-factor sign-in', meMfa.status === 200, meMfa);
+  const seances = await api('GET', '/api/v1/private/users/seances');
+  const current = seances.body?.items?.find((s) => s.current);
+  check('the session says it signed in with a password and a code',
+        JSON.stringify(current?.amr) === JSON.stringify(['pwd', 'otp']), seances);
 } catch (e) {
   check('browser run', false, String(e));
 } finally {
