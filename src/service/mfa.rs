@@ -84,11 +84,7 @@ impl Proof {
     /// Exactly one of `code` (six digits) and `recovery_code` (`xxxx-xxxx-xxxx-xxxx`); 422 otherwise.
     pub fn parse(code: Option<&str>, recovery_code: Option<&str>) -> AppResult<Self> {
         match (code, recovery_code) {
-            (Some(code), None) if totp::is_code(code) => Ok(Proof::Code(code.to_owned())),
-            (Some(_), None) => Err(invalid(
-                "code",
-                "must be the 6 digits the authenticator shows",
-            )),
+            (Some(code), None) => Self::code(code).map(Proof::Code),
             (None, Some(code)) => totp::normalize_recovery_code(code)
                 .map(Proof::Recovery)
                 .ok_or_else(|| {
@@ -102,6 +98,18 @@ impl Proof {
                 "give either code or recovery_code, not both",
             )),
             (None, None) => Err(invalid("code", "give code or recovery_code")),
+        }
+    }
+
+    /// A TOTP code alone (the routes that take no recovery code); 422 when not six digits.
+    pub fn code(code: &str) -> AppResult<String> {
+        if totp::is_code(code) {
+            Ok(code.to_owned())
+        } else {
+            Err(invalid(
+                "code",
+                "must be the 6 digits the authenticator shows",
+            ))
         }
     }
 

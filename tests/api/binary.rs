@@ -329,3 +329,66 @@ pub async fn probe_liveness_while(base: &str, every: Duration, busy: impl Fn() -
     }
     probes
 }
+
+#[sqlx::test]
+async fn rotate_data_key_reseals_the_secrets_and_a_wrong_key_stops_the_start(pool: PgPool) {
+    use base64::Engine;
+    let key = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+    let db = FreshDb::new(&pool);
+    let with_key = |args: &[&str], k: &str| {
+        let mut cmd = db.command(args);
+        cmd.env("USERS__AUTH__DATA_KEY", k)
+            .env("USERS__SERVER__LISTEN", "127.0.0.1:0");
+        cmd
+    };
+    // the first start stores the signing key sealed with the first key
+    let out = output_with_stdin(
+        with_key(&["create-admin", "--email", "keys@example.com"], &key(1)),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = output_with_stdin(
+        with_key(&["rotate-data-key"], &key(1)),
+        &format!("{}\n", key(2)),
+    );
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let said = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        said.contains("re-encrypted 1 signing key(s) and 0 TOTP secret(s)"),
+        "{said}"
+    );
+    let check = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let key_id: Option<String> = sqlx::query_scalar("select key_id from signing_keys")
+        .fetch_one(&check)
+        .await
+        .unwrap();
+    let second = users_service::auth::data_key::DataKey::from_base64(&key(2)).unwrap();
+    assert_eq!(key_id.as_deref(), second.id());
+    // the old key no longer starts the service, and names the setting
+    let stale = with_key(&["serve"], &key(1)).output().unwrap();
+    assert!(!stale.status.success());
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert!(stderr.contains("auth.data_key"), "{stderr}");
+    // a rotation from the wrong key changes nothing
+    let wrong = output_with_stdin(with_key(&["rotate-data-key"], &key(1)), "\n");
+    assert!(!wrong.status.success());
+    let unchanged: Option<String> = sqlx::query_scalar("select key_id from signing_keys")
+        .fetch_one(&check)
+        .await
+        .unwrap();
+    assert_eq!(unchanged, key_id);
+    // a malformed new key is refused before anything is read
+    let malformed = output_with_stdin(with_key(&["rotate-data-key"], &key(2)), "short\n");
+    assert!(!malformed.status.success());
+    assert!(String::from_utf8_lossy(&malformed.stderr).contains("new data key"));
+    check.close().await;
+    drop(db);
+}

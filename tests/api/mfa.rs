@@ -199,6 +199,10 @@ async fn enrolment_confirmation_and_a_two_step_login_carry_amr(pool: PgPool) {
     complete(&app, &token, json!({"code": wrong_code(&secret)}))
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_mfa_code");
+    // one step of clock skew is tolerated, two are not
+    complete(&app, &token, json!({"code": code(&secret, -2)}))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_mfa_code");
     let right = code(&secret, 0);
     let done = complete(&app, &token, json!({"code": right})).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.text());

@@ -90,9 +90,7 @@ pub async fn confirm(
     [(axum::http::HeaderName, &'static str); 1],
     axum::Json<RecoveryCodes>,
 )> {
-    let Proof::Code(code) = Proof::parse(Some(&body.code), None)? else {
-        unreachable!("a code parses as a code")
-    };
+    let code = Proof::code(&body.code)?;
     let recovery_codes = mfa::confirm(&state, &caller, &p, &code).await?;
     Ok((NO_STORE, axum::Json(RecoveryCodes { recovery_codes })))
 }
@@ -116,9 +114,7 @@ pub async fn regenerate_codes(
     [(axum::http::HeaderName, &'static str); 1],
     axum::Json<RecoveryCodes>,
 )> {
-    let Proof::Code(code) = Proof::parse(Some(&body.code), None)? else {
-        unreachable!("a code parses as a code")
-    };
+    let code = Proof::code(&body.code)?;
     let recovery_codes = mfa::regenerate_codes(&state, &caller, &p, &code).await?;
     Ok((NO_STORE, axum::Json(RecoveryCodes { recovery_codes })))
 }
