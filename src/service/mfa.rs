@@ -179,7 +179,7 @@ pub async fn confirm(
         Some(f) if f.confirmed_at.is_some() => return Err(AppError::MfaAlreadyEnabled),
         Some(f) => f,
     };
-    let (mut tx, _) = prove(state, tx, &user, &factor, &proof, AppError::InvalidMfaCode).await?;
+    let (mut tx, _) = prove(state, tx, &user, &factor, &proof).await?;
     repo::mfa::confirm(&mut tx, user.id).await?;
     let codes = new_recovery_codes(&mut tx, user.id).await?;
     audit::record(&mut tx, caller, Action::MfaEnable, Some(user.id), json!({})).await?;
@@ -207,7 +207,7 @@ pub async fn regenerate_codes(
     let mut tx = state.db.begin().await?;
     let user = live_user(&mut tx, p.user_id).await?;
     let factor = enabled_factor(&mut tx, &user).await?;
-    let (mut tx, _) = prove(state, tx, &user, &factor, &proof, AppError::InvalidMfaCode).await?;
+    let (mut tx, _) = prove(state, tx, &user, &factor, &proof).await?;
     let codes = new_recovery_codes(&mut tx, user.id).await?;
     let action = Action::MfaRecoveryCodesRegenerate;
     audit::record(&mut tx, caller, action, Some(user.id), json!({})).await?;
@@ -226,7 +226,7 @@ pub async fn disable(
     let mut tx = state.db.begin().await?;
     let user = live_user(&mut tx, p.user_id).await?;
     let factor = enabled_factor(&mut tx, &user).await?;
-    let (mut tx, left) = prove(state, tx, &user, &factor, &proof, AppError::InvalidMfaCode).await?;
+    let (mut tx, left) = prove(state, tx, &user, &factor, &proof).await?;
     if let Some(left) = left {
         recovery_code_used(&mut tx, state, caller, &user, left).await?;
     }
@@ -487,16 +487,15 @@ async fn check(
     })
 }
 
-/// A private route's check of a code: a wrong one commits its count and answers `wrong`; a right
-/// one ends the count and hands the transaction back (with the recovery codes left when one was
-/// used).
+/// A private route's check of a code: a wrong one commits its count and answers 400
+/// `invalid_mfa_code`; a right one ends the count and hands the transaction back (with the
+/// recovery codes left when one was used).
 async fn prove(
     state: &AppState,
     mut tx: Transaction<'static, Postgres>,
     user: &UserRow,
     factor: &FactorRow,
     proof: &Proof,
-    wrong: AppError,
 ) -> AppResult<(Transaction<'static, Postgres>, Option<i64>)> {
     match check(state, &mut tx, user, factor, proof).await? {
         Checked::Right(left) => {
@@ -505,7 +504,7 @@ async fn prove(
         }
         Checked::Wrong => {
             tx.commit().await?;
-            Err(wrong)
+            Err(AppError::InvalidMfaCode)
         }
         Checked::Locked(e) => {
             tx.commit().await?;
