@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use chrono::{Duration, Utc};
 use secrecy::SecretString;
 use serde_json::json;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -23,18 +23,26 @@ use crate::service::views::UserView;
 use crate::state::AppState;
 
 /// Checks the password (one hash whether or not the email exists), the lockout and the account's
-/// state, then opens a session.
+/// state, then opens a session (or, with two-factor on, a challenge). `form` is the route asked:
+/// `Login` or `Token`, each with its own per-IP budget.
 pub async fn login(
     state: &AppState,
-    budget: Budget,
+    form: Form,
     email: &Email,
     password: &SecretString,
     meta: &ClientMeta,
 ) -> AppResult<(UserRow, SignIn)> {
+    let budget = match form {
+        Form::Token => Budget::Token,
+        _ => Budget::Login,
+    };
     state.limits.check(budget, meta.ip).await?;
-    let outcome = password_login(state, budget, email, password, meta).await;
-    if let Some(result) = sign_in_result(&outcome) {
-        state.metrics.sign_in("password", result);
+    let outcome = password_login(state, form, email, password, meta).await;
+    // a first step waiting for its second is no verdict yet: the completion counts it
+    if !matches!(outcome, Ok((_, SignIn::SecondFactor(_)))) {
+        if let Some(result) = sign_in_result(&outcome) {
+            state.metrics.sign_in("password", result);
+        }
     }
     outcome
 }
@@ -44,7 +52,9 @@ pub async fn login(
 pub fn sign_in_result<T>(outcome: &AppResult<T>) -> Option<&'static str> {
     match outcome {
         Ok(_) => Some("success"),
-        Err(AppError::InvalidCredentials) => Some("invalid_credentials"),
+        Err(AppError::InvalidCredentials | AppError::MfaCodeRejected) => {
+            Some("invalid_credentials")
+        }
         Err(AppError::TooManyAttempts { .. }) => Some("locked"),
         Err(AppError::AccountDeleted) => Some("deleted"),
         Err(AppError::EmailNotVerified) => Some("not_verified"),
@@ -54,7 +64,7 @@ pub fn sign_in_result<T>(outcome: &AppResult<T>) -> Option<&'static str> {
 
 async fn password_login(
     state: &AppState,
-    budget: Budget,
+    form: Form,
     email: &Email,
     password: &SecretString,
     meta: &ClientMeta,
@@ -72,10 +82,6 @@ async fn password_login(
         repo::login_throttle::clear(&state.db, &email.key()).await?;
         return Err(refused);
     }
-    let form = match budget {
-        Budget::Token => Form::Token,
-        _ => Form::Login,
-    };
     let signed_in = sign_in(state, &user, meta, form, &["pwd"]).await?;
     Ok((user, signed_in))
 }
@@ -169,14 +175,8 @@ async fn verify_counted(
     password: &SecretString,
     hash: Option<&str>,
 ) -> AppResult<Verdict> {
-    let auth = &state.settings.auth;
-    let (attempts, window_ends) =
-        repo::login_throttle::reserve(&state.db, key, auth.lockout_secs).await?;
-    if attempts > auth.max_failed_logins {
-        let secs = (window_ends - Utc::now()).num_seconds().max(1);
-        return Err(AppError::TooManyAttempts {
-            retry_after_secs: secs as u64,
-        });
+    if let Some(locked) = reserve_attempt(&state.db, state, key).await? {
+        return Err(locked);
     }
     let verdict = match slot.verify(password, hash).await {
         Ok(verdict) => verdict,
@@ -186,6 +186,25 @@ async fn verify_counted(
         }
     };
     Ok(verdict)
+}
+
+/// Reserves one attempt (a password or a code) against the lockout of `key` before it is checked,
+/// in one statement; the 429 `too_many_attempts` to answer when it is over
+/// `auth.max_failed_logins`.
+pub(super) async fn reserve_attempt(
+    db: impl PgExecutor<'_>,
+    state: &AppState,
+    key: &str,
+) -> AppResult<Option<AppError>> {
+    let auth = &state.settings.auth;
+    let (attempts, window_ends) = repo::login_throttle::reserve(db, key, auth.lockout_secs).await?;
+    if attempts <= auth.max_failed_logins {
+        return Ok(None);
+    }
+    let secs = (window_ends - Utc::now()).num_seconds().max(1);
+    Ok(Some(AppError::TooManyAttempts {
+        retry_after_secs: secs as u64,
+    }))
 }
 
 /// Audits a wrong password (the attempt stays counted) and answers 401 `invalid_credentials`.

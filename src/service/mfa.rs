@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::audit::{self, Action, Caller};
 use super::mail::{self, Kind};
-use super::{auth, ClientMeta, Issued, Principal};
+use super::{auth, users, ClientMeta, Issued, Principal};
 use crate::auth::jwt::token_hash;
 use crate::auth::{random_token, totp};
 use crate::error::{AppError, AppResult, FieldError};
@@ -50,6 +50,16 @@ impl Form {
             Form::Restore => "restore",
             Form::Telegram => "telegram",
             Form::Yandex => "yandex",
+        }
+    }
+
+    /// The `method` of `users_sign_ins_total` a completion counts under: its first step's.
+    fn metric_method(self) -> Option<&'static str> {
+        match self {
+            Form::Login | Form::Token => Some("password"),
+            Form::Telegram => Some("telegram"),
+            Form::Yandex => Some("yandex"),
+            Form::Restore => None,
         }
     }
 
@@ -147,7 +157,7 @@ pub async fn enrol(state: &AppState, caller: &Caller, p: &Principal) -> AppResul
         .seal(&secret, &secret_place(p.user_id))
         .map_err(AppError::Internal)?;
     let mut tx = state.db.begin().await?;
-    let user = live_user(&mut tx, p.user_id).await?;
+    let user = users::live_user(&mut tx, p.user_id).await?;
     if user.mfa_enabled
         || !repo::mfa::put_pending(&mut *tx, user.id, &sealed.bytes, sealed.key_id.as_deref())
             .await?
@@ -173,12 +183,12 @@ pub async fn confirm(
 ) -> AppResult<Vec<String>> {
     let proof = Proof::Code(code.to_owned());
     let mut tx = state.db.begin().await?;
-    let user = live_user(&mut tx, p.user_id).await?;
-    let factor = match repo::mfa::factor(&mut *tx, user.id).await? {
-        None => return Err(AppError::MfaNotEnrolled),
-        Some(f) if f.confirmed_at.is_some() => return Err(AppError::MfaAlreadyEnabled),
-        Some(f) => f,
-    };
+    let user = users::live_user(&mut tx, p.user_id).await?;
+    // confirmed already: no enrolment is waiting for a code
+    let factor = repo::mfa::factor(&mut *tx, user.id)
+        .await?
+        .filter(|f| f.confirmed_at.is_none())
+        .ok_or(AppError::MfaNotEnrolled)?;
     let (mut tx, _) = prove(state, tx, &user, &factor, &proof).await?;
     repo::mfa::confirm(&mut tx, user.id).await?;
     let codes = new_recovery_codes(&mut tx, user.id).await?;
@@ -205,7 +215,7 @@ pub async fn regenerate_codes(
 ) -> AppResult<Vec<String>> {
     let proof = Proof::Code(code.to_owned());
     let mut tx = state.db.begin().await?;
-    let user = live_user(&mut tx, p.user_id).await?;
+    let user = users::live_user(&mut tx, p.user_id).await?;
     let factor = enabled_factor(&mut tx, &user).await?;
     let (mut tx, _) = prove(state, tx, &user, &factor, &proof).await?;
     let codes = new_recovery_codes(&mut tx, user.id).await?;
@@ -224,7 +234,7 @@ pub async fn disable(
     proof: Proof,
 ) -> AppResult<()> {
     let mut tx = state.db.begin().await?;
-    let user = live_user(&mut tx, p.user_id).await?;
+    let user = users::live_user(&mut tx, p.user_id).await?;
     let factor = enabled_factor(&mut tx, &user).await?;
     let (mut tx, left) = prove(state, tx, &user, &factor, &proof).await?;
     if let Some(left) = left {
@@ -349,18 +359,22 @@ pub async fn complete(
     proof: Proof,
 ) -> AppResult<Completed> {
     state.limits.check(Budget::Login, meta.ip).await?;
-    let outcome = complete_in(state, meta, token, proof).await;
-    if let Some(result) = auth::sign_in_result(&outcome) {
-        state.metrics.sign_in("mfa", result);
+    let mut form = None;
+    let outcome = complete_in(state, meta, token, proof, &mut form).await;
+    let method = form.and_then(Form::metric_method);
+    if let (Some(method), Some(result)) = (method, auth::sign_in_result(&outcome)) {
+        state.metrics.sign_in(method, result);
     }
     outcome
 }
 
+/// As [`complete`]; sets `form` once the challenge is known (the sign-in metric's method).
 async fn complete_in(
     state: &AppState,
     meta: &ClientMeta,
     token: &str,
     proof: Proof,
+    form_seen: &mut Option<Form>,
 ) -> AppResult<Completed> {
     let hash = token_hash(token);
     let mut tx = state.db.begin().await?;
@@ -371,6 +385,7 @@ async fn complete_in(
         })
         .ok_or(AppError::Unauthenticated)?;
     let form = Form::parse(&challenge.form).ok_or(AppError::Unauthenticated)?;
+    *form_seen = Some(form);
     let user = repo::users::find_by_id(&mut *tx, challenge.user_id)
         .await?
         .ok_or(AppError::Unauthenticated)?;
@@ -446,15 +461,9 @@ async fn check(
     factor: &FactorRow,
     proof: &Proof,
 ) -> AppResult<Checked> {
-    let auth = &state.settings.auth;
     let key = user.email.to_lowercase();
-    let (attempts, window_ends) =
-        repo::login_throttle::reserve(&mut **tx, &key, auth.lockout_secs).await?;
-    if attempts > auth.max_failed_logins {
-        let secs = (window_ends - Utc::now()).num_seconds().max(1);
-        return Ok(Checked::Locked(AppError::TooManyAttempts {
-            retry_after_secs: secs as u64,
-        }));
+    if let Some(locked) = auth::reserve_attempt(&mut **tx, state, &key).await? {
+        return Ok(Checked::Locked(locked));
     }
     let right =
         match proof {
@@ -529,12 +538,4 @@ async fn enabled_factor(conn: &mut PgConnection, user: &UserRow) -> AppResult<Fa
         .await?
         .filter(|f| f.confirmed_at.is_some() && user.mfa_enabled)
         .ok_or(AppError::MfaNotEnabled)
-}
-
-/// The caller's own account, locked for the change.
-async fn live_user(conn: &mut PgConnection, id: Uuid) -> AppResult<UserRow> {
-    repo::users::lock(conn, id)
-        .await?
-        .filter(|u| !u.is_deleted())
-        .ok_or(AppError::SessionEnded)
 }

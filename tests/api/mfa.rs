@@ -176,7 +176,7 @@ async fn enrolment_confirmation_and_a_two_step_login_carry_amr(pool: PgPool) {
         .json(json!({"code": code(&secret, 1)}))
         .send()
         .await
-        .assert_problem(StatusCode::CONFLICT, "mfa_already_enabled");
+        .assert_problem(StatusCode::BAD_REQUEST, "mfa_not_enrolled");
     forget_steps(&app).await;
 
     // the first step: no session
@@ -218,6 +218,20 @@ async fn enrolment_confirmation_and_a_two_step_login_carry_amr(pool: PgPool) {
     complete(&app, &again, json!({"code": right}))
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_mfa_code");
+    // a first step is no verdict; each completion counts under its first step's method
+    let series =
+        |result: &str| format!("users_sign_ins_total{{method=\"password\",result=\"{result}\"}}");
+    assert_eq!(app.scrape_counter(&series("success")).await, 2.0);
+    assert_eq!(
+        app.scrape_counter(&series("invalid_credentials")).await,
+        3.0
+    );
+    assert!(!app
+        .get("/metrics")
+        .send()
+        .await
+        .text()
+        .contains("method=\"mfa\""));
     // the sessions list shows how each session signed in
     let list = app
         .get("/api/v1/private/users/seances")
@@ -505,6 +519,18 @@ async fn recovery_codes_sign_in_once_and_can_be_renewed(pool: PgPool) {
 async fn turning_it_off_needs_a_code_and_ends_the_other_sessions(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let s = app.signed_in("off@example.com").await;
+    app.post(CONFIRM)
+        .cookies(&s)
+        .json(json!({"code": "123456"}))
+        .send()
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "mfa_not_enrolled");
+    app.post(CODES)
+        .cookies(&s)
+        .json(json!({"code": "123456"}))
+        .send()
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "mfa_not_enabled");
     app.delete(MFA)
         .cookies(&s)
         .json(json!({"code": "123456"}))

@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::Validate;
@@ -38,11 +39,7 @@ pub async fn enrol(
     State(state): State<AppState>,
     CurrentUser(p): CurrentUser,
     caller: Caller,
-) -> AppResult<(
-    StatusCode,
-    [(axum::http::HeaderName, &'static str); 1],
-    axum::Json<EnrolmentResponse>,
-)> {
+) -> AppResult<impl IntoResponse> {
     let enrolment = mfa::enrol(&state, &caller, &p).await?;
     Ok((
         StatusCode::CREATED,
@@ -75,8 +72,7 @@ pub struct RecoveryCodes {
     request_body = CodeRequest,
     responses(
         (status = 200, body = RecoveryCodes, description = "Two-factor sign-in is on from now; the recovery codes are shown once. `Cache-Control: no-store`"),
-        (status = 400, body = Problem, content_type = PROBLEM, description = "`invalid_mfa_code` (counts into the account's lockout) or `mfa_not_enrolled`"),
-        (status = 409, body = Problem, content_type = PROBLEM, description = "`mfa_already_enabled`"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`invalid_mfa_code` (counts into the account's lockout), or `mfa_not_enrolled`: no enrolment waits for a code (none started, or confirmed already)"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`: not 6 digits"),
         (status = 429, body = Problem, content_type = PROBLEM, description = "`too_many_attempts`"),
     )
@@ -86,10 +82,7 @@ pub async fn confirm(
     CurrentUser(p): CurrentUser,
     caller: Caller,
     Json(body): Json<CodeRequest>,
-) -> AppResult<(
-    [(axum::http::HeaderName, &'static str); 1],
-    axum::Json<RecoveryCodes>,
-)> {
+) -> AppResult<impl IntoResponse> {
     let code = Proof::code(&body.code)?;
     let recovery_codes = mfa::confirm(&state, &caller, &p, &code).await?;
     Ok((NO_STORE, axum::Json(RecoveryCodes { recovery_codes })))
@@ -110,10 +103,7 @@ pub async fn regenerate_codes(
     CurrentUser(p): CurrentUser,
     caller: Caller,
     Json(body): Json<CodeRequest>,
-) -> AppResult<(
-    [(axum::http::HeaderName, &'static str); 1],
-    axum::Json<RecoveryCodes>,
-)> {
+) -> AppResult<impl IntoResponse> {
     let code = Proof::code(&body.code)?;
     let recovery_codes = mfa::regenerate_codes(&state, &caller, &p, &code).await?;
     Ok((NO_STORE, axum::Json(RecoveryCodes { recovery_codes })))

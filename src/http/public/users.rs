@@ -22,8 +22,7 @@ use crate::http::dto::{
 use crate::http::extract::{ClientIp, Json, OptionalJson};
 use crate::service::auth::SignIn;
 use crate::service::linked_accounts;
-use crate::service::mfa::{self, Challenge};
-use crate::service::rate_limit::Budget;
+use crate::service::mfa::{self, Challenge, Form};
 use crate::service::views::UserView;
 use crate::service::{auth, lifecycle, passwords, users, Caller, ClientMeta, Issued};
 use crate::state::AppState;
@@ -56,7 +55,7 @@ pub async fn login(
     Json(body): Json<Credentials>,
 ) -> AppResult<Response> {
     let (user, signed_in) =
-        auth::login(&state, Budget::Login, &body.email, &body.password, &meta).await?;
+        auth::login(&state, Form::Login, &body.email, &body.password, &meta).await?;
     match signed_in {
         SignIn::Session(issued) => {
             let user = linked_accounts::view(&state, user).await?;
@@ -99,7 +98,7 @@ pub async fn token(
     Json(body): Json<Credentials>,
 ) -> AppResult<Response> {
     let (_, signed_in) =
-        auth::login(&state, Budget::Token, &body.email, &body.password, &meta).await?;
+        auth::login(&state, Form::Token, &body.email, &body.password, &meta).await?;
     Ok(match signed_in {
         SignIn::Session(issued) => {
             (NO_STORE, axum::Json(TokenResponse::from(issued))).into_response()
