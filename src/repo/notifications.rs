@@ -52,27 +52,26 @@ pub async fn insert(
     .await
 }
 
-/// The same notification for several users (every active admin), in one statement.
+/// `n` for each of several users (every active admin) in one statement; `n.user_id` is not used.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert_many(
     db: impl PgExecutor<'_>,
     user_ids: &[Uuid],
-    kind: &str,
-    title: &str,
-    link: Option<&str>,
-    data: &Value,
+    n: &NewNotification<'_>,
 ) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = user_ids.iter().map(|_| Uuid::now_v7()).collect();
     let done = sqlx::query(
-        "insert into notifications (id, user_id, kind, title, link, data)
-         select n.id, n.user_id, $3, $4, $5, $6 from unnest($1::uuid[], $2::uuid[]) as n (id, user_id)",
+        "insert into notifications (id, user_id, kind, title, body, link, data)
+         select n.id, n.user_id, $3, $4, $5, $6, $7
+         from unnest($1::uuid[], $2::uuid[]) as n (id, user_id)",
     )
     .bind(&ids)
     .bind(user_ids)
-    .bind(kind)
-    .bind(title)
-    .bind(link)
-    .bind(data)
+    .bind(n.kind)
+    .bind(n.title)
+    .bind(n.body)
+    .bind(n.link)
+    .bind(n.data)
     .execute(db)
     .await?;
     Ok(done.rows_affected())

@@ -60,32 +60,32 @@ fn not_found() -> AppError {
     AppError::NotFound("notification_not_found", "no such notification")
 }
 
+impl Notice<'_> {
+    fn for_user(&self, user_id: Uuid) -> NewNotification<'_> {
+        NewNotification {
+            user_id,
+            kind: self.kind,
+            title: self.title.trim(),
+            body: self.body,
+            link: self.link,
+            data: self.data,
+        }
+    }
+}
+
 /// Writes a notification in the caller's transaction (it reaches streams at commit).
 pub(super) async fn notify(
     conn: &mut PgConnection,
     user_id: Uuid,
     n: &Notice<'_>,
 ) -> sqlx::Result<Notification> {
-    let row = repo::insert(
-        conn,
-        &NewNotification {
-            user_id,
-            kind: n.kind,
-            title: n.title.trim(),
-            body: n.body,
-            link: n.link,
-            data: n.data,
-        },
-    )
-    .await?;
-    Ok(row.into())
+    Ok(repo::insert(conn, &n.for_user(user_id)).await?.into())
 }
 
 /// The same notice for every active admin.
 pub(super) async fn notify_admins(conn: &mut PgConnection, n: &Notice<'_>) -> sqlx::Result<u64> {
     let admins = crate::repo::users::active_admins(&mut *conn).await?;
-    let data = n.data.cloned().unwrap_or(Value::Null);
-    repo::insert_many(conn, &admins, n.kind, n.title.trim(), n.link, &data).await
+    repo::insert_many(conn, &admins, &n.for_user(Uuid::nil())).await
 }
 
 /// An internal service notifies a user: 404 for an unknown user, 400 `already_deleted` for a

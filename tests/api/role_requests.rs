@@ -87,6 +87,10 @@ async fn a_user_asks_once_at_a_time_and_may_cancel(pool: PgPool) {
     let told = inbox(&app, &admin).await;
     assert_eq!(told[0]["kind"], "role_request.created");
     assert_eq!(told[0]["data"]["role_request_id"], request["id"]);
+    assert_eq!(
+        told[0]["body"],
+        "ann@example.com asks to become admin: I lead the group now"
+    );
 
     let id = request["id"].as_str().unwrap();
     let mine = app.get(OWN).bearer(&ann.access).send().await.json();
