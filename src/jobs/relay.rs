@@ -45,8 +45,10 @@ pub fn spawn(state: AppState, stop: CancellationToken) -> Option<tokio::task::Jo
 
 async fn run(state: AppState, stop: CancellationToken) {
     let mut backoff = MIN_BACKOFF;
+    // a follower keeps one connection to ask for the lock on, instead of a new one every try
+    let mut waiting: Option<PgConnection> = None;
     while !stop.is_cancelled() {
-        let Some(lock) = lead(&state).await else {
+        let Some(lock) = lead(&state, &mut waiting).await else {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(LEADER_RETRY) => continue,
@@ -67,17 +69,25 @@ async fn run(state: AppState, stop: CancellationToken) {
     }
 }
 
-/// A connection holding the relay lock, or none when another relay holds it (or the database is
-/// away).
-async fn lead(state: &AppState) -> Option<PgConnection> {
-    let options = state.db.connect_options();
-    let mut conn = PgConnection::connect_with(&options).await.ok()?;
+/// A connection holding the relay lock, or none when another relay holds it (the connection it
+/// asked on is kept in `waiting` for the next try) or the database is away (it is dropped).
+async fn lead(state: &AppState, waiting: &mut Option<PgConnection>) -> Option<PgConnection> {
+    let mut conn = match waiting.take() {
+        Some(conn) => conn,
+        None => PgConnection::connect_with(&state.db.connect_options())
+            .await
+            .ok()?,
+    };
     let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
         .bind(LOCK_KEY)
         .fetch_one(&mut conn)
         .await
         .ok()?;
-    got.then_some(conn)
+    if got {
+        return Some(conn);
+    }
+    *waiting = Some(conn);
+    None
 }
 
 /// Publishes until stopped (Ok) or until the broker, the database or the lock's connection fails
@@ -129,6 +139,10 @@ async fn publish_while_leading(
             }
         }
         if stop.is_cancelled() {
+            // a full batch's marking may still be in flight: the broker has those events
+            if let Some(m) = marking.take() {
+                m.await??;
+            }
             return Ok(());
         }
         if full {
@@ -223,21 +237,25 @@ async fn publish(
             }
         }
     }
+    // the messages published before a publishing failure still count, in order, up to the first
+    // the broker did not acknowledge
     let mut acked = 0;
     let mut range: Option<(events::Position, events::Position)> = None;
+    let mut refused = None;
     for (id, position, confirm) in pending {
         match confirm.await {
-            Ok(c) if c.is_ack() && failure.is_none() => {
+            Ok(c) if c.is_ack() && refused.is_none() => {
                 acked += 1;
                 range = Some((range.map_or(position, |(first, _)| first), position));
             }
+            Ok(c) if c.is_ack() => {}
             Ok(_) => {
-                failure.get_or_insert_with(|| anyhow::anyhow!("the broker refused event {id}"));
+                refused.get_or_insert_with(|| anyhow::anyhow!("the broker refused event {id}"));
             }
             Err(e) => {
-                failure.get_or_insert(e.into());
+                refused.get_or_insert(e.into());
             }
         }
     }
-    (acked, range, failure)
+    (acked, range, refused.or(failure))
 }

@@ -627,6 +627,8 @@ async fn events_wait_through_a_broker_outage_and_then_flow_in_order(pool: PgPool
         .await,
         10
     );
+    let pending = "outbox_pending{outbox=\"events\"}";
+    assert_eq!(app.scrape_counter(pending).await, 10.0);
     proxy.restore();
     let got = queue.take(10).await;
     let emails: Vec<String> = got
@@ -809,4 +811,12 @@ async fn without_an_amqp_url_events_are_written_but_no_relay_runs(pool: PgPool) 
     assert!(relay::spawn(app.state.clone(), CancellationToken::new()).is_none());
     app.sign_up("ann@example.com").await;
     assert_eq!(all_events(&app).await.len(), 1);
+    // kept for the feed, waiting for no relay: not a backlog an alert should see
+    let pending = "outbox_pending{outbox=\"events\"}";
+    assert!(app
+        .get("/metrics")
+        .send()
+        .await
+        .text()
+        .contains(&format!("{pending} 0")));
 }
