@@ -93,14 +93,16 @@ impl SearchTerms {
             (SAMPLE_ROWS / table_rows * 100.0).max(0.01)
         };
         // `system` sampling reads whole pages: cheap, and rows on one page are as good as any here;
-        // the row with no trigram (`null`) carries the number of rows sampled
+        // the row with no trigram (`null`) carries the number of rows sampled. The limit bounds a
+        // table never analysed (no row estimate: sampled whole)
         let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
-            "with s as (select search_text from users tablesample system ($1))
+            "with s as (select search_text from users tablesample system ($1) limit $2)
              select null, count(*) from s
              union all
              select t, count(*) from s, unnest(show_trgm(s.search_text)) t group by t",
         )
         .bind(percent)
+        .bind(SAMPLE_ROWS as i64)
         .persistent(false)
         .fetch_all(db)
         .await?;

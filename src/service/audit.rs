@@ -216,6 +216,9 @@ pub async fn record_many(
     targets: &[Uuid],
     details: Value,
 ) -> sqlx::Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
     let actor = caller.actor.to_string();
     let ip = caller.ip.map(|ip| ip.to_string());
     if let Some(kind) = action.event() {

@@ -183,6 +183,10 @@ pub async fn purge_expired(state: &AppState) -> AppResult<u64> {
     loop {
         let mut tx = state.db.begin().await?;
         let ids = repo::users::claim_purgeable(&mut tx, days, BATCH).await?;
+        if ids.is_empty() {
+            // nothing to purge: no statement more (the events trigger would notify the relays)
+            break;
+        }
         repo::users::delete_many(&mut *tx, &ids).await?;
         let details = json!({"reason": "purge"});
         audit::record_many(
