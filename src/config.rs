@@ -318,17 +318,13 @@ impl Settings {
         self.validate_oauth()?;
         self.validate_email()?;
         self.validate_events()?;
+        self.validate_notifications()?;
         self.validate_rest()
     }
 
     fn validate_email(&self) -> Result<(), ConfigError> {
         let e = &self.email;
-        let smtp = secrecy::ExposeSecret::expose_secret(&e.smtp_url);
-        if !smtp.is_empty()
-            && !url::Url::parse(smtp).is_ok_and(|u| matches!(u.scheme(), "smtp" | "smtps"))
-        {
-            return fail("email.smtp_url", "not an smtp:// or smtps:// URL");
-        }
+        optional_url("email.smtp_url", e.smtp_url.expose_secret(), &["smtp", "smtps"])?;
         if e.from.parse::<lettre::message::Mailbox>().is_err() {
             return fail("email.from", "not an email address");
         }
@@ -357,12 +353,7 @@ impl Settings {
 
     fn validate_events(&self) -> Result<(), ConfigError> {
         let e = &self.events;
-        let amqp = secrecy::ExposeSecret::expose_secret(&e.amqp_url);
-        if !amqp.is_empty()
-            && !url::Url::parse(amqp).is_ok_and(|u| matches!(u.scheme(), "amqp" | "amqps"))
-        {
-            return fail("events.amqp_url", "not an amqp:// or amqps:// URL");
-        }
+        optional_url("events.amqp_url", e.amqp_url.expose_secret(), &["amqp", "amqps"])?;
         if e.exchange.trim().is_empty() || e.exchange.len() > 255 || e.exchange.starts_with("amq.")
         {
             return fail(
@@ -376,6 +367,10 @@ impl Settings {
         if e.poll_interval_secs < 1 {
             return fail("events.poll_interval_secs", "must be at least 1");
         }
+        Ok(())
+    }
+
+    fn validate_notifications(&self) -> Result<(), ConfigError> {
         let n = &self.notifications;
         if n.heartbeat_secs < 1 || n.heartbeat_secs > 3600 {
             return fail("notifications.heartbeat_secs", "must be 1 to 3600");
@@ -393,7 +388,7 @@ impl Settings {
         if self.database.acquire_timeout_secs == 0 {
             return fail("database.acquire_timeout_secs", "must be at least 1");
         }
-        if url::Url::parse(secrecy::ExposeSecret::expose_secret(&self.database.url)).is_err() {
+        if url::Url::parse(self.database.url.expose_secret()).is_err() {
             return fail("database.url", "not a URL");
         }
         if self.server.body_limit_bytes < 1024 {
@@ -497,22 +492,17 @@ impl Settings {
 
     fn validate_rest(&self) -> Result<(), ConfigError> {
         let r = &self.rate_limit;
-        let redis = secrecy::ExposeSecret::expose_secret(&r.redis_url);
-        if !redis.is_empty()
-            && !url::Url::parse(redis).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"))
-        {
-            return fail("rate_limit.redis_url", "not a redis:// or rediss:// URL");
+        let redis = r.redis_url.expose_secret();
+        optional_url("rate_limit.redis_url", redis, &["redis"])?;
+        // the client reads the rest (database number, options) without connecting
+        if let Err(e) = (!redis.is_empty()).then(|| redis::Client::open(redis)).transpose() {
+            return fail("rate_limit.redis_url", &e.to_string());
         }
         if r.redis_prefix.len() > 64 {
             return fail("rate_limit.redis_prefix", "must be at most 64 characters");
         }
         let t = &self.telemetry;
-        if !t.otlp_endpoint.is_empty()
-            && !url::Url::parse(&t.otlp_endpoint)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        {
-            return fail("telemetry.otlp_endpoint", "not an http(s) URL");
-        }
+        optional_url("telemetry.otlp_endpoint", &t.otlp_endpoint, &["http", "https"])?;
         if !(0.0..=1.0).contains(&t.sample_ratio) {
             return fail("telemetry.sample_ratio", "must be between 0 and 1");
         }
@@ -529,7 +519,7 @@ impl Settings {
             if key.name.is_empty() {
                 return fail("server_api.keys", "every key needs a name");
             }
-            if secrecy::ExposeSecret::expose_secret(&key.key).len() < 16 {
+            if key.key.expose_secret().len() < 16 {
                 return fail(
                     "server_api.keys",
                     &format!("key `{}` is shorter than 16 characters", key.name),
@@ -557,6 +547,17 @@ impl Settings {
             }
         }
     }
+}
+
+/// Empty, or a URL with one of `schemes`.
+fn optional_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    if value.is_empty()
+        || url::Url::parse(value).is_ok_and(|u| schemes.contains(&u.scheme()))
+    {
+        return Ok(());
+    }
+    let list: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+    fail(key, &format!("not a URL of {}", list.join(" or ")))
 }
 
 fn fail(key: &str, why: &str) -> Result<(), ConfigError> {

@@ -99,6 +99,13 @@ async fn a_bad_config_value_stops_the_start_naming_the_key(_pool: PgPool) {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.trusted_proxies"));
+    // a URL the Redis client cannot read (database "x") is named too, before anything starts
+    let out = Command::new(BIN)
+        .env("USERS__RATE_LIMIT__REDIS_URL", "redis://127.0.0.1:6379/x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rate_limit.redis_url"));
 }
 
 #[sqlx::test]
