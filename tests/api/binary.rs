@@ -399,3 +399,67 @@ async fn rotate_data_key_reseals_the_secrets_and_a_wrong_key_stops_the_start(poo
     check.close().await;
     drop(db);
 }
+
+/// The settings the Kubernetes base and the production overlay set (ConfigMap data and the
+/// overlay's patches to it), loaded as the service loads `USERS__…` variables: an unknown or bad
+/// key there would stop every pod at start.
+#[test]
+fn the_deploy_manifests_set_only_settings_the_service_accepts() {
+    use figment::providers::{Format, Yaml};
+    use figment::Figment;
+    use std::collections::BTreeMap;
+
+    #[derive(serde::Deserialize)]
+    struct Patch {
+        patch: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Op {
+        path: String,
+        #[serde(default)]
+        value: Option<figment::value::Value>,
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let base: BTreeMap<String, String> =
+        Figment::from(Yaml::file(format!("{root}/deploy/k8s/base/configmap.yaml")))
+            .extract_inner("data")
+            .unwrap();
+    let patches: Vec<Patch> = Figment::from(Yaml::file(format!(
+        "{root}/deploy/k8s/overlays/production/kustomization.yaml"
+    )))
+    .extract_inner("patches")
+    .unwrap();
+    let mut production = base.clone();
+    for p in patches {
+        let ops: Vec<Op> = Figment::from(Yaml::string(&format!("ops: {}", indent(&p.patch))))
+            .extract_inner("ops")
+            .unwrap();
+        for op in ops {
+            let value = op.value.and_then(|v| v.into_string());
+            if let (Some(key), Some(value)) = (op.path.strip_prefix("/data/"), value) {
+                production.insert(key.to_owned(), value);
+            }
+        }
+    }
+    assert!(production.len() > base.len(), "the overlay's settings were read");
+    for (name, vars) in [("base", base), ("production", production)] {
+        let mut figment = crate::helpers::test_figment();
+        for (key, value) in &vars {
+            let Some(path) = key.strip_prefix("USERS__") else {
+                continue;
+            };
+            let path = path.to_lowercase().replace("__", ".");
+            let value: figment::value::Value = value.parse().unwrap();
+            figment = figment.merge((path, value));
+        }
+        if let Err(e) = users_service::config::Settings::from_figment(figment) {
+            panic!("{name}: {e}");
+        }
+    }
+}
+
+/// A YAML block sequence given as a string, nested under a key.
+fn indent(block: &str) -> String {
+    let lines: Vec<String> = block.lines().map(|l| format!("  {l}")).collect();
+    format!("\n{}", lines.join("\n"))
+}
