@@ -143,8 +143,8 @@ pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid) -> AppResult<()> 
 /// New notifications handed to a stream: at most this many wait for a slow client, which is then
 /// disconnected (it reconnects with `Last-Event-ID` and misses nothing).
 const STREAM_BUFFER: usize = 64;
-/// Replayed notifications at most (a `Last-Event-ID` far in the past).
-const REPLAY_MAX: i64 = 500;
+/// Notifications replayed per query (a `Last-Event-ID` far in the past is replayed page by page).
+const REPLAY_PAGE: i64 = 500;
 
 /// The instance's fan-out: one `LISTEN` connection (started with the first stream), each
 /// notification handed to its user's open streams. Streams hold no database connection.
@@ -339,7 +339,7 @@ struct Stream {
     user_id: Uuid,
     session_id: Uuid,
     sub: Subscription,
-    /// the `Last-Event-ID` to replay after, until the replay is read
+    /// where the replay goes on (the `Last-Event-ID`, then each full page's last id), until read
     replay: Option<Uuid>,
     pending: VecDeque<Notification>,
     /// ids sent by the replay (a live copy of one is skipped)
@@ -349,14 +349,20 @@ struct Stream {
 
 impl Stream {
     async fn next(&mut self) -> Option<StreamItem> {
-        if let Some(after) = self.replay.take() {
-            // subscribed first, then read: a notification created in between comes both ways
-            // and is sent once
-            let rows = repo::after(&self.state.db, self.user_id, after, REPLAY_MAX)
-                .await
-                .ok()?;
-            self.replayed = rows.iter().map(|r| r.id).collect();
-            self.pending = rows.into_iter().map(Into::into).collect();
+        if self.pending.is_empty() {
+            if let Some(after) = self.replay.take() {
+                // subscribed first, then read: a notification created in between comes both ways
+                // and is sent once
+                let rows = repo::after(&self.state.db, self.user_id, after, REPLAY_PAGE)
+                    .await
+                    .ok()?;
+                if rows.len() as i64 == REPLAY_PAGE {
+                    // a full page: the next one after this page's sending
+                    self.replay = rows.last().map(|r| r.id);
+                }
+                self.replayed.extend(rows.iter().map(|r| r.id));
+                self.pending.extend(rows.into_iter().map(Notification::from));
+            }
         }
         if let Some(n) = self.pending.pop_front() {
             return Some(StreamItem::Notification(n));

@@ -675,3 +675,32 @@ async fn a_user_deleted_under_a_notification_is_not_found_not_a_500(pool: PgPool
         (StatusCode::NOT_FOUND, "user_not_found")
     );
 }
+
+#[sqlx::test]
+async fn a_long_replay_is_sent_whole_page_by_page(pool: PgPool) {
+    let app = stream_app(pool).await;
+    let base = serve(&app).await;
+    let ann = app.signed_in("ann@example.com").await;
+    // more than one replay page (500), written before the stream opens
+    let ids: Vec<uuid::Uuid> = (0..1_201).map(|_| uuid::Uuid::now_v7()).collect();
+    let titles: Vec<String> = (0..ids.len()).map(|i| format!("n{i}")).collect();
+    sqlx::query(
+        "insert into notifications (id, user_id, kind, title)
+         select i, $2::uuid, 'k', t from unnest($1::uuid[], $3::text[]) as x (i, t)",
+    )
+    .bind(&ids)
+    .bind(&ann.user_id)
+    .bind(&titles)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let first = ids[0].to_string();
+    let mut stream = SseClient::open(&base, &ann.access, Some(&first)).await;
+    for expected in &titles[1..] {
+        let e = stream.notification(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(e.data.unwrap()["title"], expected.as_str());
+    }
+    notify(&app, &ann.user_id, json!({"kind": "k", "title": "live"})).await;
+    let e = stream.notification(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(e.data.unwrap()["title"], "live");
+}
