@@ -324,7 +324,11 @@ impl Settings {
 
     fn validate_email(&self) -> Result<(), ConfigError> {
         let e = &self.email;
-        optional_url("email.smtp_url", e.smtp_url.expose_secret(), &["smtp", "smtps"])?;
+        optional_url(
+            "email.smtp_url",
+            e.smtp_url.expose_secret(),
+            &["smtp", "smtps"],
+        )?;
         if e.from.parse::<lettre::message::Mailbox>().is_err() {
             return fail("email.from", "not an email address");
         }
@@ -353,7 +357,11 @@ impl Settings {
 
     fn validate_events(&self) -> Result<(), ConfigError> {
         let e = &self.events;
-        optional_url("events.amqp_url", e.amqp_url.expose_secret(), &["amqp", "amqps"])?;
+        optional_url(
+            "events.amqp_url",
+            e.amqp_url.expose_secret(),
+            &["amqp", "amqps"],
+        )?;
         if e.exchange.trim().is_empty() || e.exchange.len() > 255 || e.exchange.starts_with("amq.")
         {
             return fail(
@@ -495,14 +503,21 @@ impl Settings {
         let redis = r.redis_url.expose_secret();
         optional_url("rate_limit.redis_url", redis, &["redis"])?;
         // the client reads the rest (database number, options) without connecting
-        if let Err(e) = (!redis.is_empty()).then(|| redis::Client::open(redis)).transpose() {
+        if let Err(e) = (!redis.is_empty())
+            .then(|| redis::Client::open(redis))
+            .transpose()
+        {
             return fail("rate_limit.redis_url", &e.to_string());
         }
         if r.redis_prefix.len() > 64 {
             return fail("rate_limit.redis_prefix", "must be at most 64 characters");
         }
         let t = &self.telemetry;
-        optional_url("telemetry.otlp_endpoint", &t.otlp_endpoint, &["http", "https"])?;
+        optional_url(
+            "telemetry.otlp_endpoint",
+            &t.otlp_endpoint,
+            &["http", "https"],
+        )?;
         if !(0.0..=1.0).contains(&t.sample_ratio) {
             return fail("telemetry.sample_ratio", "must be between 0 and 1");
         }
@@ -551,9 +566,7 @@ impl Settings {
 
 /// Empty, or a URL with one of `schemes`.
 fn optional_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
-    if value.is_empty()
-        || url::Url::parse(value).is_ok_and(|u| schemes.contains(&u.scheme()))
-    {
+    if value.is_empty() || url::Url::parse(value).is_ok_and(|u| schemes.contains(&u.scheme())) {
         return Ok(());
     }
     let list: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();

@@ -1,7 +1,7 @@
 //! The relay: publishes the `events` outbox to RabbitMQ. Every instance runs one, and the one that
 //! holds a PostgreSQL advisory lock publishes (on a connection of its own: when its instance dies
 //! the connection closes, the lock is free, and another relay takes over at its next try, within
-//! [`LEADER_RETRY`]). It reads settled events in order, publishes a batch with publisher confirms
+//! [`LEADER_RETRY`]). It reads events in commit order, publishes a batch with publisher confirms
 //! (all in flight at once), and marks published only the events the broker acknowledged, in order:
 //! after a nack, a lost channel or a crash the rest go out again (at least once, never a gap).
 //! Batches overlap: while one batch's marking runs, the next is read (on from the last event
@@ -204,7 +204,7 @@ async fn publish(
     let mut pending = Vec::with_capacity(batch.len());
     let mut failure = None;
     for row in batch {
-        let position = (row.txid, row.seq);
+        let position = row.commit_seq;
         let id = row.event.id;
         let envelope = Envelope::from(row.event);
         let properties = BasicProperties::default()

@@ -1,4 +1,6 @@
-//! The `events` outbox (see the migration for how its order is kept).
+//! The `events` outbox. Each event is numbered (`commit_seq`) when its transaction commits, one
+//! writer at a time (see migrations/…_events_commit_order.sql): a visible number is never followed
+//! later by a smaller one, so readers page by it and never skip an event.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -8,9 +10,6 @@ use uuid::Uuid;
 /// The channel the relay listens on; an insert notifies it at commit.
 pub const CHANNEL: &str = "events_inserted";
 
-/// Rows of transactions that are over: nothing that commits later can sort before them.
-const SETTLED: &str = "txid < pg_snapshot_xmin(pg_current_snapshot())";
-
 pub struct NewEvent<'a> {
     pub id: Uuid,
     pub kind: &'a str,
@@ -19,8 +18,8 @@ pub struct NewEvent<'a> {
     pub data: &'a Value,
 }
 
-/// Where an event sorts: (its transaction id, its sequence number).
-pub type Position = (i64, i64);
+/// Where an event sorts: its place in commit order.
+pub type Position = i64;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct EventRow {
@@ -38,8 +37,7 @@ pub struct EventRow {
 pub struct Unpublished {
     #[sqlx(flatten)]
     pub event: EventRow,
-    pub txid: i64,
-    pub seq: i64,
+    pub commit_seq: i64,
 }
 
 const COLUMNS: &str = "id, type, occurred_at, actor, user_id, data";
@@ -90,7 +88,7 @@ pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
         .await
 }
 
-/// A page of the feed: settled events after `after` (or from the oldest kept), oldest first.
+/// A page of the feed: events after `after` (or from the oldest kept), in commit order.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn page(
     db: impl PgExecutor<'_>,
@@ -99,9 +97,8 @@ pub async fn page(
 ) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as(&format!(
         "select {COLUMNS} from events
-         where {SETTLED}
-           and ($1::uuid is null or (txid, seq) > (select txid, seq from events where id = $1))
-         order by txid, seq
+         where commit_seq > coalesce((select commit_seq from events where id = $1), 0)
+         order by commit_seq
          limit $2"
     ))
     .bind(after)
@@ -110,7 +107,7 @@ pub async fn page(
     .await
 }
 
-/// The oldest settled events not yet published, in order, after `after` (the last one this relay
+/// The oldest events not yet published, in commit order, after `after` (the last one this relay
 /// sent; none: from the first unpublished).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn unpublished(
@@ -118,24 +115,21 @@ pub async fn unpublished(
     after: Option<Position>,
     limit: i64,
 ) -> sqlx::Result<Vec<Unpublished>> {
-    let (txid, seq) = after.unwrap_or((-1, -1));
     sqlx::query_as(&format!(
-        "select {COLUMNS}, txid::text::bigint as txid, seq from events
-         where published_at is null and {SETTLED}
-           and (txid, seq) > ($1::text::xid8, $2)
-         order by txid, seq
-         limit $3"
+        "select {COLUMNS}, commit_seq from events
+         where published_at is null and commit_seq > $1
+         order by commit_seq
+         limit $2"
     ))
-    .bind(txid.max(0))
-    .bind(seq)
+    .bind(after.unwrap_or(0))
     .bind(limit)
     .fetch_all(db)
     .await
 }
 
 /// Marks published the unpublished events from `first` to `last` (a batch's acknowledged prefix: no
-/// other unpublished event sorts between them, since the batch was read in order from settled
-/// events). A range over the partial index instead of one primary-key lookup per event.
+/// other unpublished event sorts between them, since the batch was read in commit order). A range
+/// over the partial index instead of one primary-key lookup per event.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn mark_published(
     db: impl PgExecutor<'_>,
@@ -144,13 +138,10 @@ pub async fn mark_published(
 ) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "update events set published_at = now()
-         where published_at is null
-           and (txid, seq) >= ($1::text::xid8, $2) and (txid, seq) <= ($3::text::xid8, $4)",
+         where published_at is null and commit_seq between $1 and $2",
     )
-    .bind(first.0)
-    .bind(first.1)
-    .bind(last.0)
-    .bind(last.1)
+    .bind(first)
+    .bind(last)
     .execute(db)
     .await?;
     Ok(done.rows_affected())

@@ -361,7 +361,8 @@ impl Stream {
                     self.replay = rows.last().map(|r| r.id);
                 }
                 self.replayed.extend(rows.iter().map(|r| r.id));
-                self.pending.extend(rows.into_iter().map(Notification::from));
+                self.pending
+                    .extend(rows.into_iter().map(Notification::from));
             }
         }
         if let Some(n) = self.pending.pop_front() {

@@ -441,7 +441,10 @@ fn the_deploy_manifests_set_only_settings_the_service_accepts() {
             }
         }
     }
-    assert!(production.len() > base.len(), "the overlay's settings were read");
+    assert!(
+        production.len() > base.len(),
+        "the overlay's settings were read"
+    );
     for (name, vars) in [("base", base), ("production", production)] {
         let mut figment = crate::helpers::test_figment();
         for (key, value) in &vars {
