@@ -176,14 +176,17 @@ pub async fn decide(
     }
     let (status, action, kind, title) = match decision {
         Decision::Approve => {
-            let user = crate::repo::users::find_by_id(&mut *tx, request.user_id)
-                .await?
-                .ok_or_else(not_found)?;
+            let user = super::lifecycle::change_role(
+                &mut tx,
+                caller,
+                request.user_id,
+                request.requested_role,
+            )
+            .await?;
+            // read under change_role's lock: a delete cannot slip in (the change rolls back)
             if user.is_deleted() {
                 return Err(AppError::AlreadyDeleted);
             }
-            super::lifecycle::change_role(&mut tx, caller, request.user_id, request.requested_role)
-                .await?;
             (
                 "approved",
                 Action::RoleRequestApprove,
