@@ -18,23 +18,30 @@ use validator::ValidationError;
 
 /// Person names: 1–100 characters after trimming (`validator` custom rule).
 pub fn validate_name(value: &str) -> Result<(), ValidationError> {
-    let len = value.trim().chars().count();
-    if (1..=100).contains(&len) {
-        Ok(())
-    } else {
-        Err(ValidationError::new("name")
-            .with_message(Cow::Borrowed("must have 1 to 100 characters")))
-    }
+    trimmed_length(value, 100, "name", "must have 1 to 100 characters")
 }
 
 /// A role request's reason: 1 to 1000 characters once trimmed.
 pub fn validate_reason(value: &str) -> Result<(), ValidationError> {
-    let len = value.trim().chars().count();
-    if (1..=1000).contains(&len) {
+    trimmed_length(value, 1000, "reason", "must have 1 to 1000 characters")
+}
+
+/// A notification's title: 1 to 200 characters once trimmed.
+pub fn validate_title(value: &str) -> Result<(), ValidationError> {
+    trimmed_length(value, 200, "title", "must have 1 to 200 characters")
+}
+
+/// 1 to `max` characters once trimmed (the stored form).
+fn trimmed_length(
+    value: &str,
+    max: usize,
+    code: &'static str,
+    message: &'static str,
+) -> Result<(), ValidationError> {
+    if (1..=max).contains(&value.trim().chars().count()) {
         Ok(())
     } else {
-        Err(ValidationError::new("reason")
-            .with_message(Cow::Borrowed("must have 1 to 1000 characters")))
+        Err(ValidationError::new(code).with_message(Cow::Borrowed(message)))
     }
 }
 

@@ -129,14 +129,11 @@ static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
             "select s.id as session_id,
                     s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
                     s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
-                    s.created_at as signed_in_at, s.amr,
-                    u.id, u.email, u.phone, u.password_hash, u.first_name, u.last_name, u.middle_name,
-                    u.role, u.status, u.created_at, u.updated_at, u.deleted_at, u.deleted_by_owner, u.email_verified, u.mfa_enabled,
-                    coalesce((select json_agg(l order by l.connected_at, l.id)
-                              from linked_accounts l where l.user_id = u.id), '[]') as links
+                    s.created_at as signed_in_at, s.amr, {}
              from (values {}) as q (id)
              join sessions s on s.id = q.id
              join users u on u.id = s.user_id",
+            super::users::columns_with_links("u"),
             ids.join(", ")
         ));
         size *= 2;

@@ -51,6 +51,21 @@ const COLUMNS: &str =
                        created_at, updated_at, deleted_at, deleted_by_owner, email_verified, \
                        mfa_enabled";
 
+/// The user columns of `alias` (`u.id, u.email, …`) and the user's linked accounts as `links`
+/// (JSON, oldest first): a `UserWithLinks`, or a `UserRow` flattened into a wider row. The links
+/// subquery runs only for the rows returned (after any limit).
+pub(super) fn columns_with_links(alias: &str) -> String {
+    let columns: Vec<String> = COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect();
+    format!(
+        "{}, coalesce((select json_agg(l order by l.connected_at, l.id) from linked_accounts l \
+         where l.user_id = {alias}.id), '[]') as links",
+        columns.join(", ")
+    )
+}
+
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result<UserRow> {
     sqlx::query_as(&format!(
@@ -292,10 +307,8 @@ pub async fn search(db: impl PgExecutor<'_>, s: &Search<'_>) -> sqlx::Result<Vec
     // the links come with the page (PostgreSQL evaluates the subquery after the limit, for the
     // rows returned only): one round trip for a page instead of two
     let mut q = QueryBuilder::<Postgres>::new(format!(
-        "select {COLUMNS},
-                coalesce((select json_agg(l order by l.connected_at, l.id)
-                          from linked_accounts l where l.user_id = users.id), '[]') as links
-         from users where true"
+        "select {} from users where true",
+        columns_with_links("users")
     ));
     if let Some(text) = s.query {
         let indexed = s.index_pattern.unwrap_or(text);

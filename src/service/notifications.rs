@@ -151,6 +151,7 @@ const REPLAY_PAGE: i64 = 500;
 #[derive(Clone, Default)]
 pub struct Hub(Arc<HubInner>);
 
+#[derive(Default)]
 struct HubInner {
     /// per user, each open stream's id and sender
     streams: Mutex<HashMap<Uuid, Vec<StreamSender>>>,
@@ -159,17 +160,6 @@ struct HubInner {
     /// whether the listening connection is up (streams open only then: one opened before would
     /// miss what is created until it is)
     ready: tokio::sync::watch::Sender<bool>,
-}
-
-impl Default for HubInner {
-    fn default() -> Self {
-        Self {
-            streams: Mutex::default(),
-            next: AtomicU64::default(),
-            listening: AtomicBool::default(),
-            ready: tokio::sync::watch::Sender::new(false),
-        }
-    }
 }
 
 type StreamSender = (u64, mpsc::Sender<Uuid>);
@@ -393,7 +383,8 @@ impl Stream {
     async fn alive(&self) -> bool {
         matches!(
             self.state.session_reads.read(self.session_id).await,
-            Ok(Some(s)) if s.live && !s.user.is_deleted()
+            // `live` covers the user: an active one's live session
+            Ok(Some(s)) if s.live
         )
     }
 }

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
+use crate::domain::validate_title;
 use crate::error::{AppResult, Problem};
 use crate::http::docs::PROBLEM;
 use crate::http::extract::{Json, Path};
@@ -28,7 +29,7 @@ pub struct NewNotification {
     #[schema(example = "billing.invoice_paid", pattern = "^[a-z0-9_.]{1,64}$")]
     pub kind: String,
     /// 1–200 characters once trimmed
-    #[validate(custom(function = "valid_title"))]
+    #[validate(custom(function = "validate_title"))]
     #[schema(example = "Your invoice was paid", min_length = 1, max_length = 200)]
     pub title: String,
     #[validate(length(max = 4000))]
@@ -55,13 +56,6 @@ fn valid_kind(value: &str) -> Result<(), ValidationError> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
     ok.then_some(())
         .ok_or_else(|| invalid("kind", "must match [a-z0-9_.]{1,64}"))
-}
-
-fn valid_title(value: &str) -> Result<(), ValidationError> {
-    (1..=200)
-        .contains(&value.trim().chars().count())
-        .then_some(())
-        .ok_or_else(|| invalid("title", "must have 1 to 200 characters"))
 }
 
 fn valid_link(value: &str) -> Result<(), ValidationError> {
