@@ -66,9 +66,10 @@ pub fn client_network(ip: IpAddr) -> IpAddr {
     }
 }
 
-pub struct Limits {
-    local: Local,
-    shared: Option<Shared>,
+/// The budgets: in this process, or in Redis for every instance.
+pub enum Limits {
+    Local(Local),
+    Shared(Shared),
 }
 
 impl Limits {
@@ -80,23 +81,19 @@ impl Limits {
         prefix: &str,
         errors: Counter,
     ) -> anyhow::Result<Self> {
-        let shared = if redis_url.is_empty() {
-            None
+        Ok(if redis_url.is_empty() {
+            Limits::Local(Local::new(per_minute))
         } else {
-            Some(Shared::new(per_minute, redis_url, prefix, errors)?)
-        };
-        Ok(Self {
-            local: Local::new(per_minute),
-            shared,
+            Limits::Shared(Shared::new(per_minute, redis_url, prefix, errors)?)
         })
     }
 
     /// Spends one call of the client's budget, or answers 429 `rate_limited` with when to come back.
     pub async fn check(&self, budget: Budget, ip: IpAddr) -> AppResult<()> {
         let network = client_network(ip);
-        let wait = match &self.shared {
-            Some(shared) => shared.check(budget, network).await,
-            None => self.local.check(budget, network),
+        let wait = match self {
+            Limits::Shared(shared) => shared.check(budget, network).await,
+            Limits::Local(local) => local.check(budget, network),
         };
         match wait {
             None => Ok(()),
@@ -106,15 +103,17 @@ impl Limits {
         }
     }
 
-    /// Forgets idle clients so the in-process maps stay small.
+    /// Forgets idle clients so the in-process maps stay small (Redis expires its keys itself).
     pub fn retain_recent(&self) {
-        self.local.retain_recent();
+        if let Limits::Local(local) = self {
+            local.retain_recent();
+        }
     }
 }
 
 type IpLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
 
-struct Local {
+pub struct Local {
     login: IpLimiter,
     token: IpLimiter,
     sign_up: IpLimiter,
@@ -189,7 +188,7 @@ return 0
 /// How long one check may wait for Redis before it passes (fail open).
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
-struct Shared {
+pub struct Shared {
     conn: Arc<OnceCell<ConnectionManager>>,
     script: redis::Script,
     prefix: String,
@@ -203,16 +202,21 @@ impl Shared {
     fn new(per_minute: u32, url: &str, prefix: &str, errors: Counter) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let conn = Arc::new(OnceCell::new());
-        // connect in the background, retrying: a start while Redis is away still serves
-        let cell = conn.clone();
+        // connect in the background, retrying: a start while Redis is away still serves; the
+        // retries end with the budgets (a state dropped before Redis answered)
+        let cell = Arc::downgrade(&conn);
         tokio::spawn(async move {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(REDIS_TIMEOUT));
+            let config =
+                ConnectionManagerConfig::new().set_connection_timeout(Some(Duration::from_secs(2)));
             loop {
-                match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                let connected =
+                    ConnectionManager::new_with_config(client.clone(), config.clone()).await;
+                let Some(slot) = cell.upgrade() else {
+                    return;
+                };
+                match connected {
                     Ok(manager) => {
-                        let _ = cell.set(manager);
+                        let _ = slot.set(manager);
                         return;
                     }
                     Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
