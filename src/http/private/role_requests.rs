@@ -212,6 +212,7 @@ pub struct DecisionRequest {
     responses(
         (status = 200, body = RoleRequestResponse, description = "Approved: the role changed in the same transaction"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`request_not_pending`, `already_deleted` (the requester) or `last_admin`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`forbidden`: a role other than admin, or an admin deciding their own request; `origin_not_allowed` for a cookie request from a foreign origin"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`role_request_not_found`"),
     )
 )]
@@ -231,6 +232,7 @@ pub async fn approve(
     responses(
         (status = 200, body = RoleRequestResponse, description = "Rejected"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "`request_not_pending`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`forbidden`: a role other than admin, or an admin deciding their own request; `origin_not_allowed` for a cookie request from a foreign origin"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`role_request_not_found`"),
     )
 )]
