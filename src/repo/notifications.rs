@@ -121,19 +121,15 @@ pub async fn after(
     .await
 }
 
-/// One of the user's notifications; none when unknown or another user's.
+/// These notifications (those that still exist), oldest first: what a stream's instance hands
+/// to its streams, read once however many streams each has.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn find_own(
-    db: impl PgExecutor<'_>,
-    user_id: Uuid,
-    id: Uuid,
-) -> sqlx::Result<Option<NotificationRow>> {
+pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<NotificationRow>> {
     sqlx::query_as(&format!(
-        "select {COLUMNS} from notifications where id = $1 and user_id = $2"
+        "select {COLUMNS} from notifications where id = any($1) order by id"
     ))
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(db)
+    .bind(ids)
+    .fetch_all(db)
     .await
 }
 

@@ -162,14 +162,14 @@ struct HubInner {
     ready: tokio::sync::watch::Sender<bool>,
 }
 
-type StreamSender = (u64, mpsc::Sender<Uuid>);
+type StreamSender = (u64, mpsc::Sender<Arc<Notification>>);
 
 /// A stream's registration; dropping it unregisters.
 struct Subscription {
     hub: Hub,
     user_id: Uuid,
     id: u64,
-    rx: mpsc::Receiver<Uuid>,
+    rx: mpsc::Receiver<Arc<Notification>>,
 }
 
 impl Drop for Subscription {
@@ -227,12 +227,18 @@ impl Hub {
         }
     }
 
+    /// Whether the user has a stream open here.
+    fn has_streams(&self, user_id: Uuid) -> bool {
+        let streams = self.0.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.contains_key(&user_id)
+    }
+
     /// Hands a new notification to its user's streams; a stream whose buffer is full is dropped
     /// (its client reconnects and replays), so a slow client never holds up the others.
-    fn dispatch(&self, user_id: Uuid, id: Uuid) {
+    fn dispatch(&self, user_id: Uuid, n: &Arc<Notification>) {
         let mut streams = self.0.streams.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = streams.get_mut(&user_id) {
-            list.retain(|(_, tx)| tx.try_send(id).is_ok());
+            list.retain(|(_, tx)| tx.try_send(n.clone()).is_ok());
         }
     }
 
@@ -255,30 +261,49 @@ async fn listen(hub: Hub, db: sqlx::PgPool) {
         if let Some(mut listener) = connect(&db).await {
             backoff = Duration::from_millis(100);
             hub.0.ready.send_replace(true);
-            loop {
-                match listener.try_recv().await {
-                    Ok(Some(n)) => {
-                        let mut parts = n.payload().split(' ');
-                        let user = parts.next().and_then(|u| u.parse::<Uuid>().ok());
-                        let id = parts.next().and_then(|i| i.parse::<Uuid>().ok());
-                        if let (Some(user), Some(id)) = (user, id) {
-                            hub.dispatch(user, id);
-                        }
-                    }
-                    // the connection was lost: what was sent meanwhile is missed, so the streams
-                    // end (below) and their clients replay; a new connection is made
-                    Ok(None) | Err(_) => {
-                        tracing::warn!(
-                            "notifications: the listening connection was lost; ending streams"
-                        );
-                        break;
-                    }
-                }
-            }
+            // the connection lost (or a read failed): what came meanwhile would be missed, so
+            // the streams end (below) and their clients replay; a new connection is made
+            while deliver(&hub, &db, &mut listener).await {}
+            tracing::warn!("notifications: the listening connection was lost; ending streams");
         }
         hub.end_all();
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Waits for new notifications, then reads those of users with a stream here — one query for all
+/// that arrived together, however many streams each has — and hands them over in order. False
+/// when the connection is lost or the read fails.
+async fn deliver(hub: &Hub, db: &sqlx::PgPool, listener: &mut PgListener) -> bool {
+    let Ok(Some(first)) = listener.try_recv().await else {
+        return false;
+    };
+    let mut wanted = Vec::new();
+    let mut next = Some(first);
+    while let Some(n) = next {
+        let mut parts = n.payload().split(' ');
+        let user = parts.next().and_then(|u| u.parse::<Uuid>().ok());
+        let id = parts.next().and_then(|i| i.parse::<Uuid>().ok());
+        if let (Some(user), Some(id)) = (user, id) {
+            if hub.has_streams(user) {
+                wanted.push(id);
+            }
+        }
+        next = listener.next_buffered();
+    }
+    if wanted.is_empty() {
+        return true;
+    }
+    match repo::by_ids(db, &wanted).await {
+        Ok(rows) => {
+            for row in rows {
+                let user_id = row.user_id;
+                hub.dispatch(user_id, &Arc::new(row.into()));
+            }
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -360,17 +385,12 @@ impl Stream {
         }
         loop {
             tokio::select! {
-                id = self.sub.rx.recv() => {
-                    let id = id?;
-                    if self.replayed.contains(&id) {
+                n = self.sub.rx.recv() => {
+                    let n = n?;
+                    if self.replayed.contains(&n.id) {
                         continue;
                     }
-                    match repo::find_own(&self.state.db, self.user_id, id).await {
-                        Ok(Some(row)) => return Some(StreamItem::Notification(row.into())),
-                        // deleted before it could be sent
-                        Ok(None) => continue,
-                        Err(_) => return None,
-                    }
+                    return Some(StreamItem::Notification(Notification::clone(&n)));
                 }
                 _ = self.ticks.tick() => {
                     return self.alive().await.then_some(StreamItem::Heartbeat);
@@ -393,6 +413,19 @@ impl Stream {
 mod tests {
     use super::*;
 
+    fn note() -> Arc<Notification> {
+        Arc::new(Notification {
+            id: Uuid::now_v7(),
+            kind: "k".into(),
+            title: "t".into(),
+            body: None,
+            link: None,
+            data: None,
+            created_at: Utc::now(),
+            read_at: None,
+        })
+    }
+
     #[test]
     fn a_stream_that_falls_behind_is_dropped_and_the_others_keep_receiving() {
         let hub = Hub::default();
@@ -401,14 +434,14 @@ mod tests {
         let mut fast = hub.register(user);
         let mut elsewhere = hub.register(other);
         for _ in 0..STREAM_BUFFER {
-            hub.dispatch(user, Uuid::now_v7());
+            hub.dispatch(user, &note());
             assert!(fast.rx.try_recv().is_ok());
         }
         assert_eq!(hub.open_streams(), 3);
-        let last = Uuid::now_v7();
-        hub.dispatch(user, last);
+        let last = note();
+        hub.dispatch(user, &last);
         assert_eq!(hub.open_streams(), 2, "the full one is gone");
-        assert_eq!(fast.rx.try_recv().ok(), Some(last));
+        assert_eq!(fast.rx.try_recv().ok().map(|n| n.id), Some(last.id));
         // the slow one still reads what it had, then learns it was dropped (its client replays)
         for _ in 0..STREAM_BUFFER {
             assert!(slow.rx.try_recv().is_ok());
