@@ -68,7 +68,7 @@ pub fn client_network(ip: IpAddr) -> IpAddr {
 
 /// The budgets: in this process, or in Redis for every instance.
 pub enum Limits {
-    Local(Local),
+    Local(Box<Local>),
     Shared(Shared),
 }
 
@@ -82,7 +82,7 @@ impl Limits {
         errors: Counter,
     ) -> anyhow::Result<Self> {
         Ok(if redis_url.is_empty() {
-            Limits::Local(Local::new(per_minute))
+            Limits::Local(Box::new(Local::new(per_minute)))
         } else {
             Limits::Shared(Shared::new(per_minute, redis_url, prefix, errors)?)
         })
