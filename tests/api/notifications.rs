@@ -220,6 +220,10 @@ async fn the_server_route_checks_every_field_and_the_user(pool: PgPool) {
             json!({"kind": "k", "title": "t", "data": {"big": big}}),
             "data",
         ),
+        (
+            json!({"kind": "k", "title": "t", "data": {"n": {"deep": [-1.7976931348623157e308]}}}),
+            "data",
+        ),
         (json!({"title": "t"}), "kind"),
         (json!({"kind": "k", "title": "t", "extra": 1}), "extra"),
     ] {

@@ -68,9 +68,24 @@ fn valid_link(value: &str) -> Result<(), ValidationError> {
 
 fn valid_data(value: &Map<String, Value>) -> Result<(), ValidationError> {
     let size = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
-    (size <= DATA_MAX_BYTES)
-        .then_some(())
-        .ok_or_else(|| invalid("data", "must be at most 16 KiB of JSON"))
+    if size > DATA_MAX_BYTES {
+        return Err(invalid("data", "must be at most 16 KiB of JSON"));
+    }
+    // PostgreSQL keeps a number's every digit (1e308 comes back as 309 of them), and numbers near
+    // the edge of a double do not read back; no notification needs them
+    if !value.values().all(numbers_in_range) {
+        return Err(invalid("data", "numbers must be within ±1e300"));
+    }
+    Ok(())
+}
+
+fn numbers_in_range(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(|f| f.abs() < 1e300),
+        Value::Array(items) => items.iter().all(numbers_in_range),
+        Value::Object(map) => map.values().all(numbers_in_range),
+        _ => true,
+    }
 }
 
 #[utoipa::path(
