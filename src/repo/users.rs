@@ -95,6 +95,21 @@ pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Optio
         .await
 }
 
+/// The user with their linked accounts, in one query.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn find_with_links(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> sqlx::Result<Option<UserWithLinks>> {
+    sqlx::query_as(&format!(
+        "select {} from users where id = $1",
+        columns_with_links("users")
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(&format!(

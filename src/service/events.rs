@@ -136,11 +136,8 @@ async fn user_view(conn: &mut PgConnection, id: Option<Uuid>) -> sqlx::Result<Op
     let Some(id) = id else {
         return Ok(None);
     };
-    let Some(user) = crate::repo::users::find_by_id(&mut *conn, id).await? else {
-        return Ok(None);
-    };
-    let links = crate::repo::linked_accounts::for_users(&mut *conn, &[id]).await?;
-    Ok(Some(UserView::new(user, links)))
+    let found = crate::repo::users::find_with_links(conn, id).await?;
+    Ok(found.map(|u| UserView::new(u.user, u.links)))
 }
 
 fn uuid_in(details: &Value, key: &str) -> Option<Uuid> {
