@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde_json::{json, Value};
+use sha2::Digest;
 use sqlx::PgPool;
 use users_service::auth::data_key::DataKey;
 use users_service::auth::totp;
@@ -335,6 +336,12 @@ async fn wrong_codes_kill_the_token_after_five_and_count_into_the_lockout(pool: 
     let s = app.signed_in("lock@example.com").await;
     let (secret, _) = turn_on(&app, &s).await;
     let token = challenged(&app.login("lock@example.com", PASSWORD).await);
+    // stored as its SHA-256, never as itself
+    let stored: Vec<u8> = sqlx::query_scalar("select token_hash from mfa_challenges")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, sha2::Sha256::digest(token.as_bytes()).to_vec());
     let wrong = wrong_code(&secret);
     for _ in 0..5 {
         complete(&app, &token, json!({"code": wrong}))
