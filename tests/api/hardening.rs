@@ -263,17 +263,31 @@ async fn a_full_queue_for_hashing_slots_answers_503_with_retry_after_1(pool: PgP
 #[sqlx::test]
 async fn a_request_dropped_mid_hash_keeps_its_hashing_slot_until_the_hash_ends(pool: PgPool) {
     let app = TestApp::with(pool, |f| f.merge(("auth.max_failed_logins", 100_000))).await;
-    // clients that go away: each request is dropped a few milliseconds in, while it hashes or
-    // waits for a slot (what a reset HTTP/2 stream, a proxy timeout or a timeout layer does)
-    for i in 0..40 {
+    // clients that go away: forty logins at once, each dropped a few milliseconds after the first
+    // hash has started, so some are hashing and the rest wait for a slot when they are dropped
+    // (what a reset HTTP/2 stream, a proxy timeout or a timeout layer does). Waiting for a hash to
+    // start, rather than a fixed delay, keeps this true on a machine slow to reach the hash.
+    let passwords = &app.state.passwords;
+    let logins = (0..40u64).map(|i| {
         let login = app
             .post(LOGIN)
             .json(json!({"email": format!("gone{i}@example.com"), "password": "wrong password"}))
             .ip(unique_ip())
             .send();
-        let _ = tokio::time::timeout(Duration::from_millis(5), login).await;
-    }
-    let passwords = &app.state.passwords;
+        async move {
+            let hashing_started = async {
+                while passwords.running().1 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(i % 8)).await;
+            };
+            tokio::select! {
+                _ = login => {}
+                _ = hashing_started => {}
+            }
+        }
+    });
+    futures::future::join_all(logins).await;
     while passwords.running().0 > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -284,6 +298,10 @@ async fn a_request_dropped_mid_hash_keeps_its_hashing_slot_until_the_hash_ends(p
         "{peak} hashes ran at once on {cores} cores"
     );
     assert_eq!(passwords.waiting(), 0, "dropped waiters leave the queue");
+    // every slot came back: a login now runs to its answer
+    app.login("nobody@example.com", "wrong password")
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
 }
 
 #[sqlx::test]
