@@ -32,6 +32,19 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
     pub log: LogSettings,
+    pub webauthn: WebauthnSettings,
+}
+
+/// The passkeys' relying party.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebauthnSettings {
+    /// a registrable domain: the origins' host or a parent of it
+    pub rp_id: String,
+    pub rp_name: String,
+    /// empty: `server.cors_origins`
+    #[serde(deserialize_with = "origins")]
+    pub origins: Vec<Origin>,
 }
 
 /// Traces over OTLP/HTTP (protobuf).
@@ -124,6 +137,8 @@ pub struct RateLimitSettings {
     pub redis_url: SecretString,
     /// prefix of the budgets' keys in Redis
     pub redis_prefix: String,
+    /// data exports a user may ask for in an hour (theirs, or as an admin anyone's)
+    pub export_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -319,7 +334,49 @@ impl Settings {
         self.validate_email()?;
         self.validate_events()?;
         self.validate_notifications()?;
+        self.validate_webauthn()?;
         self.validate_rest()
+    }
+
+    fn validate_webauthn(&self) -> Result<(), ConfigError> {
+        let w = &self.webauthn;
+        let rp_id = w.rp_id.as_str();
+        let domain = url::Url::parse(&format!("https://{rp_id}/"))
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        if rp_id.is_empty() || domain.as_deref() != Some(rp_id) {
+            return fail("webauthn.rp_id", "must be a domain name (no scheme or port)");
+        }
+        if w.rp_name.trim().is_empty() {
+            return fail("webauthn.rp_name", "must not be empty");
+        }
+        // the origins named for passkeys must be the relying party's domain or under it (those
+        // borrowed from server.cors_origins may serve other things and are not checked)
+        for origin in &w.origins {
+            let host = url::Url::parse(origin.as_str())
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            if host != rp_id && !host.ends_with(&format!(".{rp_id}")) {
+                return fail(
+                    "webauthn.origins",
+                    &format!("`{}` is not on webauthn.rp_id `{rp_id}`", origin.as_str()),
+                );
+            }
+        }
+        if self.rate_limit.export_per_hour == 0 {
+            return fail("rate_limit.export_per_hour", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The origins passkey ceremonies are accepted from: `webauthn.origins`, else the CORS origins.
+    pub fn webauthn_origins(&self) -> &[Origin] {
+        if self.webauthn.origins.is_empty() {
+            &self.server.cors_origins
+        } else {
+            &self.webauthn.origins
+        }
     }
 
     fn validate_email(&self) -> Result<(), ConfigError> {

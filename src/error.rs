@@ -123,6 +123,9 @@ pub enum AppError {
     /// a wrong code completing a sign-in (401, like a wrong password)
     #[error("the code is wrong, used already, or too old")]
     MfaCodeRejected,
+    /// a passkey registration whose answer does not verify, or whose ceremony is unknown
+    #[error("the passkey did not verify: {0}")]
+    InvalidPasskey(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -177,6 +180,7 @@ impl AppError {
             MfaNotEnabled => (StatusCode::BAD_REQUEST, "mfa_not_enabled"),
             InvalidMfaCode => (StatusCode::BAD_REQUEST, "invalid_mfa_code"),
             MfaCodeRejected => (StatusCode::UNAUTHORIZED, "invalid_mfa_code"),
+            InvalidPasskey(_) => (StatusCode::BAD_REQUEST, "invalid_passkey"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -15,6 +15,7 @@ use crate::auth::data_key::DataKey;
 use crate::auth::jwt::Keys;
 use crate::auth::password::Passwords;
 use crate::auth::server_keys::ServerKeys;
+use crate::auth::webauthn::RelyingParty;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::providers::yandex::YandexClient;
@@ -36,6 +37,8 @@ pub struct Inner {
     /// seals and opens the secrets stored at rest (`auth.data_key`)
     pub data_key: DataKey,
     pub passwords: Passwords,
+    /// the WebAuthn relying party (`webauthn.*`)
+    pub webauthn: RelyingParty,
     pub cookies: CookieJar,
     pub server_keys: ServerKeys,
     pub limits: Limits,
@@ -81,6 +84,11 @@ impl AppState {
                 metrics.rate_limit_backend_errors.clone(),
             )?,
             yandex: YandexClient::new(&settings.oauth)?,
+            webauthn: RelyingParty::new(
+                &settings.webauthn.rp_id,
+                &settings.webauthn.rp_name,
+                settings.webauthn_origins(),
+            )?,
             mail: Templates::load(&settings.email)?,
             forgot_jobs: Arc::new(Semaphore::new(FORGOT_JOBS)),
             metrics,

@@ -1,4 +1,5 @@
-//! Credentials: tokens and keys, password hashing, cookies, the CSRF origin check, server API keys.
+//! Credentials: tokens and keys, password hashing, cookies, the CSRF origin check, server API keys,
+//! TOTP and the WebAuthn relying party.
 
 pub mod cookies;
 pub mod csrf;
@@ -7,6 +8,7 @@ pub mod jwt;
 pub mod password;
 pub mod server_keys;
 pub mod totp;
+pub mod webauthn;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -272,3 +272,12 @@ pub const NO_STORE: [(axum::http::HeaderName, &str); 1] =
 pub fn user_json(view: UserView) -> axum::Json<UserResponse> {
     axum::Json(view.into())
 }
+
+/// A passkey sign-in's answer: as the login (`{user, session_id}` and cookies), or with
+/// `tokens: true` as the token route.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PasskeyAnswer {
+    SignedIn(LoginResponse),
+    Tokens(TokenResponse),
+}

@@ -72,6 +72,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(public::users::login))
         .routes(routes!(public::users::token))
         .routes(routes!(public::users::login_mfa))
+        .routes(routes!(public::passkeys::options))
+        .routes(routes!(public::passkeys::login))
         .routes(routes!(public::users::refresh))
         .routes(routes!(public::users::sign_up))
         .routes(routes!(public::users::reset_password))
@@ -110,6 +112,15 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(private::mfa::confirm))
         .routes(routes!(private::mfa::regenerate_codes))
         .routes(routes!(private::mfa::disable))
+        .routes(routes!(private::passkeys::registration_options))
+        .routes(routes!(private::passkeys::register))
+        .routes(routes!(private::passkeys::list))
+        .routes(routes!(
+            private::passkeys::rename,
+            private::passkeys::delete
+        ))
+        .routes(routes!(private::export::me))
+        .routes(routes!(private::export::admin))
         .routes(routes!(private::admin::audit))
         .routes(routes!(private::linked_accounts::link))
         .routes(routes!(

@@ -1,7 +1,7 @@
 //! The append-only audit log.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -87,5 +87,31 @@ pub async fn page(
     .bind(before)
     .bind(limit)
     .fetch_all(db)
+    .await
+}
+
+/// How many records of `action` by `actor` were written in the last `secs` seconds, and the oldest
+/// one's time, under a lock on the pair held to the end of the transaction (so a budget counted
+/// here cannot be overspent by concurrent callers).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn recent_of_actor(
+    conn: &mut PgConnection,
+    actor: &str,
+    action: &str,
+    secs: i64,
+) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 0))")
+        .bind(actor)
+        .bind(action)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_as(
+        "select count(*), min(at) from audit_log
+         where actor = $1 and action = $2 and at > now() - make_interval(secs => $3)",
+    )
+    .bind(actor)
+    .bind(action)
+    .bind(secs as f64)
+    .fetch_one(conn)
     .await
 }

@@ -8,6 +8,7 @@ pub mod messages;
 pub mod mfa;
 pub mod notifications;
 pub mod oauth_states;
+pub mod passkeys;
 pub mod reset_tokens;
 pub mod role_requests;
 pub mod search_terms;

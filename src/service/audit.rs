@@ -109,6 +109,13 @@ pub enum Action {
     MfaRecoveryCodesRegenerate,
     MfaDisable,
     RecoveryCodeUse,
+    PasskeyRegister,
+    PasskeyRename,
+    PasskeyDelete,
+    PasskeyUse,
+    /// a passkey's signature counter went back: possibly a cloned authenticator
+    PasskeyCounterRegression,
+    Export,
 }
 
 impl Action {
@@ -145,6 +152,12 @@ impl Action {
             Action::MfaRecoveryCodesRegenerate => "mfa.recovery_codes_regenerate",
             Action::MfaDisable => "mfa.disable",
             Action::RecoveryCodeUse => "mfa.recovery_code_use",
+            Action::PasskeyRegister => "passkey.register",
+            Action::PasskeyRename => "passkey.rename",
+            Action::PasskeyDelete => "passkey.delete",
+            Action::PasskeyUse => "passkey.use",
+            Action::PasskeyCounterRegression => "passkey.counter_regression",
+            Action::Export => "user.export",
         }
     }
 
@@ -168,6 +181,8 @@ impl Action {
             Action::RoleRequestReject => "role_request.rejected",
             Action::MfaEnable => "user.mfa_enabled",
             Action::MfaDisable => "user.mfa_disabled",
+            Action::PasskeyRegister => "user.passkey_added",
+            Action::PasskeyDelete => "user.passkey_removed",
             Action::Login
             | Action::LoginFailed
             | Action::Logout
@@ -178,7 +193,11 @@ impl Action {
             | Action::EmailVerificationSent
             | Action::MfaEnrol
             | Action::MfaRecoveryCodesRegenerate
-            | Action::RecoveryCodeUse => return None,
+            | Action::RecoveryCodeUse
+            | Action::PasskeyRename
+            | Action::PasskeyUse
+            | Action::PasskeyCounterRegression
+            | Action::Export => return None,
         })
     }
 }

@@ -106,7 +106,13 @@ pub(super) async fn write(
         | Action::MfaEnable
         | Action::MfaRecoveryCodesRegenerate
         | Action::MfaDisable
-        | Action::RecoveryCodeUse => json!({}),
+        | Action::RecoveryCodeUse
+        | Action::PasskeyRename
+        | Action::PasskeyUse
+        | Action::PasskeyCounterRegression
+        | Action::Export => json!({}),
+        // the passkey as the list shows it (recorded in the details: a removed one is gone)
+        Action::PasskeyRegister | Action::PasskeyDelete => json!({"passkey": details["passkey"]}),
     };
     repo::insert(
         conn,

@@ -222,6 +222,7 @@ pub struct Swept {
     pub events: u64,
     pub notifications: u64,
     pub mfa_challenges: u64,
+    pub webauthn_challenges: u64,
 }
 
 /// Deletes sessions past their expiry, lockout counters past their window, expired sign-in flow
@@ -247,6 +248,7 @@ pub async fn sweep_stale_records(state: &AppState) -> AppResult<Swept> {
         )
         .await?,
         mfa_challenges: repo::mfa::delete_stale_challenges(db).await?,
+        webauthn_challenges: repo::passkeys::delete_expired_challenges(db).await?,
     };
     if swept != Swept::default() {
         tracing::info!(?swept, "swept stale records");

@@ -97,7 +97,8 @@ pub async fn update_connected_for(
     Ok(row.into())
 }
 
-/// Unlinks; removing the last way to sign in (no password, one identity) is 400 `last_login_method`.
+/// Unlinks; removing the last way to sign in (no password, no passkey, one identity) is 400
+/// `last_login_method`.
 /// The user's row is locked, so two concurrent unlinks cannot both pass the check.
 pub async fn unlink(state: &AppState, caller: &Caller, user_id: Uuid, id: Uuid) -> AppResult<()> {
     let mut tx = state.db.begin().await?;
@@ -108,6 +109,7 @@ pub async fn unlink(state: &AppState, caller: &Caller, user_id: Uuid, id: Uuid) 
     if row.external_id.is_some()
         && user.password_hash.is_none()
         && repo::linked_accounts::count_identities(&mut *tx, user_id).await? <= 1
+        && repo::passkeys::count_usable(&mut *tx, user_id).await? == 0
     {
         return Err(AppError::LastLoginMethod);
     }

@@ -29,10 +29,12 @@ pub enum Kind {
     MfaEnabled,
     MfaDisabled,
     RecoveryCodeUsed,
+    PasskeyAdded,
+    PasskeyRemoved,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Welcome,
         Kind::EmailVerification,
         Kind::EmailChanged,
@@ -42,6 +44,8 @@ impl Kind {
         Kind::MfaEnabled,
         Kind::MfaDisabled,
         Kind::RecoveryCodeUsed,
+        Kind::PasskeyAdded,
+        Kind::PasskeyRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +59,8 @@ impl Kind {
             Kind::MfaEnabled => "mfa_enabled",
             Kind::MfaDisabled => "mfa_disabled",
             Kind::RecoveryCodeUsed => "recovery_code_used",
+            Kind::PasskeyAdded => "passkey_added",
+            Kind::PasskeyRemoved => "passkey_removed",
         }
     }
 
@@ -78,6 +84,8 @@ impl Kind {
             Kind::MfaEnabled => kind!("mfa_enabled"),
             Kind::MfaDisabled => kind!("mfa_disabled"),
             Kind::RecoveryCodeUsed => kind!("recovery_code_used"),
+            Kind::PasskeyAdded => kind!("passkey_added"),
+            Kind::PasskeyRemoved => kind!("passkey_removed"),
         }
     }
 }
@@ -95,6 +103,8 @@ pub struct Context {
     pub minutes: Option<i64>,
     /// recovery codes left unused
     pub remaining: Option<i64>,
+    /// the passkey added or removed
+    pub passkey_name: Option<String>,
 }
 
 /// A rendered mail.

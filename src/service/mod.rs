@@ -4,12 +4,14 @@
 pub mod audit;
 pub mod auth;
 pub mod events;
+pub mod export;
 pub mod lifecycle;
 pub mod linked_accounts;
 pub mod mail;
 pub mod mfa;
 pub mod notifications;
 pub mod oauth;
+pub mod passkeys;
 pub mod passwords;
 pub mod rate_limit;
 pub mod role_requests;

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::domain::{Role, SocialNetwork, UserStatus};
 use crate::repo::{
-    audit::AuditRow, linked_accounts::LinkedAccountRow, messages::MessageRow, sessions::SessionRow,
-    users::UserRow,
+    audit::AuditRow, linked_accounts::LinkedAccountRow, messages::MessageRow,
+    passkeys::PasskeyRow, sessions::SessionRow, users::UserRow,
 };
 
 /// A user as the contract's user object shows them (responses serialise it as `UserResponse`, the
@@ -173,6 +173,26 @@ impl From<MessageRow> for MessageEntry {
             created_at: m.created_at,
             sent_at: m.sent_at,
             last_error: m.last_error,
+        }
+    }
+}
+
+/// A passkey as the list shows it: its name and dates, never its key or counter.
+#[derive(Debug, Clone, Serialize)]
+pub struct Passkey {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<PasskeyRow> for Passkey {
+    fn from(p: PasskeyRow) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+            created_at: p.created_at,
+            last_used_at: p.last_used_at,
         }
     }
 }

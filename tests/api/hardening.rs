@@ -449,6 +449,10 @@ async fn the_purge_sweeps_records_that_can_no_longer_do_anything(pool: PgPool) {
         "insert into telegram_logins (hash_digest, expires_at)
              values ('\\x05', now() - interval '1 second'), ('\\x06', now() + interval '1 hour')
              returning $1",
+        "insert into webauthn_challenges (id, ceremony, state, expires_at)
+             values (gen_random_uuid(), 'authentication', '{}', now() - interval '1 second'),
+                    (gen_random_uuid(), 'authentication', '{}', now() + interval '1 hour')
+             returning $1",
         "insert into messages (id, kind, recipient, subject, message_id, status, created_at)
              values (gen_random_uuid(), 'welcome', 'a@example.com', 'old', '<1@x>', 'sent', now() - interval '8 days'),
                     (gen_random_uuid(), 'welcome', 'b@example.com', 'new', '<2@x>', 'sent', now())
@@ -493,6 +497,7 @@ async fn the_purge_sweeps_records_that_can_no_longer_do_anything(pool: PgPool) {
             events: 0,
             notifications: 0,
             mfa_challenges: 0,
+            webauthn_challenges: 1,
         }
     );
     for (table, left) in [
@@ -501,6 +506,7 @@ async fn the_purge_sweeps_records_that_can_no_longer_do_anything(pool: PgPool) {
         ("oauth_states", 1),
         ("password_reset_tokens", 1),
         ("telegram_logins", 1),
+        ("webauthn_challenges", 1),
     ] {
         let n = app
             .scalar_i64(&format!("select count(*) from {table} where $1 = $1"), "")

@@ -1,6 +1,7 @@
 //! The integration suite: one binary, one module per area. Every test gets its own database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod authenticator;
 mod helpers;
 
 mod accounts;
@@ -10,16 +11,18 @@ mod audit;
 pub mod binary;
 mod errors;
 mod events;
+mod export;
 mod hardening;
 mod health;
 mod linked_accounts;
 mod login;
 mod mail;
 mod metrics;
-mod mfa;
+pub(crate) mod mfa;
 mod notifications;
 pub(crate) mod oauth;
 pub(crate) mod outage;
+mod passkeys;
 mod passwords;
 mod purge;
 mod refresh;

@@ -52,7 +52,7 @@ fn claims(token: &str) -> Value {
 }
 
 /// Enrols and confirms two-factor for a signed-in user; returns the secret and the recovery codes.
-async fn turn_on(app: &TestApp, s: &Session) -> (Vec<u8>, Vec<String>) {
+pub(crate) async fn turn_on(app: &TestApp, s: &Session) -> (Vec<u8>, Vec<String>) {
     let enrolled = app.post(TOTP).cookies(s).send().await;
     assert_eq!(enrolled.status, StatusCode::CREATED, "{}", enrolled.text());
     let b32 = enrolled.json()["secret"].as_str().unwrap().to_owned();

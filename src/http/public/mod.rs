@@ -4,4 +4,5 @@ pub mod email;
 pub mod health;
 pub mod metrics;
 pub mod oauth;
+pub mod passkeys;
 pub mod users;

@@ -1,0 +1,249 @@
+//! Passkeys: `passkeys` (a user's credentials), `webauthn_challenges` (ceremonies under way) and
+//! the users' opaque WebAuthn handles.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A stored passkey; `credential` is webauthn-rs-core's `Credential` (public key and counter).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PasskeyRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub credential_id: Vec<u8>,
+    pub credential: Json<Value>,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub suspended_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str =
+    "id, user_id, credential_id, credential, name, created_at, last_used_at, suspended_at";
+
+/// The ceremony a challenge belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ceremony {
+    Registration,
+    Authentication,
+}
+
+impl Ceremony {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ceremony::Registration => "registration",
+            Ceremony::Authentication => "authentication",
+        }
+    }
+}
+
+/// A used challenge: whose it was and the ceremony's state.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ChallengeRow {
+    pub user_id: Option<Uuid>,
+    pub state: Json<Value>,
+}
+
+/// The user's handle, made (random, 32 bytes) on first use.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn handle(db: impl PgExecutor<'_>, user_id: Uuid, fresh: &[u8]) -> sqlx::Result<Vec<u8>> {
+    sqlx::query_scalar(
+        "update users set webauthn_handle = coalesce(webauthn_handle, $2) where id = $1 \
+         returning webauthn_handle",
+    )
+    .bind(user_id)
+    .bind(fresh)
+    .fetch_one(db)
+    .await
+}
+
+/// The user an authenticator's handle names.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn user_of_handle(db: impl PgExecutor<'_>, handle: &[u8]) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar("select id from users where webauthn_handle = $1")
+        .bind(handle)
+        .fetch_optional(db)
+        .await
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn insert_challenge(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    user_id: Option<Uuid>,
+    ceremony: Ceremony,
+    state: &Value,
+    expires_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into webauthn_challenges (id, user_id, ceremony, state, expires_at) \
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(ceremony.as_str())
+    .bind(Json(state))
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Takes a live challenge of this ceremony (and, for a registration, this user): deleted as it is
+/// read, so it is used once whatever the answer.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn take_challenge(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    ceremony: Ceremony,
+    user_id: Option<Uuid>,
+) -> sqlx::Result<Option<ChallengeRow>> {
+    sqlx::query_as(
+        "delete from webauthn_challenges where id = $1 and ceremony = $2 \
+           and user_id is not distinct from $3 and expires_at > now() \
+         returning user_id, state",
+    )
+    .bind(id)
+    .bind(ceremony.as_str())
+    .bind(user_id)
+    .fetch_optional(db)
+    .await
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn delete_expired_challenges(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
+    Ok(
+        sqlx::query("delete from webauthn_challenges where expires_at <= now()")
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// A user's passkeys, newest first.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<PasskeyRow>> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from passkeys where user_id = $1 order by created_at desc, id desc"
+    ))
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn find_own(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<PasskeyRow>> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from passkeys where id = $1 and user_id = $2"
+    ))
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The passkey with this credential id, locked for the sign-in that uses it.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn lock_by_credential(
+    conn: &mut PgConnection,
+    credential_id: &[u8],
+) -> sqlx::Result<Option<PasskeyRow>> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from passkeys where credential_id = $1 for update"
+    ))
+    .bind(credential_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A new passkey; a credential registered already is refused (None), except the user's own
+/// suspended one, which registering again replaces (its counter starts over, it is usable again).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    user_id: Uuid,
+    credential_id: &[u8],
+    credential: &Value,
+    name: &str,
+) -> sqlx::Result<Option<PasskeyRow>> {
+    sqlx::query_as(&format!(
+        "insert into passkeys (id, user_id, credential_id, credential, name) \
+         values ($1, $2, $3, $4, $5) \
+         on conflict (credential_id) do update \
+           set credential = excluded.credential, name = excluded.name, suspended_at = null \
+           where passkeys.user_id = excluded.user_id and passkeys.suspended_at is not null \
+         returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(user_id)
+    .bind(credential_id)
+    .bind(Json(credential))
+    .bind(name)
+    .fetch_optional(db)
+    .await
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn rename(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    id: Uuid,
+    name: &str,
+) -> sqlx::Result<Option<PasskeyRow>> {
+    sqlx::query_as(&format!(
+        "update passkeys set name = $3 where id = $1 and user_id = $2 returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(user_id)
+    .bind(name)
+    .fetch_optional(db)
+    .await
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("delete from passkeys where id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The user's passkeys that can sign in (not suspended).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn count_usable(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "select count(*) from passkeys where user_id = $1 and suspended_at is null",
+    )
+    .bind(user_id)
+    .fetch_one(db)
+    .await
+}
+
+/// A verified sign-in: the credential's new counter and flags, and when it was used.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn used(db: impl PgExecutor<'_>, id: Uuid, credential: &Value) -> sqlx::Result<()> {
+    sqlx::query("update passkeys set credential = $2, last_used_at = now() where id = $1")
+        .bind(id)
+        .bind(Json(credential))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Its counter went back: refused until registered again.
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn suspend(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("update passkeys set suspended_at = now() where id = $1 and suspended_at is null")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
