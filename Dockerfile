@@ -1,6 +1,10 @@
 # syntax=docker/dockerfile:1
 # Build stage: a release binary; dependencies are compiled in their own layer so code edits rebuild fast.
 FROM rust:1-slim-bookworm AS build
+# OpenSSL's headers for webauthn-rs-core (the passkeys' signature checks)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends pkg-config libssl-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src tests/api bench && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
@@ -18,7 +22,7 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin users-s
 # Runtime stage: a slim Debian with the binary, run as an unprivileged user.
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin users
 COPY --from=build /src/target/release/users-service /usr/local/bin/users-service

@@ -115,7 +115,7 @@ impl RelyingParty {
             .exclude_credentials(exclude)
             .extensions(None);
         let (options, state) = self.core.generate_challenge_register(builder)?;
-        Ok((serde_json::to_value(options.public_key)?, state))
+        Ok((options_json(&options.public_key)?, state))
     }
 
     /// Verifies a registration answer (`RegistrationResponseJSON`) against its state.
@@ -137,7 +137,7 @@ impl RelyingParty {
             .extensions(None)
             .allow_backup_eligible_upgrade(true);
         let (options, state) = self.core.generate_challenge_authenticate(builder)?;
-        Ok((serde_json::to_value(options.public_key)?, state))
+        Ok((options_json(&options.public_key)?, state))
     }
 
     /// Verifies a sign-in answer against its state and the stored credential it names; the
@@ -160,4 +160,22 @@ impl RelyingParty {
         stored.backup_eligible = result.backup_eligible();
         Ok(Verified { credential: stored })
     }
+}
+
+/// Options as the WebAuthn JSON serialisation has them: members that are not set are absent, not
+/// `null` (`PublicKeyCredential.parseCreationOptionsFromJSON` refuses a `null` list).
+fn options_json(options: &impl serde::Serialize) -> anyhow::Result<Value> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(options)?;
+    strip(&mut v);
+    Ok(v)
 }

@@ -129,6 +129,40 @@ try {
   const current = seances.body?.items?.find((s) => s.current);
   check('the session says it signed in with a password and a code',
         JSON.stringify(current?.amr) === JSON.stringify(['pwd', 'otp']), seances);
+
+  // passkeys: a virtual platform authenticator (CTAP2, internal, resident keys, user verification)
+  await page.bringToFront(); // WebAuthn needs the focused page
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true,
+      isUserVerified: true, automaticPresenceSimulation: true,
+    },
+  });
+  const regOptions = await api('POST', '/api/v1/private/users/me/passkeys/registration/options');
+  check('passkey registration options', regOptions.status === 200
+        && regOptions.body?.public_key?.authenticatorSelection?.residentKey === 'required', regOptions);
+  const created = await page.evaluate((o) => window.createPasskey(o), regOptions.body?.public_key);
+  check('Chromium creates the passkey', !!created.credential, created);
+  const registered = await api('POST', '/api/v1/private/users/me/passkeys/registration',
+    { challenge_id: regOptions.body?.challenge_id, credential: created.credential, name: 'Chromium' });
+  check('the service registers it', registered.status === 201 && registered.body?.name === 'Chromium', registered);
+  const outAgain = await api('PUT', '/api/v1/private/users/logout');
+  check('sign out before the passkey sign-in', outAgain.status === 204, outAgain);
+  const signInOptions = await api('POST', '/api/v1/public/users/passkey/options', {});
+  check('passkey sign-in options name nobody', signInOptions.status === 200
+        && !(signInOptions.body?.public_key?.allowCredentials?.length), signInOptions);
+  const asserted = await page.evaluate((o) => window.usePasskey(o), signInOptions.body?.public_key);
+  check('Chromium signs with the passkey', !!asserted.credential, asserted);
+  const passkeyLogin = await api('POST', '/api/v1/public/users/passkey/login',
+    { challenge_id: signInOptions.body?.challenge_id, credential: asserted.credential });
+  check('the passkey signs in without a password or a code',
+        passkeyLogin.status === 200 && passkeyLogin.body?.user?.email === email, passkeyLogin);
+  const passkeySeances = await api('GET', '/api/v1/private/users/seances');
+  const passkeySession = passkeySeances.body?.items?.find((s) => s.current);
+  check('the session says it signed in with webauthn',
+        JSON.stringify(passkeySession?.amr) === JSON.stringify(['webauthn']), passkeySeances);
 } catch (e) {
   check('browser run', false, String(e));
 } finally {
