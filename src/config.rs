@@ -345,7 +345,10 @@ impl Settings {
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned));
         if rp_id.is_empty() || domain.as_deref() != Some(rp_id) {
-            return fail("webauthn.rp_id", "must be a domain name (no scheme or port)");
+            return fail(
+                "webauthn.rp_id",
+                "must be a domain name (no scheme or port)",
+            );
         }
         if w.rp_name.trim().is_empty() {
             return fail("webauthn.rp_name", "must not be empty");
@@ -736,6 +739,42 @@ mod tests {
             let err = Settings::from_figment(f).unwrap_err().to_string();
             assert!(err.contains(key), "{key}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn the_relying_party_and_the_export_budget_are_checked() {
+        for (key, value) in [
+            ("webauthn.rp_id", "https://app.example"),
+            ("webauthn.rp_id", "app.example:8443"),
+            ("webauthn.rp_id", ""),
+            ("webauthn.rp_name", " "),
+            ("webauthn.origins", "https://evil.example"),
+            ("webauthn.origins", "https://notlocalhost"),
+            ("rate_limit.export_per_hour", "0"),
+        ] {
+            let f = Figment::from(Yaml::string(DEFAULTS)).merge(Serialized::default(key, value));
+            let err = Settings::from_figment(f).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}={value}: {err}");
+        }
+        // origins on the relying party's domain or under it; the CORS origins stand in for none
+        let f = Figment::from(Yaml::string(DEFAULTS))
+            .merge(Serialized::default("webauthn.rp_id", "example.com"))
+            .merge(Serialized::default(
+                "webauthn.origins",
+                vec!["https://example.com", "https://app.example.com:8443"],
+            ))
+            .merge(Serialized::default(
+                "server.cors_origins",
+                "https://other.example",
+            ));
+        let s = Settings::from_figment(f).unwrap();
+        assert_eq!(s.webauthn_origins().len(), 2);
+        let f = Figment::from(Yaml::string(DEFAULTS)).merge(Serialized::default(
+            "server.cors_origins",
+            "http://localhost:3000",
+        ));
+        let s = Settings::from_figment(f).unwrap();
+        assert_eq!(s.webauthn_origins()[0].as_str(), "http://localhost:3000");
     }
 
     #[test]

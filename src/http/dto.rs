@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::domain::{Role, SocialNetwork, UserStatus};
 use crate::error::{AppError, FieldError};
 use crate::service::mfa::Challenge;
+use crate::service::passkeys::Started;
 use crate::service::views::{AuditEntry, LinkedAccount, Session, UserView};
 use crate::service::Issued;
 
@@ -280,4 +281,25 @@ pub fn user_json(view: UserView) -> axum::Json<UserResponse> {
 pub enum PasskeyAnswer {
     SignedIn(LoginResponse),
     Tokens(TokenResponse),
+}
+
+/// A started ceremony: pass `public_key` to `navigator.credentials` (after decoding its base64url
+/// fields, or with `PublicKeyCredential.parse*OptionsFromJSON`), and send the answer back with
+/// `challenge_id` within 300 s.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CeremonyOptions {
+    pub challenge_id: Uuid,
+    /// `PublicKeyCredentialCreationOptionsJSON` (registration) or
+    /// `PublicKeyCredentialRequestOptionsJSON` (sign-in); binary fields base64url without padding
+    #[schema(value_type = Object)]
+    pub public_key: serde_json::Value,
+}
+
+impl From<Started> for CeremonyOptions {
+    fn from(s: Started) -> Self {
+        Self {
+            challenge_id: s.challenge_id,
+            public_key: s.public_key,
+        }
+    }
 }

@@ -219,12 +219,10 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
 /// The user's passkeys that can sign in (not suspended).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn count_usable(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "select count(*) from passkeys where user_id = $1 and suspended_at is null",
-    )
-    .bind(user_id)
-    .fetch_one(db)
-    .await
+    sqlx::query_scalar("select count(*) from passkeys where user_id = $1 and suspended_at is null")
+        .bind(user_id)
+        .fetch_one(db)
+        .await
 }
 
 /// A verified sign-in: the credential's new counter and flags, and when it was used.

@@ -112,8 +112,8 @@ async fn spend_budget(state: &AppState, caller: &Caller, user_id: Uuid) -> AppRe
     if repo::users::find_by_id(&mut *tx, user_id).await?.is_none() {
         return Err(AppError::user_not_found());
     }
-    let (count, oldest) = repo::audit::recent_of_actor(&mut tx, &actor, Action::Export.as_str(), 3600)
-        .await?;
+    let (count, oldest) =
+        repo::audit::recent_of_actor(&mut tx, &actor, Action::Export.as_str(), 3600).await?;
     if count >= i64::from(state.settings.rate_limit.export_per_hour) {
         let frees_at = oldest.unwrap_or_else(Utc::now) + Duration::hours(1);
         let secs = (frees_at - Utc::now()).num_seconds().max(1);

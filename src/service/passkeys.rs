@@ -150,7 +150,14 @@ pub async fn register(
     .ok_or_else(|| AppError::InvalidPasskey("this credential is registered already".into()))?;
     let passkey = Passkey::from(row);
     let details = json!({"passkey_id": passkey.id, "passkey": passkey});
-    audit::record(&mut tx, caller, Action::PasskeyRegister, Some(user.id), details).await?;
+    audit::record(
+        &mut tx,
+        caller,
+        Action::PasskeyRegister,
+        Some(user.id),
+        details,
+    )
+    .await?;
     notice(&mut tx, state, Kind::PasskeyAdded, &user, &passkey.name).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, passkey_id = %passkey.id, "passkey registered");
@@ -189,7 +196,14 @@ pub async fn rename(
         .await?
         .ok_or_else(not_found)?;
     let details = json!({"passkey_id": id, "name": name});
-    audit::record(&mut tx, caller, Action::PasskeyRename, Some(user_id), details).await?;
+    audit::record(
+        &mut tx,
+        caller,
+        Action::PasskeyRename,
+        Some(user_id),
+        details,
+    )
+    .await?;
     tx.commit().await?;
     Ok(row.into())
 }
@@ -203,8 +217,8 @@ pub async fn delete(state: &AppState, caller: &Caller, user_id: Uuid, id: Uuid) 
     let row = repo::find_own(&mut *tx, user_id, id)
         .await?
         .ok_or_else(not_found)?;
-    let others = repo::count_usable(&mut *tx, user_id).await?
-        - i64::from(row.suspended_at.is_none());
+    let others =
+        repo::count_usable(&mut *tx, user_id).await? - i64::from(row.suspended_at.is_none());
     if user.password_hash.is_none()
         && others == 0
         && crate::repo::linked_accounts::count_identities(&mut *tx, user_id).await? == 0
@@ -214,7 +228,14 @@ pub async fn delete(state: &AppState, caller: &Caller, user_id: Uuid, id: Uuid) 
     repo::delete(&mut *tx, id).await?;
     let passkey = Passkey::from(row);
     let details = json!({"passkey_id": id, "passkey": passkey});
-    audit::record(&mut tx, caller, Action::PasskeyDelete, Some(user_id), details).await?;
+    audit::record(
+        &mut tx,
+        caller,
+        Action::PasskeyDelete,
+        Some(user_id),
+        details,
+    )
+    .await?;
     notice(&mut tx, state, Kind::PasskeyRemoved, &user, &passkey.name).await?;
     tx.commit().await?;
     Ok(())
@@ -224,10 +245,7 @@ pub async fn delete(state: &AppState, caller: &Caller, user_id: Uuid, id: Uuid) 
 /// login's per-IP budget.
 pub async fn sign_in_options(state: &AppState, meta: &ClientMeta) -> AppResult<Started> {
     state.limits.check(Budget::Login, meta.ip).await?;
-    let (public_key, ceremony) = state
-        .webauthn
-        .start_sign_in()
-        .map_err(AppError::Internal)?;
+    let (public_key, ceremony) = state.webauthn.start_sign_in().map_err(AppError::Internal)?;
     let challenge_id = Uuid::now_v7();
     let ceremony = serde_json::to_value(ceremony).map_err(|e| AppError::Internal(e.into()))?;
     repo::insert_challenge(
@@ -305,7 +323,14 @@ async fn sign_in_in(
         }
         Err(Refused::Invalid(why)) => {
             let details = json!({"passkey_id": row.id, "reason": why});
-            audit::record(&mut tx, &caller, Action::LoginFailed, Some(user.id), details).await?;
+            audit::record(
+                &mut tx,
+                &caller,
+                Action::LoginFailed,
+                Some(user.id),
+                details,
+            )
+            .await?;
             tx.commit().await?;
             return Err(AppError::InvalidCredentials);
         }
@@ -316,7 +341,8 @@ async fn sign_in_in(
     if state.settings.auth.require_verified_email && !user.email_verified {
         return Err(AppError::EmailNotVerified);
     }
-    let stored = serde_json::to_value(&verified.credential).map_err(|e| AppError::Internal(e.into()))?;
+    let stored =
+        serde_json::to_value(&verified.credential).map_err(|e| AppError::Internal(e.into()))?;
     repo::used(&mut *tx, row.id, &stored).await?;
     let issued = auth::open_session(&mut tx, state, &user, meta, &["webauthn"]).await?;
     let caller = caller.as_user(user.id);

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::domain::{Role, SocialNetwork, UserStatus};
 use crate::repo::{
-    audit::AuditRow, linked_accounts::LinkedAccountRow, messages::MessageRow,
-    passkeys::PasskeyRow, sessions::SessionRow, users::UserRow,
+    audit::AuditRow, linked_accounts::LinkedAccountRow, messages::MessageRow, passkeys::PasskeyRow,
+    sessions::SessionRow, users::UserRow,
 };
 
 /// A user as the contract's user object shows them (responses serialise it as `UserResponse`, the

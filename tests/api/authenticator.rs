@@ -84,7 +84,8 @@ impl Authenticator {
     pub fn register(&mut self, options: &Value) -> Value {
         let rp_id = self.rp_id(options["rp"]["id"].as_str().unwrap());
         self.user_handle = unb64(options["user"]["id"].as_str().unwrap());
-        let client_data = self.client_data("webauthn.create", options["challenge"].as_str().unwrap());
+        let client_data =
+            self.client_data("webauthn.create", options["challenge"].as_str().unwrap());
         let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
         auth_data.push(UP | AT | if self.verify_user { UV } else { 0 });
         auth_data.extend_from_slice(&self.counter.to_be_bytes());

@@ -123,7 +123,10 @@ async fn the_export_holds_every_section_as_the_routes_show_it_and_no_secret(pool
         .iter()
         .map(|a| a["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions[0], "user.export", "the export itself is audited: {actions:?}");
+    assert_eq!(
+        actions[0], "user.export",
+        "the export itself is audited: {actions:?}"
+    );
     assert!(actions.contains(&"user.sign_up") && actions.contains(&"passkey.register"));
 
     // no secret: no hash, token, TOTP secret, recovery code or key
@@ -150,7 +153,13 @@ async fn the_export_holds_every_section_as_the_routes_show_it_and_no_secret(pool
     ] {
         assert!(!text.contains(&encoded));
     }
-    for field in ["credential", "public_key", "secret", "refresh_hash", "password_hash"] {
+    for field in [
+        "credential",
+        "public_key",
+        "secret",
+        "refresh_hash",
+        "password_hash",
+    ] {
         assert!(!text.contains(&format!("\"{field}\"")), "{field}");
     }
 }
@@ -182,7 +191,10 @@ async fn admins_export_anyone_deleted_or_not_and_each_caller_has_an_hourly_budge
         .send()
         .await
         .assert_problem(StatusCode::FORBIDDEN, "forbidden");
-    let unknown = format!("/api/v1/private/admin/users/{}/export", uuid::Uuid::now_v7());
+    let unknown = format!(
+        "/api/v1/private/admin/users/{}/export",
+        uuid::Uuid::now_v7()
+    );
     app.get(&unknown)
         .cookies(&admin)
         .send()

@@ -117,7 +117,10 @@ async fn the_openapi_document_describes_every_routed_operation(pool: PgPool) {
         ("post", "/api/v1/private/users/me/mfa/recovery-codes"),
         ("delete", "/api/v1/private/users/me/mfa"),
         ("delete", "/api/v1/private/admin/users/{id}/mfa"),
-        ("post", "/api/v1/private/users/me/passkeys/registration/options"),
+        (
+            "post",
+            "/api/v1/private/users/me/passkeys/registration/options",
+        ),
         ("post", "/api/v1/private/users/me/passkeys/registration"),
         ("get", "/api/v1/private/users/me/passkeys"),
         ("patch", "/api/v1/private/users/me/passkeys/{id}"),

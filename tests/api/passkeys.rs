@@ -53,7 +53,12 @@ async fn register(app: &TestApp, s: &Session, authenticator: &mut Authenticator)
 }
 
 async fn sign_in_options(app: &TestApp) -> (String, Value) {
-    let res = app.post(OPTIONS).json(json!({})).ip(unique_ip()).send().await;
+    let res = app
+        .post(OPTIONS)
+        .json(json!({}))
+        .ip(unique_ip())
+        .send()
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     let body = res.json();
     (
@@ -105,9 +110,15 @@ async fn p256_and_ed25519_passkeys_register_and_sign_in_with_webauthn_amr(pool: 
     let handle = unb64(options["user"]["id"].as_str().unwrap());
     assert_eq!(handle.len(), 32);
     assert!(!String::from_utf8_lossy(&handle).contains("ann@example.com"));
-    assert_ne!(handle, uuid::Uuid::parse_str(&s.user_id).unwrap().as_bytes());
+    assert_ne!(
+        handle,
+        uuid::Uuid::parse_str(&s.user_id).unwrap().as_bytes()
+    );
     assert_eq!(options["authenticatorSelection"]["residentKey"], "required");
-    assert_eq!(options["authenticatorSelection"]["userVerification"], "required");
+    assert_eq!(
+        options["authenticatorSelection"]["userVerification"],
+        "required"
+    );
     assert_eq!(options["attestation"], "none");
     let algs: Vec<i64> = options["pubKeyCredParams"]
         .as_array()
@@ -116,7 +127,9 @@ async fn p256_and_ed25519_passkeys_register_and_sign_in_with_webauthn_amr(pool: 
         .map(|p| p["alg"].as_i64().unwrap())
         .collect();
     assert_eq!(algs, vec![-7, -8], "ES256 and EdDSA");
-    assert!(options["excludeCredentials"].as_array().is_none_or(Vec::is_empty));
+    assert!(options["excludeCredentials"]
+        .as_array()
+        .is_none_or(Vec::is_empty));
 
     let mut p256 = Authenticator::new(Alg::Es256, ALLOWED_ORIGIN).counting();
     let first = register(&app, &s, &mut p256).await;
@@ -187,7 +200,10 @@ async fn p256_and_ed25519_passkeys_register_and_sign_in_with_webauthn_amr(pool: 
 
     let actions = app.audit_actions(&s.user_id).await;
     for action in ["passkey.register", "passkey.use", "auth.login"] {
-        assert!(actions.iter().any(|a| a == action), "{action} in {actions:?}");
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} in {actions:?}"
+        );
     }
     let events: Vec<Value> = sqlx::query_scalar(
         "select data from events where type = 'user.passkey_added' and user_id = $1::uuid order by commit_seq",
@@ -212,7 +228,8 @@ async fn p256_and_ed25519_passkeys_register_and_sign_in_with_webauthn_amr(pool: 
 async fn forged_or_replayed_registrations_are_invalid_passkey_and_change_nothing(pool: PgPool) {
     let app = app(pool).await;
     let s = app.signed_in("ann@example.com").await;
-    let refused = |res: TestResponse| res.assert_problem(StatusCode::BAD_REQUEST, "invalid_passkey");
+    let refused =
+        |res: TestResponse| res.assert_problem(StatusCode::BAD_REQUEST, "invalid_passkey");
 
     // another ceremony's challenge
     let (challenge_id, _) = registration_options(&app, &s).await;
@@ -259,7 +276,12 @@ async fn forged_or_replayed_registrations_are_invalid_passkey_and_change_nothing
     let (challenge_id, options) = registration_options(&app, &s).await;
     let credential = key.register(&options);
     let body = json!({"challenge_id": challenge_id, "credential": credential});
-    let res = app.post(REGISTER).cookies(&s).json(body.clone()).send().await;
+    let res = app
+        .post(REGISTER)
+        .cookies(&s)
+        .json(body.clone())
+        .send()
+        .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
     refused(app.post(REGISTER).cookies(&s).json(body).send().await);
     refused(register_with(&app, &s, &mut key, None).await);
@@ -312,7 +334,8 @@ async fn forged_or_replayed_sign_ins_are_refused_and_open_no_session(pool: PgPoo
         &s.user_id,
     )
     .await;
-    let bad = |res: TestResponse| res.assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    let bad =
+        |res: TestResponse| res.assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
 
     // a bad signature
     let (challenge_id, options) = sign_in_options(&app).await;
@@ -589,4 +612,30 @@ async fn a_deleted_account_is_account_deleted_and_the_routes_share_the_login_bud
         .send()
         .await
         .assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+#[sqlx::test]
+async fn a_ceremony_started_on_one_instance_finishes_on_another(pool: PgPool) {
+    let one = app(pool.clone()).await;
+    let other = app(pool).await;
+    let s = one.signed_in("ann@example.com").await;
+    let mut key = Authenticator::new(Alg::EdDsa, ALLOWED_ORIGIN);
+    let (challenge_id, options) = registration_options(&one, &s).await;
+    let credential = key.register(&options);
+    let res = other
+        .post(REGISTER)
+        .cookies(&s)
+        .json(json!({"challenge_id": challenge_id, "credential": credential}))
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let (challenge_id, options) = sign_in_options(&other).await;
+    let credential = key.assert(&options);
+    let res = one
+        .post(LOGIN)
+        .json(json!({"challenge_id": challenge_id, "credential": credential}))
+        .ip(unique_ip())
+        .send()
+        .await;
+    assert_eq!(session_of(&res).user_id, s.user_id);
 }

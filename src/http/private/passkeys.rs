@@ -13,33 +13,12 @@ use validator::Validate;
 
 use crate::error::{AppResult, Problem};
 use crate::http::docs::PROBLEM;
-use crate::http::dto::NO_STORE;
+use crate::http::dto::{CeremonyOptions, NO_STORE};
 use crate::http::extract::{CurrentUser, Json, Path};
-use crate::service::passkeys::{self, Started};
+use crate::service::passkeys;
 use crate::service::views::Passkey;
 use crate::service::Caller;
 use crate::state::AppState;
-
-/// A started ceremony: pass `public_key` to `navigator.credentials` (after decoding its base64url
-/// fields, or with `PublicKeyCredential.parse*OptionsFromJSON`), and send the answer back with
-/// `challenge_id` within 300 s.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CeremonyOptions {
-    pub challenge_id: Uuid,
-    /// `PublicKeyCredentialCreationOptionsJSON` (registration) or
-    /// `PublicKeyCredentialRequestOptionsJSON` (sign-in); binary fields base64url without padding
-    #[schema(value_type = Object)]
-    pub public_key: Value,
-}
-
-impl From<Started> for CeremonyOptions {
-    fn from(s: Started) -> Self {
-        Self {
-            challenge_id: s.challenge_id,
-            public_key: s.public_key,
-        }
-    }
-}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PasskeyResponse {
@@ -113,9 +92,19 @@ pub async fn register(
     Json(body): Json<RegistrationRequest>,
 ) -> AppResult<impl IntoResponse> {
     let name = passkeys::name(body.name.as_deref())?;
-    let passkey =
-        passkeys::register(&state, &caller, &p, body.challenge_id, &body.credential, name).await?;
-    Ok((StatusCode::CREATED, axum::Json(PasskeyResponse::from(passkey))))
+    let passkey = passkeys::register(
+        &state,
+        &caller,
+        &p,
+        body.challenge_id,
+        &body.credential,
+        name,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(PasskeyResponse::from(passkey)),
+    ))
 }
 
 #[utoipa::path(

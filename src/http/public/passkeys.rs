@@ -11,9 +11,8 @@ use validator::Validate;
 use super::users::signed_in_with_cookies;
 use crate::error::{AppResult, Problem};
 use crate::http::docs::PROBLEM;
-use crate::http::dto::{PasskeyAnswer, TokenResponse, NO_STORE};
+use crate::http::dto::{CeremonyOptions, PasskeyAnswer, TokenResponse, NO_STORE};
 use crate::http::extract::{Json, OptionalJson};
-use crate::http::private::passkeys::CeremonyOptions;
 use crate::service::{linked_accounts, passkeys, ClientMeta};
 use crate::state::AppState;
 
