@@ -91,6 +91,16 @@ async fn count(app: &TestApp, sql: &str, user_id: &str) -> i64 {
     app.scalar_i64(sql, user_id).await
 }
 
+/// The mails of this kind written for the user.
+async fn mails(app: &TestApp, kind: &str, user_id: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from messages where kind = $1 and user_id = $2::uuid")
+        .bind(kind)
+        .bind(user_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
 async fn passkeys_of(app: &TestApp, user_id: &str) -> i64 {
     count(
         app,
@@ -215,13 +225,7 @@ async fn p256_and_ed25519_passkeys_register_and_sign_in_with_webauthn_amr(pool: 
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["passkey"]["id"], first["id"]);
     assert!(events[0]["passkey"].get("credential").is_none());
-    let mails = count(
-        &app,
-        "select count(*) from messages where kind = 'passkey_added' and user_id = $1::uuid",
-        &s.user_id,
-    )
-    .await;
-    assert_eq!(mails, 2);
+    assert_eq!(mails(&app, "passkey_added", &s.user_id).await, 2);
 }
 
 #[sqlx::test]
@@ -564,13 +568,7 @@ async fn passkeys_are_renamed_and_deleted_but_never_the_last_way_in(pool: PgPool
     .unwrap();
     assert_eq!(removed["passkey"]["id"], passkey["id"]);
     assert_eq!(removed["passkey"]["name"], "Laptop");
-    let mails = count(
-        &app,
-        "select count(*) from messages where kind = 'passkey_removed' and user_id = $1::uuid",
-        &s.user_id,
-    )
-    .await;
-    assert_eq!(mails, 1);
+    assert_eq!(mails(&app, "passkey_removed", &s.user_id).await, 1);
 }
 
 #[sqlx::test]
