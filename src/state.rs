@@ -19,6 +19,7 @@ use crate::auth::webauthn::RelyingParty;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::providers::yandex::YandexClient;
+use crate::repo::notifications::PageReads;
 use crate::repo::search_terms::SearchTerms;
 use crate::repo::session_reads::SessionReads;
 use crate::service::mail::Templates;
@@ -33,6 +34,8 @@ pub struct Inner {
     pub db: PgPool,
     /// the private routes' session checks, batched (see `repo::session_reads`)
     pub session_reads: SessionReads,
+    /// inbox pages, batched the same way
+    pub notification_pages: PageReads,
     pub keys: Keys,
     /// seals and opens the secrets stored at rest (`auth.data_key`)
     pub data_key: DataKey,
@@ -95,6 +98,11 @@ impl AppState {
             search_terms: SearchTerms::default(),
             notification_hub: Hub::default(),
             session_reads: SessionReads::spawn(
+                db.clone(),
+                session_read_slots(),
+                Duration::from_secs(settings.database.acquire_timeout_secs),
+            ),
+            notification_pages: PageReads::spawn(
                 db.clone(),
                 session_read_slots(),
                 Duration::from_secs(settings.database.acquire_timeout_secs),

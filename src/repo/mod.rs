@@ -1,6 +1,7 @@
 //! SQL, one async fn per query, over any executor; rows are `FromRow` structs, never responses.
 
 pub mod audit;
+pub mod batch;
 pub mod events;
 pub mod linked_accounts;
 pub mod login_throttle;

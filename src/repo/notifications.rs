@@ -1,9 +1,13 @@
 //! The `notifications` inbox.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{FromRow, PgExecutor, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgExecutor, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
+
+use super::batch::{BatchRead, Batcher};
 
 /// The channel every insert notifies (payload `<user id> <notification id>`).
 pub const CHANNEL: &str = "notifications";
@@ -102,6 +106,123 @@ pub async fn page(
     q.push(" order by id desc limit ").push_bind(limit);
     q.build_query_as().fetch_all(db).await
 }
+
+/// One inbox page to read: the user's notifications (all, or unread only) before `before` (none:
+/// from the newest), newest first, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    pub user_id: Uuid,
+    pub unread_only: bool,
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Inbox pages, read for many requests in one query (see `batch`): opening the inbox is the
+/// second most frequent private request after the session check it comes with.
+pub struct Pages;
+
+/// The handle the inbox reads its pages with; a page with no notification is `None`.
+pub type PageReads = Batcher<Pages>;
+
+/// Most pages one query reads.
+const MAX_PAGES: usize = 64;
+
+impl BatchRead for Pages {
+    type Key = PageKey;
+    type Value = Vec<NotificationRow>;
+    const MAX_BATCH: usize = MAX_PAGES;
+
+    async fn fetch(db: &PgPool, keys: &[PageKey]) -> sqlx::Result<Vec<(PageKey, Self::Value)>> {
+        let mut pages: Vec<(PageKey, Self::Value)> =
+            keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+        for unread_only in [false, true] {
+            let group: Vec<usize> = (0..keys.len())
+                .filter(|&i| keys[i].unread_only == unread_only)
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
+            for row in pages_of(db, keys, &group, unread_only).await? {
+                let at = usize::try_from(row.ord).ok().and_then(|o| group.get(o));
+                if let Some(&i) = at {
+                    pages[i].1.push(row.row);
+                }
+            }
+        }
+        Ok(pages)
+    }
+}
+
+#[derive(FromRow)]
+struct PagedRow {
+    /// the page's place in its group
+    ord: i32,
+    #[sqlx(flatten)]
+    row: NotificationRow,
+}
+
+/// The pages `group` names (indexes into `keys`, all of one `unread_only`), in one statement: a
+/// `values` list padded with nulls to the next power of two (one generic plan per size, as
+/// `sessions::states`), each row an index scan of its user's newest notifications.
+#[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
+async fn pages_of(
+    db: &PgPool,
+    keys: &[PageKey],
+    group: &[usize],
+    unread_only: bool,
+) -> sqlx::Result<Vec<PagedRow>> {
+    let size = group.len().next_power_of_two();
+    let sql = &PAGES_SQL[usize::from(unread_only)][size.trailing_zeros() as usize];
+    let mut query = sqlx::query_as(sql);
+    for slot in 0..size {
+        let key = group.get(slot).map(|&i| &keys[i]);
+        query = query
+            .bind(key.map(|_| slot as i32))
+            .bind(key.map(|k| k.user_id))
+            .bind(key.map(|k| k.before.unwrap_or(Uuid::max())))
+            .bind(key.map(|k| k.limit));
+    }
+    query.fetch_all(db).await
+}
+
+/// The `pages_of` statements: `[all, unread only][log2 of 1, 2, 4, … MAX_PAGES]`.
+static PAGES_SQL: LazyLock<[Vec<String>; 2]> = LazyLock::new(|| {
+    [false, true].map(|unread_only| {
+        let unread = if unread_only {
+            " and read_at is null"
+        } else {
+            ""
+        };
+        let mut sizes = Vec::new();
+        let mut size = 1;
+        while size <= MAX_PAGES {
+            let rows: Vec<String> = (0..size)
+                .map(|i| {
+                    let p = i * 4;
+                    format!(
+                        "(${}::int4, ${}::uuid, ${}::uuid, ${}::int8)",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4
+                    )
+                })
+                .collect();
+            sizes.push(format!(
+                "select q.ord, n.* from (values {}) as q (ord, user_id, before, lim)
+                 cross join lateral (
+                     select {COLUMNS} from notifications
+                     where user_id = q.user_id{unread} and id < q.before
+                     order by id desc limit q.lim
+                 ) n
+                 order by q.ord, n.id desc",
+                rows.join(", ")
+            ));
+            size *= 2;
+        }
+        sizes
+    })
+});
 
 /// The user's notifications created after `after`, oldest first (a stream's replay).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]

@@ -17,7 +17,6 @@ use crate::auth::jwt::{token_hash, TokenError, TokenKind};
 use crate::auth::password::{HashSlot, Verdict};
 use crate::domain::Email;
 use crate::error::{AppError, AppResult};
-use crate::repo::session_reads::ReadError;
 use crate::repo::{self, sessions::SessionRow, users::UserRow};
 use crate::service::views::UserView;
 use crate::state::AppState;
@@ -398,11 +397,7 @@ async fn live_session(
         .session_reads
         .read(session_id)
         .await
-        .map_err(|e| match e {
-            ReadError::Db(e) => AppError::from_db(&e)
-                .unwrap_or_else(|| AppError::Internal(anyhow::anyhow!("session check: {e}"))),
-            ReadError::TimedOut | ReadError::Stopped => AppError::Unavailable,
-        })?
+        .map_err(super::read_failed)?
         .ok_or(AppError::SessionEnded)?;
     if !s.live || s.user.id != user_id {
         return Err(AppError::SessionEnded);

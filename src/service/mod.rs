@@ -71,6 +71,17 @@ pub struct Issued {
     pub expires_in: i64,
 }
 
+/// A batched read (`repo::batch`) that got no answer: 503 for an outage or a swamped database, as
+/// the pool's own errors are.
+pub(crate) fn read_failed(e: crate::repo::batch::ReadError) -> AppError {
+    use crate::repo::batch::ReadError;
+    match e {
+        ReadError::Db(e) => AppError::from_db(&e)
+            .unwrap_or_else(|| AppError::Internal(anyhow::anyhow!("batched read: {e}"))),
+        ReadError::TimedOut | ReadError::Stopped => AppError::Unavailable,
+    }
+}
+
 /// Splits a page fetched with `limit + 1` rows into the page and the id to continue before.
 pub fn split_page<T>(
     mut rows: Vec<T>,

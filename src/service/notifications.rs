@@ -109,7 +109,18 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> AppResult<(Vec<Notification>, Option<Uuid>)> {
-    let rows = repo::page(&state.db, user_id, unread_only, before, limit + 1).await?;
+    let key = repo::PageKey {
+        user_id,
+        unread_only,
+        before,
+        limit: limit + 1,
+    };
+    let rows = state
+        .notification_pages
+        .read(key)
+        .await
+        .map_err(super::read_failed)?
+        .unwrap_or_default();
     let (rows, next) = super::split_page(rows, limit, |r| r.id);
     Ok((rows.into_iter().map(Into::into).collect(), next))
 }

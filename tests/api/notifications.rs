@@ -708,3 +708,76 @@ async fn a_long_replay_is_sent_whole_page_by_page(pool: PgPool) {
     let e = stream.notification(Duration::from_secs(5)).await.unwrap();
     assert_eq!(e.data.unwrap()["title"], "live");
 }
+
+#[sqlx::test]
+async fn inbox_pages_asked_at_once_share_queries_and_each_gets_its_own(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let ann = app.signed_in("ann@example.com").await;
+    let bob = app.signed_in("bob@example.com").await;
+    let empty = app.signed_in("eve@example.com").await;
+    for (s, n) in [(&ann, 7), (&bob, 4)] {
+        for i in 0..n {
+            notify(
+                &app,
+                &s.user_id,
+                json!({"kind": "k", "title": format!("{}{i}", &s.user_id[..4])}),
+            )
+            .await;
+        }
+    }
+    let bob_read = notify(&app, &bob.user_id, json!({"kind": "k", "title": "read"})).await;
+    let res = app
+        .put(&format!(
+            "{INBOX}/{}/read",
+            bob_read["id"].as_str().unwrap()
+        ))
+        .bearer(&bob.access)
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    let cursor = inbox(&app, &ann, "?limit=3").await["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // every kind of page, each asked a few times: first pages, unread ones, a cursor's, an empty inbox
+    let asks: Vec<(&Session, String)> = vec![
+        (&ann, String::new()),
+        (&ann, "?limit=3".into()),
+        (&ann, format!("?limit=3&cursor={cursor}")),
+        (&ann, "?unread=true&limit=2".into()),
+        (&bob, String::new()),
+        (&bob, "?unread=true".into()),
+        (&empty, String::new()),
+    ];
+    // each alone first: what a page is
+    let mut expected = Vec::new();
+    for (s, q) in &asks {
+        expected.push(inbox(&app, s, q).await);
+    }
+    assert_eq!(titles(&expected[4]).len(), 5);
+    assert_eq!(titles(&expected[5]).len(), 4, "the read one is not unread");
+    assert!(titles(&expected[6]).is_empty());
+    let (reads_before, queries_before) = app.state.notification_pages.counts();
+    let burst = asks
+        .iter()
+        .cycle()
+        .take(asks.len() * 4)
+        .map(|(s, q)| app.get(&format!("{INBOX}{q}")).bearer(&s.access).send());
+    let answers = futures::future::join_all(burst).await;
+    let (reads_after, queries_after) = app.state.notification_pages.counts();
+    for (i, res) in answers.iter().enumerate() {
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        assert_eq!(
+            res.json(),
+            expected[i % asks.len()],
+            "ask {}",
+            i % asks.len()
+        );
+    }
+    let (reads, queries) = (reads_after - reads_before, queries_after - queries_before);
+    assert_eq!(reads, answers.len() as u64);
+    assert!(
+        queries * 4 <= reads,
+        "{reads} concurrent pages took {queries} queries"
+    );
+}

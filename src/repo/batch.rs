@@ -1,0 +1,184 @@
+//! Coalesced reads. The hottest reads — every private request's session check, every inbox page —
+//! are asked for by many requests at once; under load they are gathered into one query per batch
+//! instead of one query (and one pool round trip) each. Nothing is cached: a read only joins a
+//! query that starts after the request asked, so a change committed before a request arrives is
+//! always seen (contract: "every private request sees a revoked session as dead at once").
+//!
+//! A task takes the waiting reads as a batch whenever one of its `in_flight` query slots is free.
+//! With little traffic a batch is one read and it goes out at once (no added delay); when queries
+//! are busy, new reads wait for the next free slot and go out together.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// A read that can be answered for many keys in one query.
+pub trait BatchRead: Send + Sync + 'static {
+    type Key: Eq + Hash + Clone + Send + Sync + 'static;
+    type Value: Clone + Send + Sync + 'static;
+    /// Most keys one query carries.
+    const MAX_BATCH: usize;
+
+    /// The values of these (distinct) keys; a key without a value is absent.
+    fn fetch(
+        db: &PgPool,
+        keys: &[Self::Key],
+    ) -> impl Future<Output = sqlx::Result<Vec<(Self::Key, Self::Value)>>> + Send;
+}
+
+type Reply<V> = Result<Option<V>, Arc<sqlx::Error>>;
+type Waiters<V> = Vec<oneshot::Sender<Reply<V>>>;
+
+struct Ask<R: BatchRead> {
+    key: R::Key,
+    reply: oneshot::Sender<Reply<R::Value>>,
+}
+
+/// The handle requests use; the batching task ends when the last handle is dropped.
+pub struct Batcher<R: BatchRead> {
+    asks: mpsc::UnboundedSender<Ask<R>>,
+    counts: Arc<Counts>,
+    deadline: Duration,
+}
+
+impl<R: BatchRead> Clone for Batcher<R> {
+    fn clone(&self) -> Self {
+        Self {
+            asks: self.asks.clone(),
+            counts: self.counts.clone(),
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// Reads asked for and queries run since start: their ratio is the batching at work.
+#[derive(Debug, Default)]
+struct Counts {
+    reads: AtomicU64,
+    queries: AtomicU64,
+}
+
+/// Why a read has no answer: the query failed (shared by its whole batch), no answer came within
+/// the deadline (the database is down or swamped), or the batching task is gone (only while the
+/// service shuts down).
+#[derive(Debug)]
+pub enum ReadError {
+    Db(Arc<sqlx::Error>),
+    TimedOut,
+    Stopped,
+}
+
+impl<R: BatchRead> Batcher<R> {
+    /// Starts the batching task on the current runtime; at most `in_flight` queries run at once.
+    /// A read waits at most `deadline` in all (for a slot, a connection and the query), so an
+    /// outage answers as fast as a pool timeout does however many reads are queued.
+    pub fn spawn(db: PgPool, in_flight: usize, deadline: Duration) -> Self {
+        let (asks, rx) = mpsc::unbounded_channel();
+        let counts = Arc::new(Counts::default());
+        let slots = Arc::new(Semaphore::new(in_flight.max(1)));
+        tokio::spawn(batch_loop::<R>(db, rx, slots, counts.clone()));
+        Self {
+            asks,
+            counts,
+            deadline,
+        }
+    }
+
+    /// (reads asked for, queries run) since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.reads.load(Ordering::Relaxed),
+            self.counts.queries.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The key's value as the database has it now; `None` when it has none. Its span covers the
+    /// wait and the batch's query (which has no span of its own: it serves many requests).
+    #[tracing::instrument(level = "debug", name = "read", skip_all, fields(db.system = "postgresql"))]
+    pub async fn read(&self, key: R::Key) -> Result<Option<R::Value>, ReadError> {
+        let (reply, answer) = oneshot::channel();
+        self.asks
+            .send(Ask { key, reply })
+            .map_err(|_| ReadError::Stopped)?;
+        tokio::time::timeout(self.deadline, answer)
+            .await
+            .map_err(|_| ReadError::TimedOut)?
+            .map_err(|_| ReadError::Stopped)?
+            .map_err(ReadError::Db)
+    }
+}
+
+async fn batch_loop<R: BatchRead>(
+    db: PgPool,
+    mut rx: mpsc::UnboundedReceiver<Ask<R>>,
+    slots: Arc<Semaphore>,
+    counts: Arc<Counts>,
+) {
+    loop {
+        // wait for a free slot first, so that reads arriving meanwhile join the next batch
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < R::MAX_BATCH {
+            match rx.try_recv() {
+                Ok(ask) => batch.push(ask),
+                Err(_) => break,
+            }
+        }
+        counts
+            .reads
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counts.queries.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(reads = batch.len(), "reads batched");
+        let db = db.clone();
+        tokio::spawn(async move {
+            answer::<R>(&db, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn answer<R: BatchRead>(db: &PgPool, batch: Vec<Ask<R>>) {
+    // one answer per key, however many requests wait on it: clones only for the extra waiters
+    let mut waiting: HashMap<R::Key, Waiters<R::Value>> = HashMap::new();
+    for ask in batch {
+        waiting.entry(ask.key).or_default().push(ask.reply);
+    }
+    let keys: Vec<R::Key> = waiting.keys().cloned().collect();
+    match R::fetch(db, &keys).await {
+        Ok(found) => {
+            for (key, value) in found {
+                let Some(mut replies) = waiting.remove(&key) else {
+                    continue;
+                };
+                let last = replies.pop();
+                for reply in replies {
+                    let _ = reply.send(Ok(Some(value.clone())));
+                }
+                if let Some(reply) = last {
+                    let _ = reply.send(Ok(Some(value)));
+                }
+            }
+            // the keys the query found nothing for
+            for reply in waiting.into_values().flatten() {
+                let _ = reply.send(Ok(None));
+            }
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            for reply in waiting.into_values().flatten() {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
