@@ -32,6 +32,29 @@ pub trait BatchRead: Send + Sync + 'static {
     ) -> impl Future<Output = sqlx::Result<Vec<(Self::Key, Self::Value)>>> + Send;
 }
 
+/// A `values` list of `rows` rows of these column types, numbered from `$1`
+/// (`($1::uuid, $2::int8), ($3::uuid, $4::int8)`): the batched queries send their keys this way,
+/// padded with nulls to a power of two, so PostgreSQL keeps one generic plan per size (with an
+/// array parameter it re-plans every call; see `sessions::states`).
+pub fn values_list(rows: usize, types: &[&str]) -> String {
+    (0..rows)
+        .map(|row| {
+            let cells: Vec<String> = types
+                .iter()
+                .enumerate()
+                .map(|(col, ty)| format!("${}::{ty}", row * types.len() + col + 1))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The sizes a batched query is prepared for: 1, 2, 4, … `max`.
+pub fn sizes(max: usize) -> impl Iterator<Item = usize> {
+    std::iter::successors(Some(1usize), |s| Some(s * 2)).take_while(move |s| *s <= max)
+}
+
 type Reply<V> = Result<Option<V>, Arc<sqlx::Error>>;
 type Waiters<V> = Vec<oneshot::Sender<Reply<V>>>;
 
@@ -180,5 +203,21 @@ async fn answer<R: BatchRead>(db: &PgPool, batch: Vec<Ask<R>>) {
                 let _ = reply.send(Err(e.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_lists_number_their_parameters_row_by_row() {
+        assert_eq!(values_list(1, &["uuid"]), "($1::uuid)");
+        assert_eq!(
+            values_list(2, &["int4", "uuid"]),
+            "($1::int4, $2::uuid), ($3::int4, $4::uuid)"
+        );
+        assert_eq!(sizes(8).collect::<Vec<_>>(), [1, 2, 4, 8]);
+        assert_eq!(sizes(6).collect::<Vec<_>>(), [1, 2, 4]);
     }
 }

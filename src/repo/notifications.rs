@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::{FromRow, PgExecutor, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::batch::{BatchRead, Batcher};
+use super::batch::{sizes, values_list, BatchRead, Batcher};
 
 /// The channel every insert notifies (payload `<user id> <notification id>`).
 pub const CHANNEL: &str = "notifications";
@@ -193,34 +193,20 @@ static PAGES_SQL: LazyLock<[Vec<String>; 2]> = LazyLock::new(|| {
         } else {
             ""
         };
-        let mut sizes = Vec::new();
-        let mut size = 1;
-        while size <= MAX_PAGES {
-            let rows: Vec<String> = (0..size)
-                .map(|i| {
-                    let p = i * 4;
-                    format!(
-                        "(${}::int4, ${}::uuid, ${}::uuid, ${}::int8)",
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4
-                    )
-                })
-                .collect();
-            sizes.push(format!(
-                "select q.ord, n.* from (values {}) as q (ord, user_id, before, lim)
-                 cross join lateral (
-                     select {COLUMNS} from notifications
-                     where user_id = q.user_id{unread} and id < q.before
-                     order by id desc limit q.lim
-                 ) n
-                 order by q.ord, n.id desc",
-                rows.join(", ")
-            ));
-            size *= 2;
-        }
-        sizes
+        sizes(MAX_PAGES)
+            .map(|size| {
+                format!(
+                    "select q.ord, n.* from (values {}) as q (ord, user_id, before, lim)
+                     cross join lateral (
+                         select {COLUMNS} from notifications
+                         where user_id = q.user_id{unread} and id < q.before
+                         order by id desc limit q.lim
+                     ) n
+                     order by q.ord, n.id desc",
+                    values_list(size, &["int4", "uuid", "uuid", "int8"])
+                )
+            })
+            .collect()
     })
 });
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use super::batch::{sizes, values_list};
 use super::linked_accounts::LinkedAccountRow;
 use super::users::UserRow;
 
@@ -121,24 +122,21 @@ pub const MAX_STATES: usize = 256;
 
 /// The `states` query for 1, 2, 4, … `MAX_STATES` ids.
 static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
-    let mut sizes = Vec::new();
-    let mut size = 1;
-    while size <= MAX_STATES {
-        let ids: Vec<String> = (1..=size).map(|i| format!("(${i}::uuid)")).collect();
-        sizes.push(format!(
-            "select s.id as session_id,
-                    s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
-                    s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
-                    s.created_at as signed_in_at, s.amr, {}
-             from (values {}) as q (id)
-             join sessions s on s.id = q.id
-             join users u on u.id = s.user_id",
-            super::users::columns_with_links("u"),
-            ids.join(", ")
-        ));
-        size *= 2;
-    }
-    sizes
+    sizes(MAX_STATES)
+        .map(|size| {
+            format!(
+                "select s.id as session_id,
+                        s.revoked_at is null and s.expires_at > now() and u.status = 'active' as live,
+                        s.last_seen_at < now() - interval '60 seconds' as stale_last_seen,
+                        s.created_at as signed_in_at, s.amr, {}
+                 from (values {}) as q (id)
+                 join sessions s on s.id = q.id
+                 join users u on u.id = s.user_id",
+                super::users::columns_with_links("u"),
+                values_list(size, &["uuid"])
+            )
+        })
+        .collect()
 });
 
 /// `last_seen_at` is written at most once a minute, so reads stay reads.
