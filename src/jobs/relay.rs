@@ -23,8 +23,12 @@ use crate::repo::events::{self, CHANNEL};
 use crate::service::events::Envelope;
 use crate::state::AppState;
 
-/// Events one round publishes before waiting for their confirms.
-const BATCH: i64 = 1000;
+/// Events one round publishes before waiting for their confirms. Between rounds the channel idles
+/// while the last confirms come back and the next batch is read; 4 000 a round made that gap a
+/// quarter as frequent as 1 000 did (the relay's rate over a 20 000-event backlog rose from
+/// 11.8–12.6k to 13.0–14.2k events/s on the benchmark's machine), for a few MB of memory while a
+/// backlog drains.
+const BATCH: i64 = 4000;
 /// How often a relay that does not publish asks for the lock.
 pub const LEADER_RETRY: Duration = Duration::from_secs(2);
 /// The advisory lock the publishing relay holds ("users-service events relay").
