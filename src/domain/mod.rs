@@ -31,6 +31,11 @@ pub fn validate_title(value: &str) -> Result<(), ValidationError> {
     trimmed_length(value, 200, "title", "must have 1 to 200 characters")
 }
 
+/// A passkey's name: 1 to 64 characters once trimmed.
+pub fn validate_passkey_name(value: &str) -> Result<(), ValidationError> {
+    trimmed_length(value, 64, "name", "must have 1 to 64 characters")
+}
+
 /// 1 to `max` characters once trimmed (the stored form).
 fn trimmed_length(
     value: &str,

@@ -19,7 +19,7 @@ use super::rate_limit::Budget;
 use super::views::Passkey;
 use super::{auth, users, ClientMeta, Issued, Principal};
 use crate::auth::webauthn::{Assertion, Refused, CEREMONY_SECS};
-use crate::error::{AppError, AppResult, FieldError};
+use crate::error::{AppError, AppResult};
 use crate::repo::passkeys::{self as repo, Ceremony};
 use crate::repo::users::UserRow;
 use crate::state::AppState;
@@ -34,20 +34,10 @@ pub struct Started {
 /// The name a passkey gets when none is given.
 pub const DEFAULT_NAME: &str = "Passkey";
 
-/// A passkey's name: 1–64 characters after trimming.
-pub fn name(raw: Option<&str>) -> AppResult<String> {
-    let Some(raw) = raw else {
-        return Ok(DEFAULT_NAME.to_owned());
-    };
-    let trimmed = raw.trim();
-    let length = trimmed.chars().count();
-    if !(1..=64).contains(&length) || trimmed.chars().any(char::is_control) {
-        return Err(AppError::Validation(vec![FieldError::new(
-            "name",
-            "must be 1 to 64 characters, no control characters",
-        )]));
-    }
-    Ok(trimmed.to_owned())
+/// The name a passkey is stored under (validated by `domain::validate_passkey_name`): trimmed, or
+/// the default when none is given.
+pub fn name(given: Option<&str>) -> String {
+    given.map_or(DEFAULT_NAME, str::trim).to_owned()
 }
 
 fn expires_at() -> chrono::DateTime<Utc> {

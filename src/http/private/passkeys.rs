@@ -69,9 +69,10 @@ pub struct RegistrationRequest {
     /// `RegistrationResponseJSON`: `{id, rawId, type, response: {clientDataJSON, attestationObject}}`
     #[schema(value_type = Object)]
     pub credential: Value,
-    /// 1–64 characters; default "Passkey"
+    /// 1–64 characters (stored trimmed); default "Passkey"
     #[serde(default)]
-    #[schema(example = "Laptop")]
+    #[validate(custom(function = "crate::domain::validate_passkey_name"))]
+    #[schema(example = "Laptop", min_length = 1, max_length = 64)]
     pub name: Option<String>,
 }
 
@@ -91,7 +92,7 @@ pub async fn register(
     caller: Caller,
     Json(body): Json<RegistrationRequest>,
 ) -> AppResult<impl IntoResponse> {
-    let name = passkeys::name(body.name.as_deref())?;
+    let name = passkeys::name(body.name.as_deref());
     let passkey = passkeys::register(
         &state,
         &caller,
@@ -126,8 +127,9 @@ pub async fn list(
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameRequest {
-    /// 1–64 characters
-    #[schema(example = "Work laptop")]
+    /// 1–64 characters (stored trimmed)
+    #[validate(custom(function = "crate::domain::validate_passkey_name"))]
+    #[schema(example = "Work laptop", min_length = 1, max_length = 64)]
     pub name: String,
 }
 
@@ -148,7 +150,7 @@ pub async fn rename(
     Path(id): Path<Uuid>,
     Json(body): Json<RenameRequest>,
 ) -> AppResult<axum::Json<PasskeyResponse>> {
-    let name = passkeys::name(Some(&body.name))?;
+    let name = passkeys::name(Some(&body.name));
     let passkey = passkeys::rename(&state, &caller, p.user_id, id, name).await?;
     Ok(axum::Json(passkey.into()))
 }
