@@ -31,6 +31,14 @@ pub async fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
             "auth.data_key is empty: TOTP secrets and the stored signing key are kept unencrypted"
         );
     }
+    let off = settings.webauthn_origins_off_rp_id();
+    if !off.is_empty() {
+        tracing::warn!(
+            rp_id = %settings.webauthn.rp_id,
+            origins = ?off,
+            "passkeys: these origins are not on webauthn.rp_id and no ceremony from them can succeed; set webauthn.rp_id (and webauthn.origins)"
+        );
+    }
     check_sealed_secrets(&db, &data_key).await?;
     let pkcs8 = signing_key(settings.signing_key_path().as_deref(), &db, &data_key).await?;
     let keys = Keys::from_pkcs8(&settings.auth, &pkcs8)?;

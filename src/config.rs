@@ -354,23 +354,34 @@ impl Settings {
             return fail("webauthn.rp_name", "must not be empty");
         }
         // the origins named for passkeys must be the relying party's domain or under it (those
-        // borrowed from server.cors_origins may serve other things and are not checked)
-        for origin in &w.origins {
-            let host = url::Url::parse(origin.as_str())
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_owned))
-                .unwrap_or_default();
-            if host != rp_id && !host.ends_with(&format!(".{rp_id}")) {
-                return fail(
-                    "webauthn.origins",
-                    &format!("`{}` is not on webauthn.rp_id `{rp_id}`", origin.as_str()),
-                );
-            }
-        }
-        if self.rate_limit.export_per_hour == 0 {
-            return fail("rate_limit.export_per_hour", "must be at least 1");
+        // borrowed from server.cors_origins may serve other things: the start warns of them)
+        if let Some(origin) = w.origins.iter().find(|o| !self.on_rp_id(o)) {
+            return fail(
+                "webauthn.origins",
+                &format!("`{}` is not on webauthn.rp_id `{rp_id}`", origin.as_str()),
+            );
         }
         Ok(())
+    }
+
+    /// Whether `origin`'s host is `webauthn.rp_id` or under it (browsers refuse the others).
+    fn on_rp_id(&self, origin: &Origin) -> bool {
+        let rp_id = self.webauthn.rp_id.as_str();
+        let host = url::Url::parse(origin.as_str())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        host == rp_id || host.ends_with(&format!(".{rp_id}"))
+    }
+
+    /// The passkey origins (borrowed from `server.cors_origins`) that are not on `webauthn.rp_id`:
+    /// no passkey ceremony from them can succeed.
+    pub fn webauthn_origins_off_rp_id(&self) -> Vec<&str> {
+        self.webauthn_origins()
+            .iter()
+            .filter(|o| !self.on_rp_id(o))
+            .map(Origin::as_str)
+            .collect()
     }
 
     /// The origins passkey ceremonies are accepted from: `webauthn.origins`, else the CORS origins.
@@ -571,6 +582,9 @@ impl Settings {
         }
         if r.redis_prefix.len() > 64 {
             return fail("rate_limit.redis_prefix", "must be at most 64 characters");
+        }
+        if r.export_per_hour == 0 {
+            return fail("rate_limit.export_per_hour", "must be at least 1");
         }
         let t = &self.telemetry;
         optional_url(

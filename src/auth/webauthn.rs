@@ -55,8 +55,8 @@ pub struct Assertion {
 
 impl Assertion {
     /// Reads `PublicKeyCredential` JSON (the WebAuthn JSON serialisation).
-    pub fn parse(json: &Value) -> Result<Self, Refused> {
-        let credential = serde_json::from_value(json.clone())
+    pub fn parse(json: Value) -> Result<Self, Refused> {
+        let credential = serde_json::from_value(json)
             .map_err(|e| Refused::Invalid(format!("not an assertion: {e}")))?;
         Ok(Self { credential })
     }
@@ -68,11 +68,6 @@ impl Assertion {
     pub fn user_handle(&self) -> Option<&[u8]> {
         self.credential.get_user_unique_id()
     }
-}
-
-/// What a verified sign-in changes in the stored credential.
-pub struct Verified {
-    pub credential: Credential,
 }
 
 impl RelyingParty {
@@ -121,10 +116,10 @@ impl RelyingParty {
     /// Verifies a registration answer (`RegistrationResponseJSON`) against its state.
     pub fn finish_registration(
         &self,
-        answer: &Value,
+        answer: Value,
         state: &RegistrationState,
     ) -> Result<Credential, Refused> {
-        let answer: RegisterPublicKeyCredential = serde_json::from_value(answer.clone())
+        let answer: RegisterPublicKeyCredential = serde_json::from_value(answer)
             .map_err(|e| Refused::Invalid(format!("not a registration answer: {e}")))?;
         Ok(self.core.register_credential(&answer, state, None)?)
     }
@@ -140,25 +135,23 @@ impl RelyingParty {
         Ok((options_json(&options.public_key)?, state))
     }
 
-    /// Verifies a sign-in answer against its state and the stored credential it names; the
-    /// credential as it is to be stored now (its counter and backup state).
+    /// Verifies a sign-in answer against its state and the stored credential it names (user
+    /// verification is required by the state's policy); the credential as it is to be stored now
+    /// (its counter and backup state).
     pub fn finish_sign_in(
         &self,
         assertion: &Assertion,
         mut state: AuthenticationState,
         mut stored: Credential,
-    ) -> Result<Verified, Refused> {
+    ) -> Result<Credential, Refused> {
         state.set_allowed_credentials(vec![stored.clone()]);
         let result = self
             .core
             .authenticate_credential(&assertion.credential, &state)?;
-        if !result.user_verified() {
-            return Err(Refused::Invalid("no user verification".into()));
-        }
         stored.counter = result.counter();
         stored.backup_state = result.backup_state();
         stored.backup_eligible = result.backup_eligible();
-        Ok(Verified { credential: stored })
+        Ok(stored)
     }
 }
 

@@ -90,28 +90,24 @@ pub async fn page(
     .await
 }
 
-/// How many records of `action` by `actor` were written in the last `secs` seconds, and the oldest
-/// one's time, under a lock on the pair held to the end of the transaction (so a budget counted
-/// here cannot be overspent by concurrent callers).
+/// How many `user.export` records `actor` wrote in the last hour, and the oldest one's time, under
+/// a lock on the actor's exports held to the end of the transaction (so the export budget counted
+/// here cannot be overspent by concurrent exports). The action is a literal, matching the partial
+/// index `audit_log_export_idx`.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn recent_of_actor(
+pub async fn recent_exports(
     conn: &mut PgConnection,
     actor: &str,
-    action: &str,
-    secs: i64,
 ) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
-    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 0))")
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended('user.export ' || $1, 0))")
         .bind(actor)
-        .bind(action)
         .execute(&mut *conn)
         .await?;
     sqlx::query_as(
         "select count(*), min(at) from audit_log
-         where actor = $1 and action = $2 and at > now() - make_interval(secs => $3)",
+         where actor = $1 and action = 'user.export' and at > now() - interval '1 hour'",
     )
     .bind(actor)
-    .bind(action)
-    .bind(secs as f64)
     .fetch_one(conn)
     .await
 }

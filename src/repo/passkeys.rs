@@ -23,6 +23,15 @@ pub struct PasskeyRow {
 const COLUMNS: &str =
     "id, user_id, credential_id, credential, name, created_at, last_used_at, suspended_at";
 
+/// `COLUMNS` of the table aliased `alias`.
+fn prefixed(alias: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The ceremony a challenge belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ceremony {
@@ -39,33 +48,38 @@ impl Ceremony {
     }
 }
 
-/// A used challenge: whose it was and the ceremony's state.
+/// A used challenge: the ceremony's state.
 #[derive(Debug, sqlx::FromRow)]
 pub struct ChallengeRow {
-    pub user_id: Option<Uuid>,
     pub state: Json<Value>,
 }
 
-/// The user's handle, made (random, 32 bytes) on first use.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn handle(db: impl PgExecutor<'_>, user_id: Uuid, fresh: &[u8]) -> sqlx::Result<Vec<u8>> {
-    sqlx::query_scalar(
-        "update users set webauthn_handle = coalesce(webauthn_handle, $2) where id = $1 \
-         returning webauthn_handle",
-    )
-    .bind(user_id)
-    .bind(fresh)
-    .fetch_one(db)
-    .await
+/// A passkey and the handle its user is known to authenticators by.
+#[derive(Debug, sqlx::FromRow)]
+pub struct OwnedPasskey {
+    #[sqlx(flatten)]
+    pub passkey: PasskeyRow,
+    pub owner_handle: Option<Vec<u8>>,
 }
 
-/// The user an authenticator's handle names.
+/// The user's handle, if they have one.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn user_of_handle(db: impl PgExecutor<'_>, handle: &[u8]) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar("select id from users where webauthn_handle = $1")
-        .bind(handle)
-        .fetch_optional(db)
+pub async fn handle(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar("select webauthn_handle from users where id = $1")
+        .bind(user_id)
+        .fetch_one(db)
         .await
+}
+
+/// Gives the user their handle (at their first registration; the caller holds the user's row).
+#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+pub async fn set_handle(db: impl PgExecutor<'_>, user_id: Uuid, handle: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("update users set webauthn_handle = $2 where id = $1")
+        .bind(user_id)
+        .bind(handle)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
@@ -103,7 +117,7 @@ pub async fn take_challenge(
     sqlx::query_as(
         "delete from webauthn_challenges where id = $1 and ceremony = $2 \
            and user_id is not distinct from $3 and expires_at > now() \
-         returning user_id, state",
+         returning state",
     )
     .bind(id)
     .bind(ceremony.as_str())
@@ -148,14 +162,18 @@ pub async fn find_own(
     .await
 }
 
-/// The passkey with this credential id, locked for the sign-in that uses it.
+/// The passkey with this credential id and its user's handle, the passkey locked for the sign-in
+/// that uses it.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn lock_by_credential(
     conn: &mut PgConnection,
     credential_id: &[u8],
-) -> sqlx::Result<Option<PasskeyRow>> {
+) -> sqlx::Result<Option<OwnedPasskey>> {
     sqlx::query_as(&format!(
-        "select {COLUMNS} from passkeys where credential_id = $1 for update"
+        "select {}, u.webauthn_handle as owner_handle
+         from passkeys p join users u on u.id = p.user_id
+         where p.credential_id = $1 for update of p",
+        prefixed("p")
     ))
     .bind(credential_id)
     .fetch_optional(conn)

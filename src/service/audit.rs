@@ -112,7 +112,6 @@ pub enum Action {
     PasskeyRegister,
     PasskeyRename,
     PasskeyDelete,
-    PasskeyUse,
     /// a passkey's signature counter went back: possibly a cloned authenticator
     PasskeyCounterRegression,
     Export,
@@ -155,7 +154,6 @@ impl Action {
             Action::PasskeyRegister => "passkey.register",
             Action::PasskeyRename => "passkey.rename",
             Action::PasskeyDelete => "passkey.delete",
-            Action::PasskeyUse => "passkey.use",
             Action::PasskeyCounterRegression => "passkey.counter_regression",
             Action::Export => "user.export",
         }
@@ -195,7 +193,6 @@ impl Action {
             | Action::MfaRecoveryCodesRegenerate
             | Action::RecoveryCodeUse
             | Action::PasskeyRename
-            | Action::PasskeyUse
             | Action::PasskeyCounterRegression
             | Action::Export => return None,
         })

@@ -228,18 +228,20 @@ pub async fn start_session(
     methods: &[&str],
 ) -> AppResult<Issued> {
     let mut tx = state.db.begin().await?;
-    let issued = open_session(&mut tx, state, user, meta, methods).await?;
+    let issued = open_session(&mut tx, state, user, meta, methods, None).await?;
     tx.commit().await?;
     Ok(issued)
 }
 
-/// As [`start_session`], in the caller's transaction.
+/// As [`start_session`], in the caller's transaction; `passkey_id` names the passkey of a passkey
+/// sign-in in its audit record.
 pub async fn open_session(
     conn: &mut PgConnection,
     state: &AppState,
     user: &UserRow,
     meta: &ClientMeta,
     methods: &[&str],
+    passkey_id: Option<Uuid>,
 ) -> AppResult<Issued> {
     let principal = Principal {
         user_id: user.id,
@@ -265,7 +267,10 @@ pub async fn open_session(
     )
     .await?;
     let caller = Caller::user(user.id, meta.ip);
-    let details = json!({"session_id": issued.principal.session_id, "amr": methods});
+    let mut details = json!({"session_id": issued.principal.session_id, "amr": methods});
+    if let Some(id) = passkey_id {
+        details["passkey_id"] = json!(id);
+    }
     audit::record(conn, &caller, Action::Login, Some(user.id), details).await?;
     // a sign-in ends the count of wrong passwords (and codes) for the account
     repo::login_throttle::clear(&mut *conn, &user.email.to_lowercase()).await?;

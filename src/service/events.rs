@@ -108,7 +108,6 @@ pub(super) async fn write(
         | Action::MfaDisable
         | Action::RecoveryCodeUse
         | Action::PasskeyRename
-        | Action::PasskeyUse
         | Action::PasskeyCounterRegression
         | Action::Export => json!({}),
         // the passkey as the list shows it (recorded in the details: a removed one is gone)

@@ -34,8 +34,10 @@ pub struct Export {
 /// Everything (no page limit: an export is the whole of it).
 const ALL: i64 = i64::MAX;
 
-/// The export of `user_id`: the caller's own (`include_deleted` false: a deleted account signs in to
-/// nothing) or, for an admin, any user's, deleted ones included. 404 `user_not_found`.
+/// The export of `user_id`: the caller's own, or for an admin any user's, deleted ones included;
+/// 404 `user_not_found`. `current_session` marks the caller's session among the user's. The budget
+/// and the audit record are committed before the read: an export that then fails (an outage)
+/// still counts.
 pub async fn export(
     state: &AppState,
     caller: &Caller,
@@ -112,8 +114,7 @@ async fn spend_budget(state: &AppState, caller: &Caller, user_id: Uuid) -> AppRe
     if repo::users::find_by_id(&mut *tx, user_id).await?.is_none() {
         return Err(AppError::user_not_found());
     }
-    let (count, oldest) =
-        repo::audit::recent_of_actor(&mut tx, &actor, Action::Export.as_str(), 3600).await?;
+    let (count, oldest) = repo::audit::recent_exports(&mut tx, &actor).await?;
     if count >= i64::from(state.settings.rate_limit.export_per_hour) {
         let frees_at = oldest.unwrap_or_else(Utc::now) + Duration::hours(1);
         let secs = (frees_at - Utc::now()).num_seconds().max(1);

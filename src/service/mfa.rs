@@ -435,7 +435,7 @@ async fn complete_in(
     }
     let mut methods: Vec<&str> = challenge.methods.iter().map(String::as_str).collect();
     methods.push(proof.method());
-    let issued = auth::open_session(&mut tx, state, &user, meta, &methods).await?;
+    let issued = auth::open_session(&mut tx, state, &user, meta, &methods, None).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, session_id = %issued.principal.session_id, "sign-in completed with a second factor");
     Ok(Completed::SignedIn {

@@ -54,9 +54,16 @@ pub async fn registration_options(state: &AppState, p: &Principal) -> AppResult<
     p.require_recent_sign_in(state.settings.auth.reauth_window_secs)?;
     let mut tx = state.db.begin().await?;
     let user = users::live_user(&mut tx, p.user_id).await?;
-    let mut fresh = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut fresh);
-    let handle = repo::handle(&mut *tx, user.id, &fresh).await?;
+    // the handle is made at the first registration (the user's row is locked), then only read
+    let handle = match repo::handle(&mut *tx, user.id).await? {
+        Some(handle) => handle,
+        None => {
+            let mut fresh = vec![0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut fresh);
+            repo::set_handle(&mut *tx, user.id, &fresh).await?;
+            fresh
+        }
+    };
     let exclude = repo::list(&mut *tx, user.id)
         .await?
         .into_iter()
@@ -108,7 +115,7 @@ pub async fn register(
     caller: &Caller,
     p: &Principal,
     challenge_id: Uuid,
-    answer: &Value,
+    answer: Value,
     name: String,
 ) -> AppResult<Passkey> {
     let challenge = repo::take_challenge(
@@ -119,8 +126,12 @@ pub async fn register(
     )
     .await?
     .ok_or_else(|| AppError::InvalidPasskey("unknown, used or expired challenge_id".into()))?;
-    let ceremony: RegistrationState = serde_json::from_value(challenge.state.0)
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("a stored registration state: {e}")))?;
+    // a state this version cannot read (stored by another version during a rolling upgrade): the
+    // client starts the ceremony again
+    let ceremony: RegistrationState = serde_json::from_value(challenge.state.0).map_err(|e| {
+        tracing::warn!(error = %e, "a stored registration ceremony does not read");
+        AppError::InvalidPasskey("the ceremony is unknown, used or expired; start it again".into())
+    })?;
     let credential = state
         .webauthn
         .finish_registration(answer, &ceremony)
@@ -199,18 +210,17 @@ pub async fn rename(
 }
 
 /// Deletes a passkey; removing the last way to sign in (no password, no identity, no other usable
-/// passkey) is 400 `last_login_method`. The user's row is locked, so two concurrent removals
-/// cannot both pass the check.
+/// passkey) is 400 `last_login_method` — a suspended passkey signs in to nothing, so it can always
+/// go. The user's row is locked, so two concurrent removals cannot both pass the check.
 pub async fn delete(state: &AppState, caller: &Caller, user_id: Uuid, id: Uuid) -> AppResult<()> {
     let mut tx = state.db.begin().await?;
     let user = users::live_user(&mut tx, user_id).await?;
     let row = repo::find_own(&mut *tx, user_id, id)
         .await?
         .ok_or_else(not_found)?;
-    let others =
-        repo::count_usable(&mut *tx, user_id).await? - i64::from(row.suspended_at.is_none());
-    if user.password_hash.is_none()
-        && others == 0
+    if row.suspended_at.is_none()
+        && user.password_hash.is_none()
+        && repo::count_usable(&mut *tx, user_id).await? <= 1
         && crate::repo::linked_accounts::count_identities(&mut *tx, user_id).await? == 0
     {
         return Err(AppError::LastLoginMethod);
@@ -260,7 +270,7 @@ pub async fn sign_in(
     state: &AppState,
     meta: &ClientMeta,
     challenge_id: Uuid,
-    answer: &Value,
+    answer: Value,
 ) -> AppResult<(UserRow, Issued)> {
     state.limits.check(Budget::Login, meta.ip).await?;
     let outcome = sign_in_in(state, meta, challenge_id, answer).await;
@@ -274,34 +284,35 @@ async fn sign_in_in(
     state: &AppState,
     meta: &ClientMeta,
     challenge_id: Uuid,
-    answer: &Value,
+    answer: Value,
 ) -> AppResult<(UserRow, Issued)> {
     let challenge = repo::take_challenge(&state.db, challenge_id, Ceremony::Authentication, None)
         .await?
         .ok_or(AppError::Unauthenticated)?;
-    let ceremony: AuthenticationState = serde_json::from_value(challenge.state.0)
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("a stored sign-in state: {e}")))?;
+    // a state this version cannot read (stored by another version during a rolling upgrade): the
+    // client starts the ceremony again
+    let ceremony: AuthenticationState = serde_json::from_value(challenge.state.0).map_err(|e| {
+        tracing::warn!(error = %e, "a stored sign-in ceremony does not read; asking for a new one");
+        AppError::Unauthenticated
+    })?;
     let caller = Caller::anonymous(meta.ip);
     let assertion = Assertion::parse(answer).map_err(|_| AppError::InvalidCredentials)?;
     let mut tx = state.db.begin().await?;
-    let Some(row) = repo::lock_by_credential(&mut tx, assertion.credential_id()).await? else {
+    let Some(found) = repo::lock_by_credential(&mut tx, assertion.credential_id()).await? else {
         return Err(AppError::InvalidCredentials);
     };
+    let row = found.passkey;
     // the handle the authenticator returns must be the user's: a credential answers for its user
-    let owner = match assertion.user_handle() {
-        Some(handle) => repo::user_of_handle(&mut *tx, handle).await?,
-        None => None,
-    };
-    if owner != Some(row.user_id) || row.suspended_at.is_some() {
+    if assertion.user_handle() != found.owner_handle.as_deref() || row.suspended_at.is_some() {
         return Err(AppError::InvalidCredentials);
     }
-    let stored: Credential = serde_json::from_value(row.credential.0.clone())
+    let stored: Credential = serde_json::from_value(row.credential.0)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("a stored passkey: {e}")))?;
     let user = crate::repo::users::find_by_id(&mut *tx, row.user_id)
         .await?
         .ok_or(AppError::InvalidCredentials)?;
-    let verified = match state.webauthn.finish_sign_in(&assertion, ceremony, stored) {
-        Ok(verified) => verified,
+    let credential = match state.webauthn.finish_sign_in(&assertion, ceremony, stored) {
+        Ok(credential) => credential,
         Err(Refused::CounterWentBack) => {
             repo::suspend(&mut *tx, row.id).await?;
             let details = json!({"passkey_id": row.id, "reason": "signature counter did not grow: possibly a cloned authenticator"});
@@ -331,13 +342,11 @@ async fn sign_in_in(
     if state.settings.auth.require_verified_email && !user.email_verified {
         return Err(AppError::EmailNotVerified);
     }
-    let stored =
-        serde_json::to_value(&verified.credential).map_err(|e| AppError::Internal(e.into()))?;
+    let stored = serde_json::to_value(&credential).map_err(|e| AppError::Internal(e.into()))?;
     repo::used(&mut *tx, row.id, &stored).await?;
-    let issued = auth::open_session(&mut tx, state, &user, meta, &["webauthn"]).await?;
-    let caller = caller.as_user(user.id);
-    let details = json!({"passkey_id": row.id, "session_id": issued.principal.session_id});
-    audit::record(&mut tx, &caller, Action::PasskeyUse, Some(user.id), details).await?;
+    // audited once, as `auth.login` with `amr: ["webauthn"]` and the passkey's id
+    let issued =
+        auth::open_session(&mut tx, state, &user, meta, &["webauthn"], Some(row.id)).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, session_id = %issued.principal.session_id, "signed in with a passkey");
     Ok((user, issued))

@@ -208,13 +208,24 @@ async fn p256_and_ed25519_passkeys_register_and_sign_in_with_webauthn_amr(pool: 
     .unwrap();
     assert_eq!(counter, 1, "the counter is kept");
 
-    let actions = app.audit_actions(&s.user_id).await;
-    for action in ["passkey.register", "passkey.use", "auth.login"] {
-        assert!(
-            actions.iter().any(|a| a == action),
-            "{action} in {actions:?}"
-        );
-    }
+    assert!(app
+        .audit_actions(&s.user_id)
+        .await
+        .iter()
+        .any(|a| a == "passkey.register"));
+    // each passkey sign-in is one `auth.login` record naming its session, amr and passkey
+    let logins: Vec<Value> = sqlx::query_scalar(
+        "select details from audit_log where action = 'auth.login' and details ? 'passkey_id'
+         and target_user_id = $1::uuid order by id",
+    )
+    .bind(&s.user_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(logins.len(), 2);
+    assert_eq!(logins[0]["session_id"], signed_in.session_id.as_str());
+    assert_eq!(logins[0]["amr"], json!(["webauthn"]));
+    assert_eq!(logins[0]["passkey_id"], first["id"]);
     let events: Vec<Value> = sqlx::query_scalar(
         "select data from events where type = 'user.passkey_added' and user_id = $1::uuid order by commit_seq",
     )
@@ -460,6 +471,32 @@ async fn a_counter_that_goes_back_is_refused_audited_and_suspends_the_passkey(po
     register(&app, &s, &mut key).await;
     assert_eq!(passkeys_of(&app, &s.user_id).await, 1);
     session_of(&sign_in(&app, &mut key, false).await);
+
+    // a suspended passkey is no way in: without a password or an identity it can still be deleted
+    sqlx::query("update users set password_hash = null where id = $1::uuid")
+        .bind(&s.user_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let id = app.get(PASSKEYS).cookies(&s).send().await.json()["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.delete(&format!("{PASSKEYS}/{id}"))
+        .cookies(&s)
+        .send()
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "last_login_method");
+    key.counter = 0;
+    sign_in(&app, &mut key, false)
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    let res = app
+        .delete(&format!("{PASSKEYS}/{id}"))
+        .cookies(&s)
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text());
 }
 
 #[sqlx::test]

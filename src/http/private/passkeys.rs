@@ -98,7 +98,7 @@ pub async fn register(
         &caller,
         &p,
         body.challenge_id,
-        &body.credential,
+        body.credential,
         name,
     )
     .await?;

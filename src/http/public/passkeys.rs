@@ -69,7 +69,7 @@ pub async fn login(
     Json(body): Json<PasskeyLoginRequest>,
 ) -> AppResult<Response> {
     let (user, issued) =
-        passkeys::sign_in(&state, &meta, body.challenge_id, &body.credential).await?;
+        passkeys::sign_in(&state, &meta, body.challenge_id, body.credential).await?;
     if body.tokens {
         return Ok((NO_STORE, axum::Json(TokenResponse::from(issued))).into_response());
     }
