@@ -214,13 +214,18 @@ pub async fn use_challenge(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx::
         .map(|_| ())
 }
 
-/// Challenges used, past their expiry or dead of wrong codes: nothing can complete them.
+/// Challenges used, past their expiry or dead of wrong codes (`max_failures` of them): nothing can
+/// complete them.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn delete_stale_challenges(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
+pub async fn delete_stale_challenges(
+    db: impl PgExecutor<'_>,
+    max_failures: i32,
+) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "delete from mfa_challenges
-             where expires_at < now() or used_at is not null or failures >= 5",
+             where expires_at < now() or used_at is not null or failures >= $1",
     )
+    .bind(max_failures)
     .execute(db)
     .await?;
     Ok(done.rows_affected())

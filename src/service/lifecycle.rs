@@ -247,7 +247,8 @@ pub async fn sweep_stale_records(state: &AppState) -> AppResult<Swept> {
             state.settings.notifications.retention_days,
         )
         .await?,
-        mfa_challenges: repo::mfa::delete_stale_challenges(db).await?,
+        mfa_challenges: repo::mfa::delete_stale_challenges(db, super::mfa::MAX_CODE_FAILURES)
+            .await?,
         webauthn_challenges: repo::passkeys::delete_expired_challenges(db).await?,
     };
     if swept != Swept::default() {

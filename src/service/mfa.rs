@@ -25,7 +25,7 @@ use crate::state::AppState;
 /// How long a first step waits for its second.
 pub const CHALLENGE_TTL_SECS: i64 = 300;
 /// Wrong codes a challenge survives.
-const MAX_CODE_FAILURES: i32 = 5;
+pub const MAX_CODE_FAILURES: i32 = 5;
 
 /// The first step a challenge came from: what its completion answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,12 +164,14 @@ pub async fn enrol(state: &AppState, caller: &Caller, p: &Principal) -> AppResul
     {
         return Err(AppError::MfaAlreadyEnabled);
     }
+    // built before the commit: nothing may fail once the enrolment is stored
+    let otpauth_uri = totp::otpauth_uri(&secret, &state.settings.auth.issuer, &user.email)
+        .map_err(AppError::Internal)?;
     audit::record(&mut tx, caller, Action::MfaEnrol, Some(user.id), json!({})).await?;
     tx.commit().await?;
     Ok(Enrolment {
         secret: totp::base32(&secret),
-        otpauth_uri: totp::otpauth_uri(&secret, &state.settings.auth.issuer, &user.email)
-            .map_err(AppError::Internal)?,
+        otpauth_uri,
     })
 }
 

@@ -451,6 +451,10 @@ async fn a_correctly_signed_telegram_login_signs_in_and_returns(pool: PgPool) {
         .await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text());
     assert!(first.cookie("access_token").is_some());
+    assert_eq!(
+        first.headers["cache-control"], "no-store",
+        "an answer with tokens"
+    );
     let user = first.json()["user"].clone();
     assert_eq!(user["linked_accounts"][0]["social_network"], "telegram");
     assert_eq!(

@@ -13,9 +13,9 @@ use crate::auth::cookies::{self, OAUTH_NONCE};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::auth_layer::append_auth_cookies;
 use crate::http::docs::PROBLEM;
-use crate::http::dto::{LoginAnswer, LoginResponse};
+use crate::http::dto::{LoginAnswer, LoginResponse, NO_STORE};
 use crate::http::extract::{Json, MaybeUser, Query};
-use crate::http::public::users::mfa_required;
+use crate::http::public::users::{mfa_required, signed_in_with_cookies};
 use crate::service::oauth::{self, Outcome, TelegramAnswer, TelegramLogin};
 use crate::service::ClientMeta;
 use crate::state::AppState;
@@ -185,15 +185,15 @@ pub async fn telegram(
         TelegramAnswer::Done(signed_in) => *signed_in,
         TelegramAnswer::SecondFactor(challenge) => return Ok(mfa_required(challenge)),
     };
-    let mut out = HeaderMap::new();
+    // a sign-in answers as the login does; a link (the caller's own session) carries no tokens
     if let Some(issued) = &signed_in.issued {
-        append_auth_cookies(&state, &mut out, issued);
+        return Ok(signed_in_with_cookies(&state, signed_in.user, issued));
     }
     let body = LoginResponse {
         user: signed_in.user.into(),
         session_id: signed_in.session_id,
     };
-    Ok((StatusCode::OK, out, axum::Json(body)).into_response())
+    Ok((NO_STORE, axum::Json(body)).into_response())
 }
 
 fn redirect(location: &str) -> AppResult<Response> {
