@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{FromRow, PgExecutor, PgPool, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::batch::{sizes, values_list, BatchRead, Batcher};
@@ -81,30 +81,15 @@ pub async fn insert_many(
     Ok(done.rows_affected())
 }
 
-/// A page of the user's notifications, newest first, before `before`. Each combination of filters
-/// is its own statement (no `$2 is null or …`), so each keeps one cheap generic plan on its index:
-/// with the optional filter in the SQL, PostgreSQL judged the generic plan worse and planned every
-/// call anew (0.5 ms a call, more than the query).
+/// All the user's notifications, newest first (the export; the inbox reads `Pages`).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn page(
-    db: impl PgExecutor<'_>,
-    user_id: Uuid,
-    unread_only: bool,
-    before: Option<Uuid>,
-    limit: i64,
-) -> sqlx::Result<Vec<NotificationRow>> {
-    let mut q = QueryBuilder::<Postgres>::new(format!(
-        "select {COLUMNS} from notifications where user_id = "
-    ));
-    q.push_bind(user_id);
-    if unread_only {
-        q.push(" and read_at is null");
-    }
-    if let Some(before) = before {
-        q.push(" and id < ").push_bind(before);
-    }
-    q.push(" order by id desc limit ").push_bind(limit);
-    q.build_query_as().fetch_all(db).await
+pub async fn all_of(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<NotificationRow>> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from notifications where user_id = $1 order by id desc"
+    ))
+    .bind(user_id)
+    .fetch_all(db)
+    .await
 }
 
 /// One inbox page to read: the user's notifications (all, or unread only) before `before` (none:
@@ -121,7 +106,7 @@ pub struct PageKey {
 /// second most frequent private request after the session check it comes with.
 pub struct Pages;
 
-/// The handle the inbox reads its pages with; a page with no notification is `None`.
+/// The handle the inbox reads its pages with (every page asked for is answered, empty or not).
 pub type PageReads = Batcher<Pages>;
 
 /// Most pages one query reads.
@@ -132,21 +117,28 @@ impl BatchRead for Pages {
     type Value = Vec<NotificationRow>;
     const MAX_BATCH: usize = MAX_PAGES;
 
+    /// Every page of the batch in one statement: a `values` list padded with nulls to the next
+    /// power of two (one generic plan per size, as `sessions::states`), each row an index scan of
+    /// its user's newest notifications — all of them, or (the other branch, on the partial index)
+    /// the unread ones.
+    #[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
     async fn fetch(db: &PgPool, keys: &[PageKey]) -> sqlx::Result<Vec<(PageKey, Self::Value)>> {
+        let size = keys.len().next_power_of_two();
+        let mut query = sqlx::query_as::<_, PagedRow>(&PAGES_SQL[size.trailing_zeros() as usize]);
+        for slot in 0..size {
+            let key = keys.get(slot);
+            query = query
+                .bind(key.map(|_| slot as i32))
+                .bind(key.map(|k| k.user_id))
+                .bind(key.map(|k| k.before.unwrap_or(Uuid::max())))
+                .bind(key.map(|k| k.limit))
+                .bind(key.map(|k| k.unread_only));
+        }
         let mut pages: Vec<(PageKey, Self::Value)> =
             keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-        for unread_only in [false, true] {
-            let group: Vec<usize> = (0..keys.len())
-                .filter(|&i| keys[i].unread_only == unread_only)
-                .collect();
-            if group.is_empty() {
-                continue;
-            }
-            for row in pages_of(db, keys, &group, unread_only).await? {
-                let at = usize::try_from(row.ord).ok().and_then(|o| group.get(o));
-                if let Some(&i) = at {
-                    pages[i].1.push(row.row);
-                }
+        for row in query.fetch_all(db).await? {
+            if let Some(page) = usize::try_from(row.ord).ok().and_then(|i| pages.get_mut(i)) {
+                page.1.push(row.row);
             }
         }
         Ok(pages)
@@ -155,59 +147,32 @@ impl BatchRead for Pages {
 
 #[derive(FromRow)]
 struct PagedRow {
-    /// the page's place in its group
+    /// the page's place in the batch
     ord: i32,
     #[sqlx(flatten)]
     row: NotificationRow,
 }
 
-/// The pages `group` names (indexes into `keys`, all of one `unread_only`), in one statement: a
-/// `values` list padded with nulls to the next power of two (one generic plan per size, as
-/// `sessions::states`), each row an index scan of its user's newest notifications.
-#[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
-async fn pages_of(
-    db: &PgPool,
-    keys: &[PageKey],
-    group: &[usize],
-    unread_only: bool,
-) -> sqlx::Result<Vec<PagedRow>> {
-    let size = group.len().next_power_of_two();
-    let sql = &PAGES_SQL[usize::from(unread_only)][size.trailing_zeros() as usize];
-    let mut query = sqlx::query_as(sql);
-    for slot in 0..size {
-        let key = group.get(slot).map(|&i| &keys[i]);
-        query = query
-            .bind(key.map(|_| slot as i32))
-            .bind(key.map(|k| k.user_id))
-            .bind(key.map(|k| k.before.unwrap_or(Uuid::max())))
-            .bind(key.map(|k| k.limit));
-    }
-    query.fetch_all(db).await
-}
-
-/// The `pages_of` statements: `[all, unread only][log2 of 1, 2, 4, … MAX_PAGES]`.
-static PAGES_SQL: LazyLock<[Vec<String>; 2]> = LazyLock::new(|| {
-    [false, true].map(|unread_only| {
-        let unread = if unread_only {
-            " and read_at is null"
-        } else {
-            ""
-        };
-        sizes(MAX_PAGES)
-            .map(|size| {
-                format!(
-                    "select q.ord, n.* from (values {}) as q (ord, user_id, before, lim)
-                     cross join lateral (
-                         select {COLUMNS} from notifications
-                         where user_id = q.user_id{unread} and id < q.before
-                         order by id desc limit q.lim
-                     ) n
-                     order by q.ord, n.id desc",
-                    values_list(size, &["int4", "uuid", "uuid", "int8"])
-                )
-            })
-            .collect()
-    })
+/// The `Pages::fetch` statements for 1, 2, 4, … `MAX_PAGES` pages.
+static PAGES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+    sizes(MAX_PAGES)
+        .map(|size| {
+            format!(
+                "select q.ord, n.* from (values {}) as q (ord, user_id, before, lim, unread)
+                 cross join lateral (
+                     (select {COLUMNS} from notifications
+                      where not q.unread and user_id = q.user_id and id < q.before
+                      order by id desc limit q.lim)
+                     union all
+                     (select {COLUMNS} from notifications
+                      where q.unread and user_id = q.user_id and read_at is null and id < q.before
+                      order by id desc limit q.lim)
+                 ) n
+                 order by q.ord, n.id desc",
+                values_list(size, &["int4", "uuid", "uuid", "int8", "bool"])
+            )
+        })
+        .collect()
 });
 
 /// The user's notifications created after `after`, oldest first (a stream's replay).

@@ -69,7 +69,7 @@ pub async fn export(
         .into_iter()
         .map(Into::into)
         .collect();
-    let notifications = repo::notifications::page(&mut *tx, user_id, false, None, ALL)
+    let notifications = repo::notifications::all_of(&mut *tx, user_id)
         .await?
         .into_iter()
         .map(Into::into)
