@@ -12,9 +12,10 @@ with ordered as (select id, row_number() over (order by txid, seq) as n from eve
 update events e set commit_seq = ordered.n from ordered where e.id = ordered.id;
 select setval('events_commit_seq', coalesce(max(commit_seq), 0) + 1, false) from events;
 
-drop index events_order_idx;
+-- `txid` and its index stay for one release: pods of the previous version, still running while a
+-- rolling deploy replaces them after this migration, read events by it. A later migration drops
+-- them.
 drop index events_unpublished_idx;
-alter table events drop column txid;
 create unique index events_commit_idx on events (commit_seq);
 create index events_unpublished_idx on events (commit_seq) where published_at is null;
 
