@@ -499,8 +499,9 @@ async fn check(
 }
 
 /// A private route's check of a code: a wrong one commits its count and answers 400
-/// `invalid_mfa_code`; a right one ends the count and hands the transaction back (with the
-/// recovery codes left when one was used).
+/// `invalid_mfa_code`; a right one hands its reserved attempt back — it neither counts nor ends
+/// the count, which only a completed sign-in does (contract) — and the transaction with it (with
+/// the recovery codes left when one was used).
 async fn prove(
     state: &AppState,
     mut tx: Transaction<'static, Postgres>,
@@ -510,7 +511,7 @@ async fn prove(
 ) -> AppResult<(Transaction<'static, Postgres>, Option<i64>)> {
     match check(state, &mut tx, user, factor, proof).await? {
         Checked::Right(left) => {
-            repo::login_throttle::clear(&mut *tx, &user.email.to_lowercase()).await?;
+            repo::login_throttle::release(&mut *tx, &user.email.to_lowercase()).await?;
             Ok((tx, left))
         }
         Checked::Wrong => {

@@ -832,3 +832,37 @@ async fn secrets_are_encrypted_at_rest_and_a_wrong_key_stops_the_start(pool: PgP
         .unwrap();
     assert_eq!(plain, secret);
 }
+
+#[sqlx::test]
+async fn a_right_code_on_a_private_route_neither_counts_nor_ends_the_count(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let s = app.signed_in("ann@example.com").await;
+    let (secret, _) = turn_on(&app, &s).await;
+    let failures = || {
+        app.scalar_i64(
+            "select coalesce((select failures::bigint from login_throttle where email_key = $1), 0)",
+            "ann@example.com",
+        )
+    };
+    for _ in 0..2 {
+        app.post(CODES)
+            .cookies(&s)
+            .json(json!({"code": wrong_code(&secret)}))
+            .send()
+            .await
+            .assert_problem(StatusCode::BAD_REQUEST, "invalid_mfa_code");
+    }
+    assert_eq!(failures().await, 2);
+    let res = app
+        .post(CODES)
+        .cookies(&s)
+        .json(json!({"code": code(&secret, 0)}))
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(
+        failures().await,
+        2,
+        "only a completed sign-in ends the count (contract)"
+    );
+}
