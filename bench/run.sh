@@ -19,13 +19,17 @@ mkdir -p "$OUT"
 # 2 000 notification streams need as many sockets (the service started below inherits this)
 ulimit -n 65536 2>/dev/null || true
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }
+export PATH=$PATH:/usr/sbin
 command -v pgbench >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql-contrib >/dev/null; }
 
 SVC=""
 SAMPLER=""
 SINK=""
 OTLP=""
+PGBOUNCER_PID=""
 cleanup() {
+  [ -n "$PGBOUNCER_PID" ] && kill "$(cat "$PGBOUNCER_PID")" 2>/dev/null || true
   [ -n "$OTLP" ] && kill "$OTLP" 2>/dev/null || true
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
   [ -n "$SINK" ] && kill "$SINK" 2>/dev/null || true
@@ -293,6 +297,35 @@ run login_budgets_in_redis -t2 -c32 -d"${DURATION}s" -s bench/lua/post_json.lua 
 REDIS_ERRORS=$(curl -fs "$BASE/metrics" | awk '/^rate_limit_backend_errors_total / {print $2}')
 restart_with
 
+echo "== GET me and login through PgBouncer in transaction mode, beside direct (run right before)"
+PGB_PORT=$((PORT + 3))
+PGB_DIR=$(mktemp -d)
+cat > "$PGB_DIR/pgbouncer.ini" <<INI
+[databases]
+* = host=127.0.0.1 port=5432 user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = any
+pool_mode = transaction
+default_pool_size = 16
+max_client_conn = 500
+logfile = $PGB_DIR/pgbouncer.log
+pidfile = $PGB_DIR/pgbouncer.pid
+INI
+chmod 777 "$PGB_DIR"
+if [ "$(id -u)" = 0 ]; then runuser -u postgres -- pgbouncer -d "$PGB_DIR/pgbouncer.ini"; else pgbouncer -d "$PGB_DIR/pgbouncer.ini"; fi
+PGBOUNCER_PID=$PGB_DIR/pgbouncer.pid
+HEADER=Authorization run get_me_direct -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
+run login_direct -t2 -c32 -d"${DURATION}s" -s bench/lua/post_json.lua "$BASE"
+restart_with USERS__DATABASE__URL=postgres://postgres@127.0.0.1:$PGB_PORT/$DB USERS__DATABASE__PGBOUNCER=true USERS__DATABASE__MIGRATE_URL=$PGURL/$DB
+wrk -t2 -c32 -d3s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true
+HEADER=Authorization run get_me_pgbouncer -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
+run login_pgbouncer -t2 -c32 -d"${DURATION}s" -s bench/lua/post_json.lua "$BASE"
+restart_with
+kill "$(cat "$PGBOUNCER_PID")" 2>/dev/null || true; PGBOUNCER_PID=""
+
 echo "== /health/live during a 256-connection login flood"
 MARK=$(rss_mark)
 wrk -t2 -c256 --timeout 60s -d"$((DURATION + 4))s" -s bench/lua/post_json.lua "$BASE" > "$OUT/login_flood.txt" 2>&1 &
@@ -367,6 +400,8 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "| notification fan-out: $(fan STREAMS_OPENED) streams over 256 users (each notification reaches its user's ~8 streams), 200 created a second for 15 s through the server route: deliveries received / expected, streams still open at the end | $(fan DELIVERIES_RECEIVED) / $(fan DELIVERIES_EXPECTED), $(fan STREAMS_STILL_OPEN) open |"
   echo "| the fan-out's delivery latency from the create call's answer, p50 / p99 | $(fan LATENCY_P50_MS) ms / $(fan LATENCY_P99_MS) ms |"
   echo "| the service's peak RSS with the streams open | $FANOUT_RSS MiB |"
+  echo "| GET me through PgBouncer (transaction mode, database.pgbouncer) ÷ GET me direct (run right before) | $(ratio "$(rps_of get_me_pgbouncer)" "$(rps_of get_me_direct)") |"
+  echo "| login through PgBouncer ÷ login direct (run right before) | $(ratio "$(rps_of login_pgbouncer)" "$(rps_of login_direct)") |"
   echo "| login with budgets in Redis ÷ login with in-process budgets (run right before; Redis errors during the run: ${REDIS_ERRORS:-?}) | $(ratio "$(rps_of login_budgets_in_redis)" "$(rps_of login_budgets_in_process)") |"
   echo "| start-up to ready (migrated database) | ${READY_MS} ms |"
   echo "| /health/live p99 during the login flood | $HEALTH_P99 |"
@@ -386,7 +421,7 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "traces exported and with the collector down each within 5 % of plain GET me; the relay ≥ 0.70 of"
   echo "the publisher-confirms ceiling; GET me and sign_up with publishing on within 5 % of off; the inbox"
   echo "≥ 0.50 of GET me; the fan-out's p99 < 250 ms with no stream dropped and RSS < 150 MiB; login with"
-  echo "Redis budgets within 5 % of in-process."
+  echo "Redis budgets within 5 % of in-process; GET me through PgBouncer ≥ 0.70 of direct."
   echo
   echo "Where the misses come from, with a profile: [PROFILE.md](PROFILE.md)."
 } > "$RESULTS"

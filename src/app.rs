@@ -17,13 +17,15 @@ use crate::auth::data_key::DataKey;
 use crate::auth::jwt::{self, Keys};
 use crate::config::Settings;
 use crate::repo;
+use crate::repo::db::Db;
 pub use crate::state::AppState;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The state over an existing (migrated) pool: opens the stored secrets with `auth.data_key`
 /// (refusing to start when they do not open), loads the signing key, then builds the rest.
-pub async fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
+pub async fn state(settings: Settings, db: impl Into<Db>) -> anyhow::Result<AppState> {
+    let db = db.into();
     let data_key =
         DataKey::from_base64(settings.auth.data_key.expose_secret()).context("auth.data_key")?;
     if data_key.id().is_none() {
@@ -47,7 +49,7 @@ pub async fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
 
 /// Never serve with secrets that do not open: every TOTP secret must have been sealed with this
 /// key (or with none).
-async fn check_sealed_secrets(db: &PgPool, key: &DataKey) -> anyhow::Result<()> {
+async fn check_sealed_secrets(db: &Db, key: &DataKey) -> anyhow::Result<()> {
     let foreign = repo::mfa::count_sealed_otherwise(db, key.id()).await?;
     if foreign > 0 {
         anyhow::bail!(
@@ -63,7 +65,7 @@ async fn check_sealed_secrets(db: &PgPool, key: &DataKey) -> anyhow::Result<()> 
 /// concurrent first starts agree).
 async fn signing_key(
     key_file: Option<&Path>,
-    db: &PgPool,
+    db: &Db,
     data_key: &DataKey,
 ) -> anyhow::Result<Vec<u8>> {
     if let Some(path) = key_file {
@@ -98,23 +100,27 @@ async fn signing_key(
         .map_err(|e| anyhow::anyhow!("auth.data_key: the stored signing key does not open: {e}"))
 }
 
-fn connect_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {
-    settings
-        .database
-        .url
-        .expose_secret()
-        .parse::<PgConnectOptions>()
-        .context("database.url is not a PostgreSQL URL")
+fn connect_options(url: &str, key: &str) -> anyhow::Result<PgConnectOptions> {
+    url.parse::<PgConnectOptions>()
+        .with_context(|| format!("{key} is not a PostgreSQL URL"))
+}
+
+/// The direct connection's URL: `database.migrate_url`, or `database.url` when there is none.
+fn direct_url(settings: &Settings) -> (&str, &'static str) {
+    let db = &settings.database;
+    match db.migrate_url.expose_secret() {
+        "" => (db.url.expose_secret(), "database.url"),
+        url => (url, "database.migrate_url"),
+    }
 }
 
 /// A pool whose waiters give up after `database.acquire_timeout_secs`, so an outage answers 503
 /// quickly instead of hanging. Connections are made lazily: the service starts and recovers on
 /// its own when the database comes and goes.
-pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
-    let db = &settings.database;
-    Ok(PgPoolOptions::new()
-        .max_connections(db.max_connections)
-        .acquire_timeout(Duration::from_secs(db.acquire_timeout_secs))
+fn pool_over(settings: &Settings, options: PgConnectOptions, size: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(settings.database.acquire_timeout_secs))
         // sqlx pings every connection on release already; pinging again on every acquire doubled
         // the round trips of each query. Only a connection idle for a while (through a database
         // restart, say) is checked before use.
@@ -127,24 +133,48 @@ pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
                 Ok(true)
             })
         })
-        .connect_lazy_with(connect_options(settings)?))
+        .connect_lazy_with(options)
 }
 
-/// Creates the database if it does not exist and applies pending migrations.
-pub async fn migrate(settings: &Settings) -> anyhow::Result<PgPool> {
-    let url = settings.database.url.expose_secret();
+/// The service's database: a pool over `database.url` and, behind PgBouncer
+/// (`database.pgbouncer`), a small one straight to PostgreSQL over `database.migrate_url`.
+pub fn connect(settings: &Settings) -> anyhow::Result<Db> {
+    let db = &settings.database;
+    let options = connect_options(db.url.expose_secret(), "database.url")?;
+    if !db.pgbouncer {
+        return Ok(pool_over(settings, options, db.max_connections).into());
+    }
+    // PgBouncer refuses startup parameters it does not know (sqlx sends extra_float_digits), and
+    // nothing is prepared to be kept
+    let options = options.extra_float_digits(None).statement_cache_capacity(0);
+    let (url, key) = direct_url(settings);
+    // the LISTEN connections of the courier and the notification hub, the relay's lock, a spare
+    let direct = pool_over(settings, connect_options(url, key)?, 4);
+    Ok(Db::behind_pgbouncer(
+        pool_over(settings, options, db.max_connections),
+        direct,
+    ))
+}
+
+/// Creates the database if it does not exist and applies pending migrations, over the direct
+/// connection.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<Db> {
+    let (url, key) = direct_url(settings);
     if !Postgres::database_exists(url)
         .await
-        .context("cannot reach the database (database.url)")?
+        .with_context(|| format!("cannot reach the database ({key})"))?
     {
         Postgres::create_database(url)
             .await
             .context("cannot create the database")?;
         tracing::info!("created the database");
     }
-    let pool = pool(settings)?;
-    MIGRATOR.run(&pool).await.context("applying migrations")?;
-    Ok(pool)
+    let db = connect(settings)?;
+    MIGRATOR
+        .run(db.direct())
+        .await
+        .context("applying migrations")?;
+    Ok(db)
 }
 
 /// Binds, logs the address, and serves until SIGTERM/SIGINT; in-flight requests then get up to

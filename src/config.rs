@@ -85,6 +85,12 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
     pub acquire_timeout_secs: u64,
+    /// `url` is PgBouncer in transaction pooling mode: statements are unnamed, and a statement
+    /// outside a transaction gets one of its own (see `repo::db`)
+    pub pgbouncer: bool,
+    /// a direct connection, for migrations and what needs a session of its own (LISTEN, the
+    /// relay's lock); required with `pgbouncer`, otherwise `url` is used
+    pub migrate_url: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -466,6 +472,12 @@ impl Settings {
         }
         if self.database.acquire_timeout_secs == 0 {
             return fail("database.acquire_timeout_secs", "must be at least 1");
+        }
+        if self.database.pgbouncer && self.database.migrate_url.expose_secret().is_empty() {
+            return fail(
+                "database.migrate_url",
+                "is required when database.pgbouncer is true (a direct connection to PostgreSQL)",
+            );
         }
         if url::Url::parse(self.database.url.expose_secret()).is_err() {
             return fail("database.url", "not a URL");

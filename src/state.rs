@@ -6,8 +6,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::repo::db::Db;
 use secrecy::ExposeSecret;
-use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
 use crate::auth::cookies::CookieJar;
@@ -31,7 +31,7 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub settings: Settings,
-    pub db: PgPool,
+    pub db: Db,
     /// the private routes' session checks, batched (see `repo::session_reads`)
     pub session_reads: SessionReads,
     /// inbox pages, batched the same way
@@ -69,12 +69,7 @@ impl Deref for AppState {
 impl AppState {
     /// Builds the state over an existing (migrated) pool and the loaded signing key
     /// (`app::state` does both).
-    pub fn new(
-        settings: Settings,
-        db: PgPool,
-        keys: Keys,
-        data_key: DataKey,
-    ) -> anyhow::Result<Self> {
+    pub fn new(settings: Settings, db: Db, keys: Keys, data_key: DataKey) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         let passwords = Passwords::new(&settings.auth, metrics.hash_duration.clone())?;
         Ok(Self(Arc::new(Inner {

@@ -18,6 +18,21 @@ if ! answers 5672; then
   for _ in $(seq 1 60); do answers 5672 && break; sleep 1; done
 fi
 answers 5672 || { echo "RabbitMQ does not answer on 127.0.0.1:5672"; exit 1; }
+# Redis (the shared rate limits): 127.0.0.1:6379, from Debian's packages, started when it does not answer
+if ! answers 6379; then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  fi
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 >/dev/null 2>&1 || true
+  for _ in $(seq 1 30); do answers 6379 && break; sleep 1; done
+fi
+answers 6379 || { echo "Redis does not answer on 127.0.0.1:6379"; exit 1; }
+# PgBouncer (the pgbouncer tests start their own, in transaction mode, on a free port): Debian's
+if ! [ -x /usr/sbin/pgbouncer ] && ! command -v pgbouncer >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null
+fi
 passed=0
 failed=0
 suite() {

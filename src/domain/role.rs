@@ -7,11 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// Stored as text (the `roles` table holds the names); decoding an unknown name is an error, so a
 /// bad value never reaches a handler.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Role {
     Admin,
     Methodist,
@@ -27,6 +24,8 @@ impl Role {
         }
     }
 }
+
+text_column!(Role);
 
 impl FromStr for Role {
     type Err = String;

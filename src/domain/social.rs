@@ -5,11 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum SocialNetwork {
     Vk,
     Telegram,
@@ -62,6 +59,8 @@ impl SocialNetwork {
         Ok(url.to_string())
     }
 }
+
+text_column!(SocialNetwork);
 
 impl FromStr for SocialNetwork {
     type Err = String;

@@ -87,9 +87,7 @@ async fn send_due(
     state: &AppState,
     transport: &AsyncSmtpTransport<Tokio1Executor>,
 ) -> anyhow::Result<usize> {
-    let mut conn = state.db.acquire().await?;
-    let claimed = messages::claim_due(&mut conn, BATCH, LEASE_SECS).await?;
-    drop(conn);
+    let claimed = messages::claim_due(&state.db, BATCH, LEASE_SECS).await?;
     let n = claimed.len();
     let sends = claimed.into_iter().map(|m| deliver(state, transport, m));
     futures::future::join_all(sends).await;

@@ -11,7 +11,7 @@ use crate::state::AppState;
 /// A connection listening on `channel`, or none while the database is away (the loops poll
 /// meanwhile and try again).
 async fn listen(state: &AppState, channel: &str) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(&state.db).await.ok()?;
+    let mut listener = PgListener::connect_with(state.db.direct()).await.ok()?;
     listener.listen(channel).await.ok()?;
     Some(listener)
 }

@@ -78,11 +78,11 @@ async fn run(state: AppState, stop: CancellationToken) {
 async fn lead(state: &AppState, waiting: &mut Option<PgConnection>) -> Option<PgConnection> {
     let mut conn = match waiting.take() {
         Some(conn) => conn,
-        None => PgConnection::connect_with(&state.db.connect_options())
+        None => PgConnection::connect_with(&state.db.direct().connect_options())
             .await
             .ok()?,
     };
-    let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+    let got: bool = crate::repo::db::query_scalar("select pg_try_advisory_lock($1)")
         .bind(LOCK_KEY)
         .fetch_one(&mut conn)
         .await

@@ -25,7 +25,7 @@ pub struct NewAudit<'a> {
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, a: &NewAudit<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "insert into audit_log (id, actor, action, target_user_id, ip, details) values ($1, $2, $3, $4, $5, $6)",
     )
     .bind(Uuid::now_v7())
@@ -50,7 +50,7 @@ pub async fn insert_many(
     details: &serde_json::Value,
 ) -> sqlx::Result<()> {
     let ids: Vec<Uuid> = targets.iter().map(|_| Uuid::now_v7()).collect();
-    sqlx::query(
+    super::db::query(
         "insert into audit_log (id, actor, action, target_user_id, ip, details)
          select id, $3, $4, target, $5, $6 from unnest($1::uuid[], $2::uuid[]) as t (id, target)",
     )
@@ -74,7 +74,7 @@ pub async fn page(
     before: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<AuditRow>> {
-    sqlx::query_as(
+    super::db::query_as(
         "select id, at, actor, action, target_user_id, ip, details from audit_log
          where ($1::uuid is null or target_user_id = $1)
            and ($2::text is null or action = $2)
@@ -99,11 +99,11 @@ pub async fn recent_exports(
     conn: &mut PgConnection,
     actor: &str,
 ) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
-    sqlx::query("select pg_advisory_xact_lock(hashtextextended('user.export ' || $1, 0))")
+    super::db::query("select pg_advisory_xact_lock(hashtextextended('user.export ' || $1, 0))")
         .bind(actor)
         .execute(&mut *conn)
         .await?;
-    sqlx::query_as(
+    super::db::query_as(
         "select count(*), min(at) from audit_log
          where actor = $1 and action = 'user.export' and at > now() - interval '1 hour'",
     )

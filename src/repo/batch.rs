@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use super::db::Db;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// A read that can be answered for many keys in one query.
@@ -27,7 +27,7 @@ pub trait BatchRead: Send + Sync + 'static {
 
     /// The values of these (distinct) keys; a key without a value is absent.
     fn fetch(
-        db: &PgPool,
+        db: &Db,
         keys: &[Self::Key],
     ) -> impl Future<Output = sqlx::Result<Vec<(Self::Key, Self::Value)>>> + Send;
 }
@@ -101,7 +101,7 @@ impl<R: BatchRead> Batcher<R> {
     /// Starts the batching task on the current runtime; at most `in_flight` queries run at once.
     /// A read waits at most `deadline` in all (for a slot, a connection and the query), so an
     /// outage answers as fast as a pool timeout does however many reads are queued.
-    pub fn spawn(db: PgPool, in_flight: usize, deadline: Duration) -> Self {
+    pub fn spawn(db: Db, in_flight: usize, deadline: Duration) -> Self {
         let (asks, rx) = mpsc::unbounded_channel();
         let counts = Arc::new(Counts::default());
         let slots = Arc::new(Semaphore::new(in_flight.max(1)));
@@ -138,7 +138,7 @@ impl<R: BatchRead> Batcher<R> {
 }
 
 async fn batch_loop<R: BatchRead>(
-    db: PgPool,
+    db: Db,
     mut rx: mpsc::UnboundedReceiver<Ask<R>>,
     slots: Arc<Semaphore>,
     counts: Arc<Counts>,
@@ -171,7 +171,7 @@ async fn batch_loop<R: BatchRead>(
     }
 }
 
-async fn answer<R: BatchRead>(db: &PgPool, batch: Vec<Ask<R>>) {
+async fn answer<R: BatchRead>(db: &Db, batch: Vec<Ask<R>>) {
     // one answer per key, however many requests wait on it: clones only for the extra waiters
     let mut waiting: HashMap<R::Key, Waiters<R::Value>> = HashMap::new();
     for ask in batch {

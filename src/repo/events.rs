@@ -44,15 +44,17 @@ const COLUMNS: &str = "id, type, occurred_at, actor, user_id, data";
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, e: &NewEvent<'_>) -> sqlx::Result<()> {
-    sqlx::query("insert into events (id, type, actor, user_id, data) values ($1, $2, $3, $4, $5)")
-        .bind(e.id)
-        .bind(e.kind)
-        .bind(e.actor)
-        .bind(e.user_id)
-        .bind(e.data)
-        .execute(db)
-        .await
-        .map(|_| ())
+    super::db::query(
+        "insert into events (id, type, actor, user_id, data) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(e.id)
+    .bind(e.kind)
+    .bind(e.actor)
+    .bind(e.user_id)
+    .bind(e.data)
+    .execute(db)
+    .await
+    .map(|_| ())
 }
 
 /// The same event for several users (the purge), in one statement.
@@ -65,7 +67,7 @@ pub async fn insert_many(
     user_ids: &[Uuid],
     data: &Value,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "insert into events (id, type, actor, user_id, data)
          select e.id, $2, $3, e.user_id, $5 from unnest($1::uuid[], $4::uuid[]) as e (id, user_id)",
     )
@@ -82,7 +84,7 @@ pub async fn insert_many(
 /// Whether `id` is a kept event (a feed cursor must be one).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
-    sqlx::query_scalar("select exists (select 1 from events where id = $1)")
+    super::db::query_scalar("select exists (select 1 from events where id = $1)")
         .bind(id)
         .fetch_one(db)
         .await
@@ -95,7 +97,7 @@ pub async fn page(
     after: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from events
          where commit_seq > coalesce((select commit_seq from events where id = $1), 0)
          order by commit_seq
@@ -115,7 +117,7 @@ pub async fn unpublished(
     after: Option<Position>,
     limit: i64,
 ) -> sqlx::Result<Vec<Unpublished>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS}, commit_seq from events
          where published_at is null and commit_seq > $1
          order by commit_seq
@@ -136,7 +138,7 @@ pub async fn mark_published(
     first: Position,
     last: Position,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "update events set published_at = now()
          where published_at is null and commit_seq between $1 and $2",
     )
@@ -150,18 +152,19 @@ pub async fn mark_published(
 /// Deletes events older than the retention, published or not (with publishing off nothing is).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_older_than(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
-    let done =
-        sqlx::query("delete from events where occurred_at < now() - make_interval(days => $1)")
-            .bind(days)
-            .execute(db)
-            .await?;
+    let done = super::db::query(
+        "delete from events where occurred_at < now() - make_interval(days => $1)",
+    )
+    .bind(days)
+    .execute(db)
+    .await?;
     Ok(done.rows_affected())
 }
 
 /// Events not yet published.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn count_unpublished(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("select count(*) from events where published_at is null")
+    super::db::query_scalar("select count(*) from events where published_at is null")
         .fetch_one(db)
         .await
 }

@@ -31,7 +31,7 @@ const COLUMNS: &str =
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, l: &NewLink<'_>) -> sqlx::Result<LinkedAccountRow> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "insert into linked_accounts (id, user_id, social_network, connection_link, connected_for, external_id)
          values ($1, $2, $3, $4, $5, $6)
          returning {COLUMNS}"
@@ -52,7 +52,7 @@ pub async fn for_users(
     db: impl PgExecutor<'_>,
     user_ids: &[Uuid],
 ) -> sqlx::Result<Vec<LinkedAccountRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from linked_accounts where user_id = any($1) order by connected_at, id"
     ))
     .bind(user_ids)
@@ -67,7 +67,7 @@ pub async fn find_own(
     user_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<LinkedAccountRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from linked_accounts where id = $1 and user_id = $2"
     ))
     .bind(id)
@@ -82,7 +82,7 @@ pub async fn find_identity(
     network: SocialNetwork,
     external_id: &str,
 ) -> sqlx::Result<Option<LinkedAccountRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from linked_accounts where social_network = $1 and external_id = $2"
     ))
     .bind(network)
@@ -94,7 +94,7 @@ pub async fn find_identity(
 /// How many provider identities the user has (ways to sign in besides a password).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn count_identities(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    super::db::query_scalar(
         "select count(*) from linked_accounts where user_id = $1 and external_id is not null",
     )
     .bind(user_id)
@@ -108,7 +108,7 @@ pub async fn set_connected_for(
     id: Uuid,
     connected_for: Option<&str>,
 ) -> sqlx::Result<LinkedAccountRow> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "update linked_accounts set connected_for = $2, updated_at = now() where id = $1 returning {COLUMNS}"
     ))
     .bind(id)
@@ -119,7 +119,7 @@ pub async fn set_connected_for(
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("delete from linked_accounts where id = $1")
+    super::db::query("delete from linked_accounts where id = $1")
         .bind(id)
         .execute(db)
         .await

@@ -15,7 +15,7 @@ pub async fn reserve(
     email_key: &str,
     window_secs: i64,
 ) -> sqlx::Result<(i32, DateTime<Utc>)> {
-    sqlx::query_as(
+    super::db::query_as(
         "insert into login_throttle as t (email_key, failures, window_started_at)
          values ($1, 1, now())
          on conflict (email_key) do update set
@@ -37,7 +37,7 @@ pub async fn reserve(
 /// Counters whose window has passed: nothing locks any more, nothing to keep.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_stale(db: impl PgExecutor<'_>, window_secs: i64) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "delete from login_throttle where window_started_at < now() - make_interval(secs => $1)",
     )
     .bind(window_secs as f64)
@@ -49,7 +49,7 @@ pub async fn delete_stale(db: impl PgExecutor<'_>, window_secs: i64) -> sqlx::Re
 /// A right password ends the count.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn clear(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()> {
-    sqlx::query("delete from login_throttle where email_key = $1")
+    super::db::query("delete from login_throttle where email_key = $1")
         .bind(email_key)
         .execute(db)
         .await
@@ -59,7 +59,7 @@ pub async fn clear(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()>
 /// Hands back a reserved attempt that got no verdict.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn release(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "update login_throttle set failures = greatest(failures - 1, 0), updated_at = now()
          where email_key = $1",
     )

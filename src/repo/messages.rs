@@ -1,7 +1,7 @@
 //! The `messages` outbox.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// The channel couriers listen on; a message insert notifies it at commit.
@@ -20,7 +20,7 @@ pub struct NewMessage<'a> {
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "insert into messages (id, kind, user_id, recipient, subject, body_text, body_html, message_id)
          values ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
@@ -39,7 +39,7 @@ pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage<'_>) -> sqlx::Result
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn notify(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    sqlx::query("select pg_notify($1, '')")
+    super::db::query("select pg_notify($1, '')")
         .bind(CHANNEL)
         .execute(db)
         .await
@@ -53,7 +53,7 @@ pub async fn latest_of(
     user_id: Uuid,
     kind: &str,
 ) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar("select max(created_at) from messages where user_id = $1 and kind = $2")
+    super::db::query_scalar("select max(created_at) from messages where user_id = $1 and kind = $2")
         .bind(user_id)
         .bind(kind)
         .fetch_one(db)
@@ -78,11 +78,11 @@ pub struct Claimed {
 /// another courier is claiming are skipped.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn claim_due(
-    conn: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     limit: i64,
     lease_secs: f64,
 ) -> sqlx::Result<Vec<Claimed>> {
-    sqlx::query_as(
+    super::db::query_as(
         "update messages m set attempts = m.attempts + 1,
                 next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
          where m.id in (select id from messages
@@ -95,14 +95,14 @@ pub async fn claim_due(
     )
     .bind(limit)
     .bind(lease_secs)
-    .fetch_all(conn)
+    .fetch_all(db)
     .await
 }
 
 /// Sent: the body (it may hold a live token) is erased, the metadata stays.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn mark_sent(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "update messages set status = 'sent', sent_at = now(), body_text = null, body_html = null,
                 last_error = null, updated_at = now()
          where id = $1",
@@ -121,7 +121,7 @@ pub async fn mark_failed(
     error: &str,
     retry_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "update messages set
              status = case when $3::timestamptz is null then 'abandoned' else 'queued' end,
              next_attempt_at = coalesce($3, next_attempt_at),
@@ -141,7 +141,7 @@ pub async fn mark_failed(
 /// Sent and abandoned messages older than the retention.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_finished_before(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "delete from messages where status <> 'queued'
          and created_at < now() - make_interval(days => $1)",
     )
@@ -154,7 +154,7 @@ pub async fn delete_finished_before(db: impl PgExecutor<'_>, days: i32) -> sqlx:
 /// Queued messages waiting now (the courier's backlog).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("select count(*) from messages where status = 'queued'")
+    super::db::query_scalar("select count(*) from messages where status = 'queued'")
         .fetch_one(db)
         .await
 }
@@ -202,5 +202,5 @@ pub async fn page(db: impl PgExecutor<'_>, f: &Filter<'_>) -> sqlx::Result<Vec<M
         q.push(" and id < ").push_bind(before);
     }
     q.push(" order by id desc limit ").push_bind(f.limit);
-    q.build_query_as().fetch_all(db).await
+    crate::repo::db::built(&mut q).fetch_all(db).await
 }

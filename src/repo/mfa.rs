@@ -28,7 +28,7 @@ pub struct ChallengeRow {
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn factor(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<FactorRow>> {
-    sqlx::query_as(
+    super::db::query_as(
         "select user_id, secret, key_id, confirmed_at, last_step from totp_factors where user_id = $1",
     )
     .bind(user_id)
@@ -45,7 +45,7 @@ pub async fn put_pending(
     secret: &[u8],
     key_id: Option<&str>,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "insert into totp_factors as f (user_id, secret, key_id) values ($1, $2, $3)
          on conflict (user_id) do update
              set secret = excluded.secret, key_id = excluded.key_id, last_step = null, updated_at = now()
@@ -63,7 +63,7 @@ pub async fn put_pending(
 /// accepted before (one statement, so two requests with one code cannot both pass).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn accept_step(db: impl PgExecutor<'_>, user_id: Uuid, step: i64) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "update totp_factors set last_step = $2, updated_at = now()
          where user_id = $1 and (last_step is null or last_step < $2)",
     )
@@ -77,7 +77,7 @@ pub async fn accept_step(db: impl PgExecutor<'_>, user_id: Uuid, step: i64) -> s
 /// Confirms the enrolment and turns two-factor sign-in on for the user.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn confirm(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "update totp_factors set confirmed_at = now(), updated_at = now() where user_id = $1",
     )
     .bind(user_id)
@@ -95,13 +95,16 @@ pub async fn remove(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> 
         "delete from recovery_codes where user_id = $1",
         "delete from mfa_challenges where user_id = $1",
     ] {
-        sqlx::query(sql).bind(user_id).execute(&mut *conn).await?;
+        super::db::query(sql)
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
     }
     set_enabled(conn, user_id, false).await
 }
 
 async fn set_enabled(conn: &mut PgConnection, user_id: Uuid, on: bool) -> sqlx::Result<()> {
-    sqlx::query("update users set mfa_enabled = $2, updated_at = now() where id = $1")
+    super::db::query("update users set mfa_enabled = $2, updated_at = now() where id = $1")
         .bind(user_id)
         .bind(on)
         .execute(conn)
@@ -116,11 +119,11 @@ pub async fn replace_recovery_codes(
     user_id: Uuid,
     hashes: &[Vec<u8>],
 ) -> sqlx::Result<()> {
-    sqlx::query("delete from recovery_codes where user_id = $1")
+    super::db::query("delete from recovery_codes where user_id = $1")
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
+    super::db::query(
         "insert into recovery_codes (user_id, code_hash) select $1, h from unnest($2::bytea[]) as h",
     )
     .bind(user_id)
@@ -138,7 +141,7 @@ pub async fn use_recovery_code(
     user_id: Uuid,
     hash: &[u8],
 ) -> sqlx::Result<Option<i64>> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "update recovery_codes set used_at = now()
          where user_id = $1 and code_hash = $2 and used_at is null",
     )
@@ -149,7 +152,7 @@ pub async fn use_recovery_code(
     if done.rows_affected() != 1 {
         return Ok(None);
     }
-    let left = sqlx::query_scalar(
+    let left = super::db::query_scalar(
         "select count(*) from recovery_codes where user_id = $1 and used_at is null",
     )
     .bind(user_id)
@@ -167,7 +170,7 @@ pub async fn insert_challenge(
     methods: &[&str],
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "insert into mfa_challenges (token_hash, user_id, form, methods, expires_at)
          values ($1, $2, $3, $4, $5)",
     )
@@ -187,7 +190,7 @@ pub async fn challenge_for_update(
     conn: &mut PgConnection,
     token_hash: &[u8],
 ) -> sqlx::Result<Option<ChallengeRow>> {
-    sqlx::query_as(
+    super::db::query_as(
         "select user_id, form, methods, failures, expires_at, used_at
          from mfa_challenges where token_hash = $1 for update",
     )
@@ -198,7 +201,7 @@ pub async fn challenge_for_update(
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn fail_challenge(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query("update mfa_challenges set failures = failures + 1 where token_hash = $1")
+    super::db::query("update mfa_challenges set failures = failures + 1 where token_hash = $1")
         .bind(token_hash)
         .execute(db)
         .await
@@ -207,7 +210,7 @@ pub async fn fail_challenge(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx:
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn use_challenge(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query("update mfa_challenges set used_at = now() where token_hash = $1")
+    super::db::query("update mfa_challenges set used_at = now() where token_hash = $1")
         .bind(token_hash)
         .execute(db)
         .await
@@ -221,7 +224,7 @@ pub async fn delete_stale_challenges(
     db: impl PgExecutor<'_>,
     max_failures: i32,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "delete from mfa_challenges
              where expires_at < now() or used_at is not null or failures >= $1",
     )
@@ -234,7 +237,7 @@ pub async fn delete_stale_challenges(
 /// Every stored TOTP secret (for `rotate-data-key`), locked.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn all_secrets_for_update(conn: &mut PgConnection) -> sqlx::Result<Vec<FactorRow>> {
-    sqlx::query_as(
+    super::db::query_as(
         "select user_id, secret, key_id, confirmed_at, last_step from totp_factors for update",
     )
     .fetch_all(conn)
@@ -248,7 +251,7 @@ pub async fn set_secret(
     secret: &[u8],
     key_id: Option<&str>,
 ) -> sqlx::Result<()> {
-    sqlx::query("update totp_factors set secret = $2, key_id = $3 where user_id = $1")
+    super::db::query("update totp_factors set secret = $2, key_id = $3 where user_id = $1")
         .bind(user_id)
         .bind(secret)
         .bind(key_id)
@@ -263,7 +266,7 @@ pub async fn count_sealed_otherwise(
     db: impl PgExecutor<'_>,
     key_id: Option<&str>,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    super::db::query_scalar(
         "select count(*) from totp_factors where key_id is not null and key_id is distinct from $1",
     )
     .bind(key_id)

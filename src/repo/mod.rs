@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod batch;
+pub mod db;
 pub mod events;
 pub mod linked_accounts;
 pub mod login_throttle;

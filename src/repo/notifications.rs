@@ -4,7 +4,9 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{FromRow, PgExecutor, PgPool};
+use sqlx::{FromRow, PgExecutor};
+
+use super::db::Db;
 use uuid::Uuid;
 
 use super::batch::{sizes, values_list, BatchRead, Batcher};
@@ -41,7 +43,7 @@ pub async fn insert(
     db: impl PgExecutor<'_>,
     n: &NewNotification<'_>,
 ) -> sqlx::Result<NotificationRow> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "insert into notifications (id, user_id, kind, title, body, link, data)
          values ($1, $2, $3, $4, $5, $6, $7) returning {COLUMNS}"
     ))
@@ -64,7 +66,7 @@ pub async fn insert_many(
     n: &NewNotification<'_>,
 ) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = user_ids.iter().map(|_| Uuid::now_v7()).collect();
-    let done = sqlx::query(
+    let done = super::db::query(
         "insert into notifications (id, user_id, kind, title, body, link, data)
          select n.id, n.user_id, $3, $4, $5, $6, $7
          from unnest($1::uuid[], $2::uuid[]) as n (id, user_id)",
@@ -84,7 +86,7 @@ pub async fn insert_many(
 /// All the user's notifications, newest first (the export; the inbox reads `Pages`).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn all_of(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<NotificationRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from notifications where user_id = $1 order by id desc"
     ))
     .bind(user_id)
@@ -122,9 +124,9 @@ impl BatchRead for Pages {
     /// its user's newest notifications — all of them, or (the other branch, on the partial index)
     /// the unread ones.
     #[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
-    async fn fetch(db: &PgPool, keys: &[PageKey]) -> sqlx::Result<Vec<(PageKey, Self::Value)>> {
+    async fn fetch(db: &Db, keys: &[PageKey]) -> sqlx::Result<Vec<(PageKey, Self::Value)>> {
         let size = keys.len().next_power_of_two();
-        let mut query = sqlx::query_as::<_, PagedRow>(&PAGES_SQL[size.trailing_zeros() as usize]);
+        let mut query = super::db::query_as::<PagedRow>(&PAGES_SQL[size.trailing_zeros() as usize]);
         for slot in 0..size {
             let key = keys.get(slot);
             query = query
@@ -183,7 +185,7 @@ pub async fn after(
     after: Uuid,
     limit: i64,
 ) -> sqlx::Result<Vec<NotificationRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from notifications where user_id = $1 and id > $2 order by id limit $3"
     ))
     .bind(user_id)
@@ -197,7 +199,7 @@ pub async fn after(
 /// to its streams, read once however many streams each has.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<NotificationRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from notifications where id = any($1) order by id"
     ))
     .bind(ids)
@@ -207,10 +209,12 @@ pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<N
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn unread_count(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    sqlx::query_scalar("select count(*) from notifications where user_id = $1 and read_at is null")
-        .bind(user_id)
-        .fetch_one(db)
-        .await
+    super::db::query_scalar(
+        "select count(*) from notifications where user_id = $1 and read_at is null",
+    )
+    .bind(user_id)
+    .fetch_one(db)
+    .await
 }
 
 /// Marks one read (keeping an earlier time); none when unknown or another user's.
@@ -220,7 +224,7 @@ pub async fn mark_read(
     user_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<NotificationRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "update notifications set read_at = coalesce(read_at, now())
          where id = $1 and user_id = $2 returning {COLUMNS}"
     ))
@@ -232,7 +236,7 @@ pub async fn mark_read(
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn mark_all_read(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "update notifications set read_at = now() where user_id = $1 and read_at is null",
     )
     .bind(user_id)
@@ -243,7 +247,7 @@ pub async fn mark_all_read(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Resu
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query("delete from notifications where id = $1 and user_id = $2")
+    let done = super::db::query("delete from notifications where id = $1 and user_id = $2")
         .bind(id)
         .bind(user_id)
         .execute(db)
@@ -254,7 +258,7 @@ pub async fn delete_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sql
 /// Deletes read notifications older than the retention.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_read_before(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "delete from notifications
          where read_at is not null and created_at < now() - make_interval(days => $1)",
     )

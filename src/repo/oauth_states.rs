@@ -25,7 +25,7 @@ pub struct NewState<'a> {
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewState<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "insert into oauth_states (state_hash, provider, code_verifier, redirect_to, browser_hash, link_user_id, expires_at)
          values ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -47,7 +47,7 @@ pub async fn take(
     db: impl PgExecutor<'_>,
     state_hash: &[u8],
 ) -> sqlx::Result<Option<OAuthStateRow>> {
-    sqlx::query_as(
+    super::db::query_as(
         "with swept as (delete from oauth_states where expires_at <= now() and state_hash <> $1)
          delete from oauth_states where state_hash = $1 and expires_at > now()
          returning provider, code_verifier, redirect_to, browser_hash, link_user_id",
@@ -60,7 +60,7 @@ pub async fn take(
 /// Sign-in flows that were never finished.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let done = sqlx::query("delete from oauth_states where expires_at < now()")
+    let done = super::db::query("delete from oauth_states where expires_at < now()")
         .execute(db)
         .await?;
     Ok(done.rows_affected())

@@ -65,7 +65,7 @@ pub struct OwnedPasskey {
 /// The user's handle, if they have one.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn handle(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<Vec<u8>>> {
-    sqlx::query_scalar("select webauthn_handle from users where id = $1")
+    super::db::query_scalar("select webauthn_handle from users where id = $1")
         .bind(user_id)
         .fetch_one(db)
         .await
@@ -74,7 +74,7 @@ pub async fn handle(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Opti
 /// Gives the user their handle (at their first registration; the caller holds the user's row).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_handle(db: impl PgExecutor<'_>, user_id: Uuid, handle: &[u8]) -> sqlx::Result<()> {
-    sqlx::query("update users set webauthn_handle = $2 where id = $1")
+    super::db::query("update users set webauthn_handle = $2 where id = $1")
         .bind(user_id)
         .bind(handle)
         .execute(db)
@@ -91,7 +91,7 @@ pub async fn insert_challenge(
     state: &Value,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "insert into webauthn_challenges (id, user_id, ceremony, state, expires_at) \
          values ($1, $2, $3, $4, $5)",
     )
@@ -114,7 +114,7 @@ pub async fn take_challenge(
     ceremony: Ceremony,
     user_id: Option<Uuid>,
 ) -> sqlx::Result<Option<ChallengeRow>> {
-    sqlx::query_as(
+    super::db::query_as(
         "delete from webauthn_challenges where id = $1 and ceremony = $2 \
            and user_id is not distinct from $3 and expires_at > now() \
          returning state",
@@ -129,7 +129,7 @@ pub async fn take_challenge(
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_expired_challenges(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
     Ok(
-        sqlx::query("delete from webauthn_challenges where expires_at <= now()")
+        super::db::query("delete from webauthn_challenges where expires_at <= now()")
             .execute(db)
             .await?
             .rows_affected(),
@@ -139,7 +139,7 @@ pub async fn delete_expired_challenges(db: impl PgExecutor<'_>) -> sqlx::Result<
 /// A user's passkeys, newest first.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<PasskeyRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from passkeys where user_id = $1 order by created_at desc, id desc"
     ))
     .bind(user_id)
@@ -153,7 +153,7 @@ pub async fn find_own(
     user_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<PasskeyRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from passkeys where id = $1 and user_id = $2"
     ))
     .bind(id)
@@ -169,7 +169,7 @@ pub async fn lock_by_credential(
     conn: &mut PgConnection,
     credential_id: &[u8],
 ) -> sqlx::Result<Option<OwnedPasskey>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {}, u.webauthn_handle as owner_handle
          from passkeys p join users u on u.id = p.user_id
          where p.credential_id = $1 for update of p",
@@ -191,7 +191,7 @@ pub async fn insert(
     credential: &Value,
     name: &str,
 ) -> sqlx::Result<Option<PasskeyRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "insert into passkeys (id, user_id, credential_id, credential, name) \
          values ($1, $2, $3, $4, $5) \
          on conflict (credential_id) do update \
@@ -215,7 +215,7 @@ pub async fn rename(
     id: Uuid,
     name: &str,
 ) -> sqlx::Result<Option<PasskeyRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "update passkeys set name = $3 where id = $1 and user_id = $2 returning {COLUMNS}"
     ))
     .bind(id)
@@ -227,7 +227,7 @@ pub async fn rename(
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("delete from passkeys where id = $1")
+    super::db::query("delete from passkeys where id = $1")
         .bind(id)
         .execute(db)
         .await?;
@@ -237,16 +237,18 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
 /// The user's passkeys that can sign in (not suspended).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn count_usable(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    sqlx::query_scalar("select count(*) from passkeys where user_id = $1 and suspended_at is null")
-        .bind(user_id)
-        .fetch_one(db)
-        .await
+    super::db::query_scalar(
+        "select count(*) from passkeys where user_id = $1 and suspended_at is null",
+    )
+    .bind(user_id)
+    .fetch_one(db)
+    .await
 }
 
 /// A verified sign-in: the credential's new counter and flags, and when it was used.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn used(db: impl PgExecutor<'_>, id: Uuid, credential: &Value) -> sqlx::Result<()> {
-    sqlx::query("update passkeys set credential = $2, last_used_at = now() where id = $1")
+    super::db::query("update passkeys set credential = $2, last_used_at = now() where id = $1")
         .bind(id)
         .bind(Json(credential))
         .execute(db)
@@ -257,9 +259,11 @@ pub async fn used(db: impl PgExecutor<'_>, id: Uuid, credential: &Value) -> sqlx
 /// Its counter went back: refused until registered again.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn suspend(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("update passkeys set suspended_at = now() where id = $1 and suspended_at is null")
-        .bind(id)
-        .execute(db)
-        .await?;
+    super::db::query(
+        "update passkeys set suspended_at = now() where id = $1 and suspended_at is null",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
     Ok(())
 }

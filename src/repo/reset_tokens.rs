@@ -11,7 +11,7 @@ pub async fn insert(
     user_id: Uuid,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "insert into password_reset_tokens (token_hash, user_id, expires_at) values ($1, $2, $3)",
     )
     .bind(hash)
@@ -25,7 +25,7 @@ pub async fn insert(
 /// The user a usable (unused, unexpired) token belongs to, without using it.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn usable_user(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar(
+    super::db::query_scalar(
         "select user_id from password_reset_tokens where token_hash = $1 and used_at is null and expires_at > now()",
     )
     .bind(hash)
@@ -36,7 +36,7 @@ pub async fn usable_user(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<O
 /// Marks the token used; false if it was used or expired meanwhile (the race between two resets).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn consume(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "update password_reset_tokens set used_at = now(), updated_at = now()
          where token_hash = $1 and used_at is null and expires_at > now()",
     )
@@ -49,7 +49,7 @@ pub async fn consume(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<bool>
 /// Used or expired reset tokens.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_spent(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "delete from password_reset_tokens where used_at is not null or expires_at < now()",
     )
     .execute(db)
@@ -60,7 +60,7 @@ pub async fn delete_spent(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
 /// Every unused token of the user dies: a new token, a reset, a password or email change.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn kill_unused(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "update password_reset_tokens set used_at = now(), updated_at = now()
          where user_id = $1 and used_at is null",
     )

@@ -33,7 +33,7 @@ pub async fn insert(
     requested_role: Role,
     reason: &str,
 ) -> sqlx::Result<Option<RoleRequestRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "insert into role_requests (id, user_id, from_role, requested_role, reason)
          values ($1, $2, $3, $4, $5)
          on conflict (user_id) where status = 'pending' do nothing
@@ -50,7 +50,7 @@ pub async fn insert(
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<RoleRequestRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from role_requests where id = $1"
     ))
     .bind(id)
@@ -61,7 +61,7 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Role
 /// Locks the request for a decision: two admins deciding at once serialise here.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<RoleRequestRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from role_requests where id = $1 for update"
     ))
     .bind(id)
@@ -78,7 +78,7 @@ pub async fn decide(
     decided_by: Option<Uuid>,
     comment: Option<&str>,
 ) -> sqlx::Result<RoleRequestRow> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "update role_requests
          set status = $2, decided_at = now(), decided_by = $3, comment = $4
          where id = $1 returning {COLUMNS}"
@@ -100,7 +100,7 @@ pub async fn page(
     before: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<RoleRequestRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from role_requests
          where ($1::uuid is null or user_id = $1)
            and ($2::text is null or status = $2)

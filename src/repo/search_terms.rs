@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use super::db::Db;
 
 /// How long a sample serves before the next search takes a new one.
 pub const MAX_AGE: Duration = Duration::from_secs(600);
@@ -62,7 +62,7 @@ impl SearchTerms {
 
     /// Starts a new sample in the background when there is none or it is older than [`MAX_AGE`]
     /// (one at a time); the search that asks does not wait for it.
-    pub fn refresh_if_stale(&self, db: &PgPool) {
+    pub fn refresh_if_stale(&self, db: &Db) {
         let stale = {
             let sample = self.0.sample.read().unwrap_or_else(|e| e.into_inner());
             sample.as_ref().is_none_or(|s| s.taken.elapsed() > MAX_AGE)
@@ -81,8 +81,8 @@ impl SearchTerms {
 
     /// Takes a new sample now.
     #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-    pub async fn refresh(&self, db: &PgPool) -> sqlx::Result<()> {
-        let table_rows: f64 = sqlx::query_scalar(
+    pub async fn refresh(&self, db: &Db) -> sqlx::Result<()> {
+        let table_rows: f64 = super::db::query_scalar(
             "select greatest(reltuples, 0)::float8 from pg_class where oid = 'users'::regclass",
         )
         .fetch_one(db)
@@ -95,7 +95,7 @@ impl SearchTerms {
         // `system` sampling reads whole pages: cheap, and rows on one page are as good as any here;
         // the row with no trigram (`null`) carries the number of rows sampled. The limit bounds a
         // table never analysed (no row estimate: sampled whole)
-        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
+        let rows: Vec<(Option<String>, i64)> = super::db::query_as(
             "with s as (select search_text from users tablesample system ($1) limit $2)
              select null, count(*) from s
              union all

@@ -1,7 +1,7 @@
 //! Coalesced session reads: every private request checks its session in the database, and under
 //! load those checks are gathered into one query (`sessions::states`) by a [`Batcher`].
 
-use sqlx::PgPool;
+use super::db::Db;
 use uuid::Uuid;
 
 pub use super::batch::ReadError;
@@ -16,7 +16,7 @@ impl BatchRead for SessionStates {
     type Value = SessionState;
     const MAX_BATCH: usize = sessions::MAX_STATES;
 
-    async fn fetch(db: &PgPool, keys: &[Uuid]) -> sqlx::Result<Vec<(Uuid, SessionState)>> {
+    async fn fetch(db: &Db, keys: &[Uuid]) -> sqlx::Result<Vec<(Uuid, SessionState)>> {
         let rows = sessions::states(db, keys).await?;
         Ok(rows.into_iter().map(|s| (s.session_id, s)).collect())
     }

@@ -59,7 +59,7 @@ const COLUMNS: &str =
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "insert into sessions (id, user_id, refresh_hash, user_agent, ip, expires_at, amr)
          values ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -81,7 +81,7 @@ pub async fn find_for_update(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from sessions where id = $1 for update"
     ))
     .bind(id)
@@ -110,7 +110,7 @@ pub async fn states(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<S
     let ids = &ids[..ids.len().min(MAX_STATES)];
     let size = ids.len().next_power_of_two();
     let sql = &STATES_SQL[size.trailing_zeros() as usize];
-    let mut query = sqlx::query_as(sql);
+    let mut query = super::db::query_as(sql);
     for i in 0..size {
         query = query.bind(ids.get(i).copied());
     }
@@ -142,7 +142,7 @@ static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
 /// `last_seen_at` is written at most once a minute, so reads stay reads.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn touch(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("update sessions set last_seen_at = now() where id = $1")
+    super::db::query("update sessions set last_seen_at = now() where id = $1")
         .bind(id)
         .execute(db)
         .await?;
@@ -158,7 +158,7 @@ pub async fn rotate(
     previous_hash: &[u8],
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "update sessions
          set refresh_hash = $2, previous_refresh_hash = $3, rotated_at = now(), last_seen_at = now(),
              expires_at = $4, updated_at = now()
@@ -175,7 +175,7 @@ pub async fn rotate(
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("update sessions set revoked_at = now(), updated_at = now() where id = $1 and revoked_at is null")
+    super::db::query("update sessions set revoked_at = now(), updated_at = now() where id = $1 and revoked_at is null")
         .bind(id)
         .execute(db)
         .await?;
@@ -185,7 +185,7 @@ pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
 /// Revokes one session if it is the user's and live; false when there was none.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn revoke_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "update sessions set revoked_at = now(), updated_at = now()
          where id = $1 and user_id = $2 and revoked_at is null",
     )
@@ -203,7 +203,7 @@ pub async fn revoke_all(
     user_id: Uuid,
     keep: Option<Uuid>,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "update sessions set revoked_at = now(), updated_at = now()
          where user_id = $1 and revoked_at is null and ($2::uuid is null or id <> $2)",
     )
@@ -217,7 +217,7 @@ pub async fn revoke_all(
 /// The user's live sessions, newest first.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn list_live(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<SessionRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from sessions
          where user_id = $1 and revoked_at is null and expires_at > now()
          order by created_at desc, id desc"
@@ -230,7 +230,7 @@ pub async fn list_live(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<V
 /// Sessions past their expiry: no token can revive them.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let done = sqlx::query("delete from sessions where expires_at < now()")
+    let done = super::db::query("delete from sessions where expires_at < now()")
         .execute(db)
         .await?;
     Ok(done.rows_affected())

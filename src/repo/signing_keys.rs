@@ -1,6 +1,8 @@
 //! The stored access-token signing key (sealed with `auth.data_key` when `key_id` is set).
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
+
+use super::db::Db;
 
 /// A stored key: its `kid`, the PKCS#8 document as stored, and the id of the data key that sealed it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -19,27 +21,25 @@ const CURRENT: &str =
     "select kid, private_der, key_id from signing_keys order by created_at desc limit 1";
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn current(pool: &PgPool) -> sqlx::Result<Option<StoredKey>> {
-    sqlx::query_as(CURRENT).fetch_optional(pool).await
+pub async fn current(pool: &Db) -> sqlx::Result<Option<StoredKey>> {
+    super::db::query_as(CURRENT).fetch_optional(pool).await
 }
 
 /// Stores `new` unless another instance stored a key first; returns the key in force.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn insert_if_none(
-    pool: &PgPool,
-    new: &StoredKey,
-    public: &[u8],
-) -> sqlx::Result<StoredKey> {
+pub async fn insert_if_none(pool: &Db, new: &StoredKey, public: &[u8]) -> sqlx::Result<StoredKey> {
     let mut tx = pool.begin().await?;
     // serialises concurrent first starts; the number is arbitrary but fixed
-    sqlx::query("select pg_advisory_xact_lock(7283401)")
+    super::db::query("select pg_advisory_xact_lock(7283401)")
         .execute(&mut *tx)
         .await?;
-    let existing: Option<StoredKey> = sqlx::query_as(CURRENT).fetch_optional(&mut *tx).await?;
+    let existing: Option<StoredKey> = super::db::query_as(CURRENT)
+        .fetch_optional(&mut *tx)
+        .await?;
     let key = match existing {
         Some(key) => key,
         None => {
-            sqlx::query(
+            super::db::query(
                 "insert into signing_keys (kid, private_der, public_key, key_id) values ($1, $2, $3, $4)",
             )
             .bind(&new.kid)
@@ -58,14 +58,14 @@ pub async fn insert_if_none(
 /// Every stored key (for `rotate-data-key`), locked.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn all_for_update(conn: &mut PgConnection) -> sqlx::Result<Vec<StoredKey>> {
-    sqlx::query_as("select kid, private_der, key_id from signing_keys for update")
+    super::db::query_as("select kid, private_der, key_id from signing_keys for update")
         .fetch_all(conn)
         .await
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_sealed(conn: &mut PgConnection, key: &StoredKey) -> sqlx::Result<()> {
-    sqlx::query("update signing_keys set private_der = $2, key_id = $3 where kid = $1")
+    super::db::query("update signing_keys set private_der = $2, key_id = $3 where kid = $1")
         .bind(&key.kid)
         .bind(&key.private_der)
         .bind(&key.key_id)

@@ -10,7 +10,7 @@ pub async fn remember(
     hash_digest: &[u8],
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "insert into telegram_logins (hash_digest, expires_at) values ($1, $2)
          on conflict (hash_digest) do nothing",
     )
@@ -23,7 +23,7 @@ pub async fn remember(
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let done = sqlx::query("delete from telegram_logins where expires_at < now()")
+    let done = super::db::query("delete from telegram_logins where expires_at < now()")
         .execute(db)
         .await?;
     Ok(done.rows_affected())

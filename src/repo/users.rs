@@ -68,7 +68,7 @@ pub(super) fn columns_with_links(alias: &str) -> String {
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result<UserRow> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "insert into users (id, email, phone, password_hash, first_name, last_name, middle_name, role,
                             email_verified)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -89,7 +89,7 @@ pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(&format!("select {COLUMNS} from users where id = $1"))
+    super::db::query_as(&format!("select {COLUMNS} from users where id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await
@@ -101,7 +101,7 @@ pub async fn find_with_links(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> sqlx::Result<Option<UserWithLinks>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {} from users where id = $1",
         columns_with_links("users")
     ))
@@ -112,7 +112,7 @@ pub async fn find_with_links(
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from users where lower(email) = lower($1)"
     ))
     .bind(email)
@@ -122,7 +122,7 @@ pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> sqlx::Result<()> {
-    sqlx::query("update users set password_hash = $2, updated_at = now() where id = $1")
+    super::db::query("update users set password_hash = $2, updated_at = now() where id = $1")
         .bind(id)
         .bind(hash)
         .execute(db)
@@ -133,7 +133,7 @@ pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) ->
 /// Locks the user's row for the rest of the transaction.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "select {COLUMNS} from users where id = $1 for update"
     ))
     .bind(id)
@@ -144,7 +144,7 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<User
 /// Locks every active admin's row: changes that could remove the last admin serialise here.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn lock_active_admins(conn: &mut PgConnection) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+    super::db::query_scalar(
         "select id from users where role = 'admin' and status = 'active' order by id for update",
     )
     .fetch_all(conn)
@@ -154,7 +154,7 @@ pub async fn lock_active_admins(conn: &mut PgConnection) -> sqlx::Result<Vec<Uui
 /// Every active admin (those a role request notifies).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn active_admins(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar("select id from users where role = 'admin' and status = 'active'")
+    super::db::query_scalar("select id from users where role = 'admin' and status = 'active'")
         .fetch_all(db)
         .await
 }
@@ -172,7 +172,7 @@ pub async fn update_names(
     id: Uuid,
     c: &NameChange<'_>,
 ) -> sqlx::Result<UserRow> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "update users set
              first_name = coalesce($2, first_name),
              last_name = case when $3 then $4 else last_name end,
@@ -198,7 +198,7 @@ pub async fn verify_email(
     id: Uuid,
     email: &str,
 ) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "update users set email_verified = true, updated_at = now()
          where id = $1 and lower(email) = lower($2) and status = 'active'
          returning {COLUMNS}"
@@ -217,7 +217,7 @@ pub async fn update_contacts(
     email: Option<&str>,
     phone: Option<Option<&str>>,
 ) -> sqlx::Result<UserRow> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "update users set
              email = coalesce($2, email),
              email_verified = email_verified and ($2 is null or lower($2) = lower(email)),
@@ -241,7 +241,7 @@ pub async fn set_deleted(
     id: Uuid,
     deleted: Option<bool>,
 ) -> sqlx::Result<UserRow> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "update users set
              status = case when $2 then 'deleted' else 'active' end,
              deleted_at = case when $2 then now() end,
@@ -259,7 +259,7 @@ pub async fn set_deleted(
 
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: Role) -> sqlx::Result<UserRow> {
-    sqlx::query_as(&format!(
+    super::db::query_as(&format!(
         "update users set role = $2, updated_at = now() where id = $1 returning {COLUMNS}"
     ))
     .bind(id)
@@ -271,7 +271,7 @@ pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: Role) -> sqlx::Re
 /// Deletes the user; sessions, reset tokens and linked accounts go with it (foreign keys cascade).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query("delete from users where id = $1")
+    let done = super::db::query("delete from users where id = $1")
         .bind(id)
         .execute(db)
         .await?;
@@ -281,7 +281,7 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
 /// Deletes several users in one statement (the purge).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<u64> {
-    let done = sqlx::query("delete from users where id = any($1)")
+    let done = super::db::query("delete from users where id = any($1)")
         .bind(ids)
         .execute(db)
         .await?;
@@ -350,7 +350,10 @@ pub async fn search(db: impl PgExecutor<'_>, s: &Search<'_>) -> sqlx::Result<Vec
         q.push(" and id < ").push_bind(before);
     }
     q.push(" order by id desc limit ").push_bind(s.limit);
-    q.build_query_as().persistent(false).fetch_all(db).await
+    crate::repo::db::built(&mut q)
+        .persistent(false)
+        .fetch_all(db)
+        .await
 }
 
 fn escape_like(q: &str) -> String {
@@ -367,7 +370,7 @@ pub async fn claim_purgeable(
     older_than_days: i32,
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+    super::db::query_scalar(
         "select id from users
          where status = 'deleted' and deleted_at < now() - make_interval(days => $1)
          order by deleted_at

@@ -12,7 +12,7 @@ pub async fn insert(
     email: &str,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    super::db::query(
         "insert into email_verification_tokens (token_hash, user_id, email, expires_at)
          values ($1, $2, $3, $4)",
     )
@@ -28,7 +28,7 @@ pub async fn insert(
 /// Uses the token up: the user and the address it was sent to, if it was unused and unexpired.
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn take(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<(Uuid, String)>> {
-    sqlx::query_as(
+    super::db::query_as(
         "update email_verification_tokens set used_at = now(), updated_at = now()
          where token_hash = $1 and used_at is null and expires_at > now()
          returning user_id, email",
@@ -41,7 +41,7 @@ pub async fn take(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<(
 /// Used or expired tokens (the purge).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_spent(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = super::db::query(
         "delete from email_verification_tokens where used_at is not null or expires_at < now()",
     )
     .execute(db)

@@ -214,8 +214,9 @@ async fn wrong_password<T>(
     key: &str,
 ) -> AppResult<T> {
     let details = json!({"email": key});
-    let mut conn = state.db.acquire().await?;
-    audit::record(&mut conn, caller, Action::LoginFailed, target, details).await?;
+    let mut tx = state.db.begin().await?;
+    audit::record(&mut tx, caller, Action::LoginFailed, target, details).await?;
+    tx.commit().await?;
     tracing::info!("wrong email or password");
     Err(AppError::InvalidCredentials)
 }

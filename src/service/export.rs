@@ -46,7 +46,7 @@ pub async fn export(
 ) -> AppResult<Export> {
     spend_budget(state, caller, user_id).await?;
     let mut tx = state.db.begin().await?;
-    sqlx::query("set transaction isolation level repeatable read, read only")
+    crate::repo::db::query("set transaction isolation level repeatable read, read only")
         .execute(&mut *tx)
         .await?;
     let found = repo::users::find_with_links(&mut *tx, user_id)

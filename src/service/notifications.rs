@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::Principal;
 use crate::error::{AppError, AppResult};
+use crate::repo::db::Db;
 use crate::repo::notifications::{self as repo, NewNotification, NotificationRow, CHANNEL};
 use crate::state::AppState;
 
@@ -91,14 +92,13 @@ pub(super) async fn notify_admins(conn: &mut PgConnection, n: &Notice<'_>) -> sq
 /// An internal service notifies a user: 404 for an unknown user, 400 `already_deleted` for a
 /// soft-deleted one.
 pub async fn create(state: &AppState, user_id: Uuid, n: &Notice<'_>) -> AppResult<Notification> {
-    let mut conn = state.db.acquire().await?;
-    let user = crate::repo::users::find_by_id(&mut *conn, user_id)
+    let user = crate::repo::users::find_by_id(&state.db, user_id)
         .await?
         .ok_or_else(AppError::user_not_found)?;
     if user.is_deleted() {
         return Err(AppError::AlreadyDeleted);
     }
-    Ok(notify(&mut conn, user_id, n).await?)
+    Ok(repo::insert(&state.db, &n.for_user(user_id)).await?.into())
 }
 
 /// A page of the user's notifications, newest first, and the id to continue before.
@@ -266,10 +266,10 @@ impl Hub {
 }
 
 /// The instance's listening loop: reconnects by itself after the database restarts.
-async fn listen(hub: Hub, db: sqlx::PgPool) {
+async fn listen(hub: Hub, db: Db) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        if let Some(mut listener) = connect(&db).await {
+        if let Some(mut listener) = connect(db.direct()).await {
             backoff = Duration::from_millis(100);
             hub.0.ready.send_replace(true);
             // the connection lost (or a read failed): what came meanwhile would be missed, so
@@ -286,7 +286,7 @@ async fn listen(hub: Hub, db: sqlx::PgPool) {
 /// Waits for new notifications, then reads those of users with a stream here — one query for all
 /// that arrived together, however many streams each has — and hands them over in order. False
 /// when the connection is lost or the read fails.
-async fn deliver(hub: &Hub, db: &sqlx::PgPool, listener: &mut PgListener) -> bool {
+async fn deliver(hub: &Hub, db: &Db, listener: &mut PgListener) -> bool {
     let Ok(Some(first)) = listener.try_recv().await else {
         return false;
     };

@@ -1,8 +1,8 @@
 //! Secrets at rest: re-sealing every stored secret with a new `auth.data_key`
 //! (`users-service rotate-data-key`).
 
+use crate::repo::db::Db;
 use anyhow::Context;
-use sqlx::PgPool;
 
 use crate::auth::data_key::DataKey;
 use crate::repo;
@@ -16,7 +16,7 @@ pub struct Rotated {
 
 /// Opens every stored secret with `old` (or as stored, for values sealed with no key) and seals it
 /// with `new` (none: stored as they are), in one transaction: all of them move, or none.
-pub async fn rotate_data_key(db: &PgPool, old: &DataKey, new: &DataKey) -> anyhow::Result<Rotated> {
+pub async fn rotate_data_key(db: &Db, old: &DataKey, new: &DataKey) -> anyhow::Result<Rotated> {
     let mut tx = db.begin().await?;
     let keys = repo::signing_keys::all_for_update(&mut tx).await?;
     for key in &keys {

@@ -455,7 +455,7 @@ async fn a_sampled_search_asks_the_index_for_the_rare_part_and_answers_the_same(
         .unwrap();
     let before = emails(&search(&app, &admin, json!({"query": "User12"})).await);
     // (that search started a sample in the background; this one is taken now)
-    app.state.search_terms.refresh(&app.pool).await.unwrap();
+    app.state.search_terms.refresh(&app.state.db).await.unwrap();
     // `use` and `ser` are in every row: the index is asked for the rare end only
     let asked = app.state.search_terms.index_pattern("user123");
     assert!(asked.ends_with("123") && !asked.contains("se"), "{asked}");

@@ -44,7 +44,7 @@ impl TestApp {
     pub async fn from_state(state: AppState) -> Self {
         init_logs();
         let router = users_service::http::router(state.clone());
-        let pool = state.db.clone();
+        let pool = state.db.direct().clone();
         Self {
             state,
             router,

@@ -432,7 +432,7 @@ async fn a_message_claimed_by_a_courier_that_died_is_sent_after_its_lease(pool: 
     app.sign_up("ann@example.com").await;
     // a courier claims the message (a one-second lease) and dies before sending it
     let mut conn = app.pool.acquire().await.unwrap();
-    let claimed = users_service::repo::messages::claim_due(&mut conn, 10, 1.0)
+    let claimed = users_service::repo::messages::claim_due(&mut *conn, 10, 1.0)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);

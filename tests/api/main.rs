@@ -1,5 +1,7 @@
 //! The integration suite: one binary, one module per area. Every test gets its own database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// the tests read and write their databases directly (never through PgBouncer)
+#![allow(clippy::disallowed_methods)]
 
 mod authenticator;
 mod helpers;
@@ -24,6 +26,7 @@ pub(crate) mod oauth;
 pub(crate) mod outage;
 mod passkeys;
 mod passwords;
+mod pgbouncer;
 mod purge;
 mod refresh;
 mod reliability;

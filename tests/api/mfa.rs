@@ -781,7 +781,7 @@ async fn secrets_are_encrypted_at_rest_and_a_wrong_key_stops_the_start(pool: PgP
 
     // rotation re-seals everything in one go; the new key then serves the same secrets
     let done = users_service::service::secrets::rotate_data_key(
-        &pool,
+        &pool.clone().into(),
         &DataKey::from_base64(&key(1)).unwrap(),
         &DataKey::from_base64(&key(2)).unwrap(),
     )
@@ -804,7 +804,7 @@ async fn secrets_are_encrypted_at_rest_and_a_wrong_key_stops_the_start(pool: PgP
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
     // a rotation with the wrong current key changes nothing
     let wrong = users_service::service::secrets::rotate_data_key(
-        &pool,
+        &pool.clone().into(),
         &DataKey::from_base64(&key(3)).unwrap(),
         &DataKey::none(),
     )
@@ -820,7 +820,7 @@ async fn secrets_are_encrypted_at_rest_and_a_wrong_key_stops_the_start(pool: PgP
     );
     // and back to no key: stored as they are
     users_service::service::secrets::rotate_data_key(
-        &pool,
+        &pool.clone().into(),
         &DataKey::from_base64(&key(2)).unwrap(),
         &DataKey::none(),
     )

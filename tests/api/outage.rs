@@ -119,7 +119,7 @@ fn pg_bindir() -> PathBuf {
         .unwrap_or_else(|| Path::new("/usr/bin").to_path_buf())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

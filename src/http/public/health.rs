@@ -31,7 +31,7 @@ pub async fn live() -> axum::Json<Health> {
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> AppResult<axum::Json<Health>> {
-    let ping = sqlx::query("select 1").execute(&state.db);
+    let ping = sqlx::raw_sql("select 1").execute(&state.db);
     match tokio::time::timeout(
         Duration::from_secs(state.settings.database.acquire_timeout_secs),
         ping,

@@ -1,0 +1,217 @@
+//! The database handle every repository runs on, and the statement helpers every query is built
+//! with, so that one setting (`database.pgbouncer`) makes the whole service safe behind PgBouncer in
+//! transaction pooling mode.
+//!
+//! Behind such a pooler a server connection belongs to a client only for one transaction: outside
+//! a transaction each protocol round trip (sqlx prepares a statement in one and binds it in the
+//! next) may land on another server, and a named statement outlives the transaction on a server
+//! the next client gets. So, when pinned:
+//! - every statement is unnamed ([`query`], [`query_as`], [`query_scalar`], [`built`]; clippy
+//!   forbids sqlx's own constructors elsewhere), and is re-planned each time;
+//! - a statement run on the pool (not in a transaction) is wrapped in one, so its round trips share
+//!   a server ([`Db`]'s `Executor`);
+//! - LISTEN connections, the relay's session-level advisory lock and migrations use a direct
+//!   connection ([`Db::direct`], from `database.migrate_url`).
+//!
+//! Without PgBouncer nothing changes: statements are named and cached per connection and a pool
+//! statement is one round trip.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, StreamExt as _, TryStreamExt as _};
+use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
+use sqlx::query::{Query, QueryAs, QueryScalar};
+use sqlx::{
+    Database, Describe, Either, Error, Execute, Executor, PgPool, Postgres, QueryBuilder,
+    Transaction,
+};
+
+/// Whether statements may be named and kept by their connection. One process serves one database
+/// through one kind of connection, so this is set once, when a pinned [`Db`] is made.
+static NAMED_STATEMENTS: AtomicBool = AtomicBool::new(true);
+
+fn named() -> bool {
+    NAMED_STATEMENTS.load(Ordering::Relaxed)
+}
+
+/// `sqlx::query`, unnamed behind PgBouncer.
+#[allow(clippy::disallowed_methods)]
+pub fn query(sql: &str) -> Query<'_, Postgres, PgArguments> {
+    sqlx::query(sql).persistent(named())
+}
+
+/// `sqlx::query_as`, unnamed behind PgBouncer.
+#[allow(clippy::disallowed_methods)]
+pub fn query_as<'q, O>(sql: &'q str) -> QueryAs<'q, Postgres, O, PgArguments>
+where
+    O: for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    sqlx::query_as(sql).persistent(named())
+}
+
+/// `sqlx::query_scalar`, unnamed behind PgBouncer.
+#[allow(clippy::disallowed_methods)]
+pub fn query_scalar<'q, O>(sql: &'q str) -> QueryScalar<'q, Postgres, O, PgArguments>
+where
+    (O,): for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    sqlx::query_scalar(sql).persistent(named())
+}
+
+/// What a `QueryBuilder` built, unnamed behind PgBouncer.
+#[allow(clippy::disallowed_methods)]
+pub fn built<'q, O>(q: &'q mut QueryBuilder<'_, Postgres>) -> QueryAs<'q, Postgres, O, PgArguments>
+where
+    O: sqlx::FromRow<'q, PgRow>,
+{
+    q.build_query_as().persistent(named())
+}
+
+/// The pool, and how to reach the database directly.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: PgPool,
+    /// LISTEN connections, session-level locks, migrations: the pool itself unless pinned
+    direct: PgPool,
+    /// `database.pgbouncer`: a pool statement runs in a transaction of its own
+    pinned: bool,
+}
+
+impl From<PgPool> for Db {
+    /// A pool straight to PostgreSQL.
+    fn from(pool: PgPool) -> Self {
+        Self {
+            direct: pool.clone(),
+            pool,
+            pinned: false,
+        }
+    }
+}
+
+impl Db {
+    /// A pool through PgBouncer in transaction mode, and a pool straight to PostgreSQL for what
+    /// needs a session of its own. From now on every statement of this process is unnamed.
+    pub fn behind_pgbouncer(pool: PgPool, direct: PgPool) -> Self {
+        NAMED_STATEMENTS.store(false, Ordering::Relaxed);
+        Self {
+            pool,
+            direct,
+            pinned: true,
+        }
+    }
+
+    /// The pool the requests use (through PgBouncer when pinned).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A pool straight to PostgreSQL: for LISTEN, session-level advisory locks and migrations.
+    pub fn direct(&self) -> &PgPool {
+        &self.direct
+    }
+
+    pub fn behind_pooler(&self) -> bool {
+        self.pinned
+    }
+
+    pub async fn begin(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await
+    }
+
+    /// Its own transaction around one statement (pinned only).
+    async fn in_transaction<'q, E>(
+        &self,
+        query: E,
+    ) -> sqlx::Result<Vec<Either<PgQueryResult, PgRow>>>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let mut tx = self.pool.begin().await?;
+        let out = tx.fetch_many(Unnamed(query)).try_collect().await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+// like sqlx's pool: an executor for any lifetime, its futures owning a clone of the handle
+impl<'c> Executor<'c> for &'_ Db {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        if !self.pinned {
+            return self.pool.fetch_many(query);
+        }
+        let db = self.clone();
+        stream::once(async move { db.in_transaction(query).await })
+            .map_ok(|items| stream::iter(items.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        if !self.pinned {
+            return self.pool.fetch_optional(query);
+        }
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let mut tx = pool.begin().await?;
+            let row = tx.fetch_optional(Unnamed(query)).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement<'q>, Error>>
+    where
+        'c: 'e,
+    {
+        // a prepared statement is named: only on a direct connection
+        self.direct.prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Postgres>, Error>>
+    where
+        'c: 'e,
+    {
+        self.direct.describe(sql)
+    }
+}
+
+/// A statement run unnamed, whatever it was built with.
+struct Unnamed<E>(E);
+
+impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Unnamed<E> {
+    fn sql(&self) -> &'q str {
+        self.0.sql()
+    }
+
+    fn statement(&self) -> Option<&<Postgres as Database>::Statement<'q>> {
+        self.0.statement()
+    }
+
+    fn take_arguments(
+        &mut self,
+    ) -> Result<Option<<Postgres as Database>::Arguments<'q>>, sqlx::error::BoxDynError> {
+        self.0.take_arguments()
+    }
+
+    fn persistent(&self) -> bool {
+        false
+    }
+}
