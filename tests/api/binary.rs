@@ -455,6 +455,18 @@ fn the_deploy_manifests_set_only_settings_the_service_accepts() {
             let value: figment::value::Value = value.parse().unwrap();
             figment = figment.merge((path, value));
         }
+        if name == "production" {
+            // the overlay's Secret holds the direct URL its PgBouncer set-up needs (and says so)
+            let overlay = std::fs::read_to_string(format!(
+                "{root}/deploy/k8s/overlays/production/kustomization.yaml"
+            ))
+            .unwrap();
+            assert!(overlay.contains("USERS__DATABASE__MIGRATE_URL="));
+            figment = figment.merge((
+                "database.migrate_url",
+                "postgres://users@postgres-primary.identity:5432/users_service",
+            ));
+        }
         if let Err(e) = users_service::config::Settings::from_figment(figment) {
             panic!("{name}: {e}");
         }
