@@ -478,3 +478,36 @@ fn indent(block: &str) -> String {
     let lines: Vec<String> = block.lines().map(|l| format!("  {l}")).collect();
     format!("\n{}", lines.join("\n"))
 }
+
+/// Migrations that have shipped are never edited: a database that applied one refuses to start
+/// when its text changes (sqlx compares checksums). Change the schema with a new migration and add
+/// its line here. Each line: the version and the start of its SHA-384.
+const SHIPPED_MIGRATIONS: &[(i64, &str)] = &[
+    (20261121000001, "a8fb50abecdd5c0a"),
+    (20261121000002, "b96d1a3dede0fd66"),
+    (20261121000003, "956a6bfbcd37429f"),
+    (20261130000001, "cb362bc904e4e852"),
+    (20261130000002, "1b4e751d3ac8dea0"),
+    (20261130000003, "b03d1e0ad59713b3"),
+    (20261130000004, "e415273ffb1ebf14"),
+    (20261130000005, "0020a6c14421dcd8"),
+    (20261130000006, "8dae7fbcfb8abaf7"),
+    (20261130000007, "ace8c7d1501431b8"),
+    (20261130000008, "795de1c66b73947f"),
+];
+
+#[test]
+fn shipped_migrations_are_never_edited() {
+    let shipped: Vec<(i64, String)> = users_service::app::MIGRATOR
+        .iter()
+        .map(|m| {
+            let hex: String = m.checksum.iter().map(|b| format!("{b:02x}")).collect();
+            (m.version, hex[..16].to_owned())
+        })
+        .collect();
+    let expected: Vec<(i64, String)> = SHIPPED_MIGRATIONS
+        .iter()
+        .map(|(v, h)| (*v, (*h).to_owned()))
+        .collect();
+    assert_eq!(shipped, expected);
+}
