@@ -11,15 +11,26 @@ use crate::state::AppState;
 /// A connection listening on `channel`, or none while the database is away (the loops poll
 /// meanwhile and try again).
 async fn listen(state: &AppState, channel: &str) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(state.db.direct()).await.ok()?;
-    listener.listen(channel).await.ok()?;
-    Some(listener)
+    state.db.listen(channel).await
 }
 
-/// Waits for a notification; false when the listener is gone (or there is none).
+/// Waits for a notification, then takes every other one already arrived (one round serves them
+/// all: it reads everything committed so far); false when the listener is gone (or there is none).
 async fn wait(listener: &mut Option<PgListener>) -> bool {
     match listener {
-        Some(l) => l.recv().await.is_ok(),
+        Some(l) => {
+            let woke = l.recv().await.is_ok();
+            drain(l);
+            woke
+        }
         None => std::future::pending().await,
     }
+}
+
+/// Takes the notifications that have already arrived, without waiting: every writing transaction
+/// sends one, and a loop that took them one per round would run a round for each long after the
+/// work itself was done.
+fn drain(listener: &mut PgListener) {
+    use futures::FutureExt as _;
+    while let Some(Ok(Some(_))) = listener.try_recv().now_or_never() {}
 }

@@ -19,7 +19,7 @@ use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-use super::{listen, wait};
+use super::{drain, listen, wait};
 use crate::repo::events::{self, CHANNEL};
 use crate::service::events::Envelope;
 use crate::state::AppState;
@@ -170,8 +170,13 @@ async fn publish_while_leading(
             woke = wait(&mut listener) => {
                 if woke {
                     tokio::select! {
-                        () = stop.cancelled() => {}
+                        // the last batch's marking was awaited above
+                        () = stop.cancelled() => return Ok(()),
                         () = tokio::time::sleep(GATHER) => {}
+                    }
+                    // what came during the gather is read by this round
+                    if let Some(l) = listener.as_mut() {
+                        drain(l);
                     }
                 } else {
                     listener = listen(state, CHANNEL).await;
