@@ -136,24 +136,24 @@ fn pool_over(settings: &Settings, options: PgConnectOptions, size: u32) -> PgPoo
         .connect_lazy_with(options)
 }
 
-/// The service's database: a pool over `database.url` and, behind PgBouncer
-/// (`database.pgbouncer`), a small one straight to PostgreSQL over `database.migrate_url`.
+/// The service's database: a pool over `database.url` (PgBouncer's when `database.pgbouncer`) and,
+/// when `database.migrate_url` is set, a small one straight to PostgreSQL over it.
 pub fn connect(settings: &Settings) -> anyhow::Result<Db> {
     let db = &settings.database;
-    let options = connect_options(db.url.expose_secret(), "database.url")?;
-    if !db.pgbouncer {
-        return Ok(pool_over(settings, options, db.max_connections).into());
+    let mut options = connect_options(db.url.expose_secret(), "database.url")?;
+    if db.pgbouncer {
+        // PgBouncer refuses startup parameters it does not know (sqlx sends extra_float_digits)
+        options = options.extra_float_digits(None);
     }
-    // PgBouncer refuses startup parameters it does not know (sqlx sends extra_float_digits), and
-    // nothing is prepared to be kept
-    let options = options.extra_float_digits(None).statement_cache_capacity(0);
-    let (url, key) = direct_url(settings);
-    // the LISTEN connections of the courier and the notification hub, the relay's lock, a spare
-    let direct = pool_over(settings, connect_options(url, key)?, 4);
-    Ok(Db::behind_pgbouncer(
-        pool_over(settings, options, db.max_connections),
-        direct,
-    ))
+    let pool = pool_over(settings, options, db.max_connections);
+    if db.migrate_url.expose_secret().is_empty() {
+        // not behind PgBouncer: the configuration refuses that without a direct URL
+        return Ok(pool.into());
+    }
+    let direct = connect_options(db.migrate_url.expose_secret(), "database.migrate_url")?;
+    // the LISTEN connections of the courier and the notification hub, the relay leader's, a spare
+    let direct = pool_over(settings, direct, 4);
+    Ok(Db::new(pool, direct, db.pgbouncer))
 }
 
 /// Creates the database if it does not exist and applies pending migrations, over the direct

@@ -13,6 +13,11 @@
 //! - LISTEN connections, the relay's session-level advisory lock and migrations use a direct
 //!   connection ([`Db::direct`], from `database.migrate_url`).
 //!
+//! sqlx's own lookups of types it does not know (a `#[derive(sqlx::Type)]` with a `type_name`, an
+//! enum, domain or extension type in a column) use named statements this module cannot reach, so
+//! behind PgBouncer every column and parameter must be a builtin type (`domain::text_column!`
+//! stores the enums as `text`); `pgbouncer::the_sign_in_flow…` checks no named statement is left.
+//!
 //! Without PgBouncer nothing changes: statements are named and cached per connection and a pool
 //! statement is one round trip.
 
@@ -20,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt as _, TryStreamExt as _};
-use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
+use sqlx::postgres::{PgArguments, PgListener, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{
     Database, Describe, Either, Error, Execute, Executor, PgPool, Postgres, QueryBuilder,
@@ -72,47 +77,57 @@ where
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: PgPool,
-    /// LISTEN connections, session-level locks, migrations: the pool itself unless pinned
+    /// LISTEN connections, session-level locks, migrations: over `database.migrate_url` when set,
+    /// else the pool itself
     direct: PgPool,
     /// `database.pgbouncer`: a pool statement runs in a transaction of its own
     pinned: bool,
 }
 
 impl From<PgPool> for Db {
-    /// A pool straight to PostgreSQL.
+    /// A pool straight to PostgreSQL, for everything.
     fn from(pool: PgPool) -> Self {
-        Self {
-            direct: pool.clone(),
-            pool,
-            pinned: false,
-        }
+        Self::new(pool.clone(), pool, false)
     }
 }
 
 impl Db {
-    /// A pool through PgBouncer in transaction mode, and a pool straight to PostgreSQL for what
-    /// needs a session of its own. From now on every statement of this process is unnamed.
-    pub fn behind_pgbouncer(pool: PgPool, direct: PgPool) -> Self {
-        NAMED_STATEMENTS.store(false, Ordering::Relaxed);
+    /// The requests' pool, a pool straight to PostgreSQL for what needs a session of its own, and
+    /// whether the first is PgBouncer in transaction mode (`pinned`: from then on every statement
+    /// of this process is unnamed).
+    pub fn new(pool: PgPool, direct: PgPool, pinned: bool) -> Self {
+        if pinned {
+            NAMED_STATEMENTS.store(false, Ordering::Relaxed);
+        }
         Self {
             pool,
             direct,
-            pinned: true,
+            pinned,
         }
     }
 
-    /// The pool the requests use (through PgBouncer when pinned).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// Connections the requests' pool holds, and how many of them are idle (for `/metrics`).
+    pub fn pool_size(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
     }
 
-    /// A pool straight to PostgreSQL: for LISTEN, session-level advisory locks and migrations.
+    /// A pool straight to PostgreSQL: for session-level advisory locks and migrations.
     pub fn direct(&self) -> &PgPool {
         &self.direct
     }
 
-    pub fn behind_pooler(&self) -> bool {
-        self.pinned
+    /// A connection listening on `channel`, straight to PostgreSQL (a `LISTEN` outlives any
+    /// transaction); none while the database is away.
+    pub async fn listen(&self, channel: &str) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.direct).await.ok()?;
+        listener.listen(channel).await.ok()?;
+        Some(listener)
+    }
+
+    /// Closes both pools.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.direct.close().await;
     }
 
     pub async fn begin(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
@@ -164,12 +179,10 @@ impl<'c> Executor<'c> for &'_ Db {
         if !self.pinned {
             return self.pool.fetch_optional(query);
         }
-        let pool = self.pool.clone();
+        let db = self.clone();
         Box::pin(async move {
-            let mut tx = pool.begin().await?;
-            let row = tx.fetch_optional(Unnamed(query)).await?;
-            tx.commit().await?;
-            Ok(row)
+            let items = db.in_transaction(query).await?;
+            Ok(items.into_iter().find_map(Either::right))
         })
     }
 

@@ -92,13 +92,16 @@ pub(super) async fn notify_admins(conn: &mut PgConnection, n: &Notice<'_>) -> sq
 /// An internal service notifies a user: 404 for an unknown user, 400 `already_deleted` for a
 /// soft-deleted one.
 pub async fn create(state: &AppState, user_id: Uuid, n: &Notice<'_>) -> AppResult<Notification> {
-    let user = crate::repo::users::find_by_id(&state.db, user_id)
+    let mut tx = state.db.begin().await?;
+    let user = crate::repo::users::find_by_id(&mut *tx, user_id)
         .await?
         .ok_or_else(AppError::user_not_found)?;
     if user.is_deleted() {
         return Err(AppError::AlreadyDeleted);
     }
-    Ok(repo::insert(&state.db, &n.for_user(user_id)).await?.into())
+    let created = notify(&mut tx, user_id, n).await?;
+    tx.commit().await?;
+    Ok(created)
 }
 
 /// A page of the user's notifications, newest first, and the id to continue before.
@@ -269,7 +272,7 @@ impl Hub {
 async fn listen(hub: Hub, db: Db) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        if let Some(mut listener) = connect(db.direct()).await {
+        if let Some(mut listener) = db.listen(CHANNEL).await {
             backoff = Duration::from_millis(100);
             hub.0.ready.send_replace(true);
             // the connection lost (or a read failed): what came meanwhile would be missed, so
@@ -316,12 +319,6 @@ async fn deliver(hub: &Hub, db: &Db, listener: &mut PgListener) -> bool {
         }
         Err(_) => false,
     }
-}
-
-async fn connect(db: &sqlx::PgPool) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(db).await.ok()?;
-    listener.listen(CHANNEL).await.ok()?;
-    Some(listener)
 }
 
 /// What a stream sends.

@@ -23,8 +23,8 @@ const BACKLOG_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let m = &state.metrics;
     m.hash_waiting.set(state.passwords.waiting() as i64);
-    let size = i64::from(state.db.pool().size());
-    let idle = state.db.pool().num_idle() as i64;
+    let (size, idle) = state.db.pool_size();
+    let (size, idle) = (i64::from(size), idle as i64);
     m.db_pool
         .get_or_create(&StateLabels { state: "idle" })
         .set(idle);
