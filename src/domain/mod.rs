@@ -66,8 +66,14 @@ pub fn validate_title(value: &str) -> Result<(), ValidationError> {
     trimmed_length(value, 200, "title", "must have 1 to 200 characters")
 }
 
-/// A passkey's name: 1 to 64 characters once trimmed.
+/// A passkey's name: 1 to 64 characters once trimmed, none of them control characters (it is
+/// shown in lists and mailed in notices).
 pub fn validate_passkey_name(value: &str) -> Result<(), ValidationError> {
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new("name").with_message(Cow::Borrowed(
+            "must have 1 to 64 characters, no control characters",
+        )));
+    }
     trimmed_length(value, 64, "name", "must have 1 to 64 characters")
 }
 

@@ -20,3 +20,12 @@ pub mod signing_keys;
 pub mod telegram_logins;
 pub mod users;
 pub mod verification_tokens;
+
+/// `columns` (`"a, b, c"`) of the table aliased `alias` (`"t.a, t.b, t.c"`).
+fn prefix_columns(columns: &str, alias: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -113,6 +113,8 @@ pub type PageReads = Batcher<Pages>;
 
 /// Most pages one query reads.
 const MAX_PAGES: usize = 64;
+// a batch of n pages runs the statement for the next power of two (see `sizes`)
+const _: () = assert!(MAX_PAGES.is_power_of_two());
 
 impl BatchRead for Pages {
     type Key = PageKey;

@@ -23,15 +23,6 @@ pub struct PasskeyRow {
 const COLUMNS: &str =
     "id, user_id, credential_id, credential, name, created_at, last_used_at, suspended_at";
 
-/// `COLUMNS` of the table aliased `alias`.
-fn prefixed(alias: &str) -> String {
-    COLUMNS
-        .split(", ")
-        .map(|c| format!("{alias}.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The ceremony a challenge belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ceremony {
@@ -173,7 +164,7 @@ pub async fn lock_by_credential(
         "select {}, u.webauthn_handle as owner_handle
          from passkeys p join users u on u.id = p.user_id
          where p.credential_id = $1 for update of p",
-        prefixed("p")
+        super::prefix_columns(COLUMNS, "p")
     ))
     .bind(credential_id)
     .fetch_optional(conn)

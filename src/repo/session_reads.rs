@@ -4,7 +4,6 @@
 use super::db::Db;
 use uuid::Uuid;
 
-pub use super::batch::ReadError;
 use super::batch::{BatchRead, Batcher};
 use super::sessions::{self, SessionState};
 

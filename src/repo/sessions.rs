@@ -119,6 +119,8 @@ pub async fn states(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<S
 
 /// Most ids `states` takes at once.
 pub const MAX_STATES: usize = 256;
+// a batch of n ids runs the statement for the next power of two (see `sizes`)
+const _: () = assert!(MAX_STATES.is_power_of_two());
 
 /// The `states` query for 1, 2, 4, … `MAX_STATES` ids.
 static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {

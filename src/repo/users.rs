@@ -55,14 +55,10 @@ const COLUMNS: &str =
 /// (JSON, oldest first): a `UserWithLinks`, or a `UserRow` flattened into a wider row. The links
 /// subquery runs only for the rows returned (after any limit).
 pub(super) fn columns_with_links(alias: &str) -> String {
-    let columns: Vec<String> = COLUMNS
-        .split(", ")
-        .map(|c| format!("{alias}.{c}"))
-        .collect();
     format!(
         "{}, coalesce((select json_agg(l order by l.connected_at, l.id) from linked_accounts l \
          where l.user_id = {alias}.id), '[]') as links",
-        columns.join(", ")
+        super::prefix_columns(COLUMNS, alias)
     )
 }
 

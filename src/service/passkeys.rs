@@ -303,7 +303,12 @@ async fn sign_in_in(
     };
     let row = found.passkey;
     // the handle the authenticator returns must be the user's: a credential answers for its user
-    if assertion.user_handle() != found.owner_handle.as_deref() || row.suspended_at.is_some() {
+    // (a discoverable sign-in always carries one, and every passkey's owner has one)
+    let same_user = matches!(
+        (assertion.user_handle(), found.owner_handle.as_deref()),
+        (Some(given), Some(owner)) if given == owner
+    );
+    if !same_user || row.suspended_at.is_some() {
         return Err(AppError::InvalidCredentials);
     }
     let stored: Credential = serde_json::from_value(row.credential.0)

@@ -546,13 +546,20 @@ async fn passkeys_are_renamed_and_deleted_but_never_the_last_way_in(pool: PgPool
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     assert_eq!(res.json()["name"], "Laptop");
-    for name in [String::new(), "   ".into(), "x".repeat(65)] {
-        app.req(Method::PATCH, &path)
+    for name in [
+        String::new(),
+        "   ".into(),
+        "x".repeat(65),
+        "tab\there".into(),
+    ] {
+        let res = app
+            .req(Method::PATCH, &path)
             .cookies(&s)
             .json(json!({"name": name}))
             .send()
-            .await
-            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+            .await;
+        res.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(res.json()["errors"][0]["field"], "name", "{name:?}");
     }
     let bob = app.signed_in("bob@example.com").await;
     app.req(Method::PATCH, &path)

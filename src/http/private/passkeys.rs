@@ -160,7 +160,7 @@ pub async fn rename(
     params(("id" = Uuid, Path, description = "passkey id")),
     responses(
         (status = 204, description = "Deleted; audited, evented (`user.passkey_removed`) and mailed as a notice"),
-        (status = 400, body = Problem, content_type = PROBLEM, description = "`last_login_method`: no password, no linked identity and no other passkey"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "`last_login_method`: no password, no linked identity and no other usable (not suspended) passkey; a suspended passkey can always be deleted"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "`passkey_not_found`: unknown, or another user's"),
     )
 )]
