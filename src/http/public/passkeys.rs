@@ -58,7 +58,7 @@ pub struct PasskeyLoginRequest {
             or with `tokens: true` the token body and no cookies. `Cache-Control: no-store`"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`unauthenticated`: an unknown, used or expired `challenge_id`; \
             `invalid_credentials`: the assertion does not verify, the credential is unknown, or its signature counter went back (audited; the passkey is suspended until registered again)"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`; `email_not_verified` with `auth.require_verified_email`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
         (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited`: the login's per-IP budget"),
     )

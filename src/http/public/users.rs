@@ -43,7 +43,7 @@ pub struct Credentials {
         (status = 200, body = LoginAnswer, description = "Signed in: `{user, session_id}`, `access_token` and `refresh_token` cookies set. \
             With two-factor sign-in on: `{mfa_required: true, mfa_token, expires_in}`, no cookies and no session (complete it with `login/mfa`). `Cache-Control: no-store`"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials` for an unknown email and a wrong password alike"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`: right password, soft-deleted account"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`: right password, soft-deleted account; `email_not_verified`: right password, unverified address, with `auth.require_verified_email`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
         (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` (per IP) or `too_many_attempts` (account locked); see Retry-After"),
         (status = 503, body = Problem, content_type = PROBLEM, description = "`unavailable`: the database is unreachable, or every hashing slot is busy and `auth.hash_queue_max` requests wait already (`Retry-After: 1`)"),
@@ -87,7 +87,7 @@ pub fn mfa_required(challenge: Challenge) -> Response {
         (status = 200, body = TokenAnswer, description = "Signed in; tokens in the body, no cookies (mobile and CLI clients). \
             With two-factor sign-in on: `{mfa_required: true, mfa_token, expires_in}` (complete it with `login/mfa`)"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "`invalid_credentials`"),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "`account_deleted`; `email_not_verified` with `auth.require_verified_email`"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "`validation_failed`"),
         (status = 429, body = Problem, content_type = PROBLEM, description = "`rate_limited` or `too_many_attempts`"),
     )
