@@ -1,10 +1,13 @@
 //! argon2id hashing and the password policy. Hashing runs on the blocking pool behind a semaphore
 //! sized to the cores, so a login flood neither stalls the runtime nor holds 19 MiB per waiting
-//! request. Each permit owns one preallocated argon2 memory arena that is reused for every hash:
-//! letting argon2 allocate 19 MiB per call made the allocator keep hundreds of MiB after a flood.
+//! request. A running hash takes an argon2 memory arena (19 MiB) from a free list and gives it
+//! back, so a busy service reuses at most one arena per core (letting argon2 allocate per call made
+//! the allocator keep hundreds of MiB after a flood); once no hash has run for `ARENA_IDLE` the
+//! arenas are freed, so a service that is not signing anyone in holds none.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use std::sync::Mutex;
@@ -15,6 +18,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::config::AuthSettings;
 use crate::error::{AppError, AppResult};
@@ -22,6 +26,9 @@ use crate::telemetry::spawn_blocking_in_span;
 
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 128;
+
+/// Free arenas are released once no hash has run for this long.
+const ARENA_IDLE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Passwords {
@@ -38,8 +45,10 @@ struct Inner {
     peak_running: AtomicUsize,
     hash_seconds: Histogram,
     queue_max: usize,
-    /// one arena per permit; a task holding a permit always finds one here
-    arenas: Mutex<Vec<Vec<Block>>>,
+    /// arenas not in use (at most one per permit), and when one was last given back
+    arenas: Mutex<Arenas>,
+    /// a task waits to release the arenas after `ARENA_IDLE`
+    releasing: AtomicBool,
     min_score: u8,
     /// Verified against when the email is unknown, so both paths cost one hash.
     dummy_hash: String,
@@ -65,8 +74,8 @@ impl Passwords {
         let slots = num_cpus::get().max(1);
         let mut arena = vec![Block::new(); params.block_count()];
         let dummy_hash = hash_into(&params, "dummy password for unknown accounts", &mut arena)?;
-        let mut arenas = vec![arena];
-        arenas.resize_with(slots, || vec![Block::new(); params.block_count()]);
+        drop(arena);
+        crate::memory::return_freed_memory();
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
@@ -76,7 +85,11 @@ impl Passwords {
                 peak_running: AtomicUsize::new(0),
                 hash_seconds,
                 queue_max: auth.hash_queue_max,
-                arenas: Mutex::new(arenas),
+                arenas: Mutex::new(Arenas {
+                    free: Vec::with_capacity(slots),
+                    last_used: Instant::now(),
+                }),
+                releasing: AtomicBool::new(false),
                 min_score: auth.min_password_score,
                 dummy_hash,
             }),
@@ -141,6 +154,11 @@ impl Passwords {
         })
     }
 
+    /// Arenas kept for the next hashes (none after `ARENA_IDLE` without one).
+    pub fn free_arenas(&self) -> usize {
+        self.inner.arenas.lock().map_or(0, |a| a.free.len())
+    }
+
     /// Requests waiting for a hashing slot right now.
     pub fn waiting(&self) -> usize {
         self.inner.waiting.load(Ordering::Acquire)
@@ -198,34 +216,69 @@ impl HashSlot {
     {
         let HashSlot { permit, inner } = self;
         let mut arena = take_arena(&inner);
+        release_when_idle(&inner);
         spawn_blocking_in_span(move || {
             let _entered = span.enter();
             let now = inner.running.fetch_add(1, Ordering::AcqRel) + 1;
             inner.peak_running.fetch_max(now, Ordering::AcqRel);
             let started = std::time::Instant::now();
-            let result = f(&mut arena);
+            let outcome = f(&mut arena);
             inner.hash_seconds.observe(started.elapsed().as_secs_f64());
             inner.running.fetch_sub(1, Ordering::AcqRel);
             if let Ok(mut arenas) = inner.arenas.lock() {
-                arenas.push(arena);
+                arenas.free.push(arena);
+                arenas.last_used = Instant::now();
             }
             drop(permit);
-            result
+            outcome
         })
         .await
         .context("password task panicked")?
     }
 }
 
-/// The slot's arena (one per permit, reused for every hash).
+struct Arenas {
+    free: Vec<Vec<Block>>,
+    last_used: Instant,
+}
+
+/// A free arena, or a new one (the first hashes after a quiet spell allocate theirs).
 fn take_arena(inner: &Inner) -> Vec<Block> {
-    inner
-        .arenas
-        .lock()
-        .ok()
-        .and_then(|mut arenas| arenas.pop())
-        // only after a panicked task lost its arena
-        .unwrap_or_else(|| vec![Block::new(); inner.params.block_count()])
+    let free = inner.arenas.lock().ok().and_then(|mut arenas| {
+        arenas.last_used = Instant::now();
+        arenas.free.pop()
+    });
+    free.unwrap_or_else(|| vec![Block::new(); inner.params.block_count()])
+}
+
+/// Frees the free arenas once no hash has run for `ARENA_IDLE` (one waiting task at most).
+fn release_when_idle(inner: &Arc<Inner>) {
+    if inner.releasing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let mut wait = ARENA_IDLE;
+        loop {
+            tokio::time::sleep(wait).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let Ok(mut arenas) = inner.arenas.lock() else {
+                return;
+            };
+            let idle = arenas.last_used.elapsed();
+            if idle >= ARENA_IDLE && inner.running.load(Ordering::Acquire) == 0 {
+                let released = std::mem::take(&mut arenas.free);
+                inner.releasing.store(false, Ordering::Release);
+                drop(arenas);
+                drop(released);
+                crate::memory::return_freed_memory();
+                return;
+            }
+            wait = ARENA_IDLE
+                .saturating_sub(idle)
+                .max(Duration::from_millis(100));
+        }
+    });
 }
 
 /// A place in the queue for a hashing slot, given back when dropped (the permit came, or the
@@ -379,6 +432,38 @@ mod tests {
 mod arena_tests {
     use super::*;
     use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+    #[tokio::test(start_paused = true)]
+    async fn arenas_are_reused_while_hashing_and_freed_after_a_quiet_spell() {
+        let settings = crate::config::Settings::load(None).unwrap();
+        let passwords = Passwords::new(&settings.auth, Histogram::new([0.1].into_iter())).unwrap();
+        assert_eq!(passwords.free_arenas(), 0, "none before the first hash");
+        let pw = SecretString::from("correct horse battery staple");
+        let hashes = (0..3).map(|_| passwords.rehash(&pw));
+        futures::future::try_join_all(hashes).await.unwrap();
+        let kept = passwords.free_arenas();
+        assert!((1..=num_cpus::get()).contains(&kept), "{kept} arenas kept");
+        tokio::time::sleep(ARENA_IDLE / 2).await;
+        passwords.rehash(&pw).await.unwrap();
+        tokio::time::sleep(ARENA_IDLE / 2 + Duration::from_secs(1)).await;
+        assert_eq!(
+            passwords.free_arenas(),
+            kept,
+            "a hash within the spell keeps them"
+        );
+        tokio::time::sleep(ARENA_IDLE).await;
+        assert_eq!(
+            passwords.free_arenas(),
+            0,
+            "freed after {ARENA_IDLE:?} without a hash"
+        );
+        passwords.rehash(&pw).await.unwrap();
+        assert_eq!(
+            passwords.free_arenas(),
+            1,
+            "the next hash allocates one again"
+        );
+    }
 
     #[test]
     fn arena_hashes_are_standard_phc_strings_both_ways() {
