@@ -43,7 +43,7 @@ echo "== building"
 cargo build --release --locked --bin users-service 2>&1 | tail -1
 BIN=target/release/users-service
 
-cargo build --release --locked --example argon2_rate --example amqp_ceiling --example sse_fanout 2>&1 | tail -1
+cargo build --release --locked --example argon2_rate --example amqp_ceiling --example sse_fanout --example otlp_sink 2>&1 | tail -1
 # The ceilings drift with the machine (on a shared VM, CPU steal comes and goes), so each is
 # measured right before and right after the scenarios it is compared with, and the mean is used.
 # prints "FRESH REUSED": hashes/s with a fresh buffer per hash (the crate's plain API) and with a
@@ -234,12 +234,12 @@ restart_with() {
 }
 echo "== GET me with traces exported to a local OTLP sink, then to a collector that is down"
 OTLP_PORT=$((PORT + 2))
-python3 bench/otlp_sink.py "$OTLP_PORT" &
+target/release/examples/otlp_sink "$OTLP_PORT" > "$OUT/otlp_sink.txt" &
 OTLP=$!
 restart_with USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT
 wrk -t2 -c32 -d3s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true
 HEADER=Authorization run get_me_traced -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
-kill "$OTLP" 2>/dev/null || true; OTLP=""
+kill "$OTLP" 2>/dev/null && wait "$OTLP" 2>/dev/null || true; OTLP=""
 restart_with USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT
 wrk -t2 -c32 -d3s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true
 HEADER=Authorization run get_me_collector_down -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
@@ -392,6 +392,7 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   ME_PLAIN=$(mean "$(rps_of get_me_plain_before)" "$(rps_of get_me_plain_again)")
   echo "| GET me with /metrics scraped each second ÷ plain GET me (mean of the plain runs before and after: $ME_PLAIN) | $(ratio "$(rps_of get_me_scraped)" "$ME_PLAIN") |"
   echo "| GET me with traces exported ÷ plain GET me | $(ratio "$(rps_of get_me_traced)" "$ME_PLAIN") |"
+  echo "| what the local OTLP sink received during (and right after) that run: exports, body bytes | $(sed -n 's/^OTLP_EXPORTS=\([0-9]*\) OTLP_BYTES=\([0-9]*\)/\1, \2/p' "$OUT/otlp_sink.txt") |"
   echo "| GET me with the trace collector down ÷ plain GET me | $(ratio "$(rps_of get_me_collector_down)" "$ME_PLAIN") |"
   QMEAN=$(mean "$Q1" "$Q2")
   echo "| RabbitMQ publisher-confirms loop, messages/s (1 000 in flight, persistent, a stored queue bound): before and after the relay | $Q1, $Q2 |"

@@ -220,8 +220,6 @@ fn request_span(req: &Request) -> Span {
         http.request.method = method,
         http.route = route,
         http.response.status_code = field::Empty,
-        method,
-        route,
         request_id,
         user_id = field::Empty,
         server_key = field::Empty,
