@@ -3,6 +3,7 @@
 //! on its own thread: a collector that is down or slow never slows a request (spans are dropped).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -23,6 +24,9 @@ use crate::config::TelemetrySettings;
 
 const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
 
+/// Whether log lines can show a request span's fields (the log filter lets `info` spans through).
+static LOGS_SHOW_REQUEST_SPANS: AtomicBool = AtomicBool::new(true);
+
 /// Flushes the exporter when dropped (at shutdown).
 pub struct Guard(Option<SdkTracerProvider>);
 
@@ -37,6 +41,13 @@ impl Drop for Guard {
 pub fn init(json: bool, traces: &TelemetrySettings) -> Guard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // below `info` the log layer never sees a request's span, so its log lines cannot show the ids
+    LOGS_SHOW_REQUEST_SPANS.store(
+        filter
+            .max_level_hint()
+            .is_none_or(|level| level >= LevelFilter::INFO),
+        Ordering::Relaxed,
+    );
     let fmt = if json {
         tracing_subscriber::fmt::layer()
             .json()
@@ -120,11 +131,17 @@ impl Extractor for HeaderReader<'_> {
 }
 
 /// Continues an incoming W3C `traceparent` in `span`, and records the span's trace and span ids as
-/// its `trace_id` / `span_id` fields so log lines inside carry them.
+/// its `trace_id` / `span_id` fields so log lines inside carry them (when the log filter shows
+/// request spans at all: otherwise they would only repeat, as attributes, the span's own ids).
 pub fn continue_trace(span: &Span, headers: &HeaderMap) {
-    let parent = TraceContextPropagator::new().extract(&HeaderReader(headers));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+    if headers.contains_key("traceparent") {
+        let parent = TraceContextPropagator::new().extract(&HeaderReader(headers));
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
+    }
+    if !LOGS_SHOW_REQUEST_SPANS.load(Ordering::Relaxed) {
+        return;
     }
     let context = span.context();
     let ids = context.span().span_context().clone();

@@ -176,13 +176,18 @@ impl Server {
 
     /// Starts the binary with extra `USERS__...` settings and waits until it is ready.
     pub async fn start_with(db: &FreshDb, env: &[(&str, &str)]) -> Self {
+        Self::start_logging(db, env, Stdio::null()).await
+    }
+
+    /// `start_with`, its log lines (stdout) going to `log`.
+    pub async fn start_logging(db: &FreshDb, env: &[(&str, &str)], log: Stdio) -> Self {
         let port = free_port();
         let child = db
             .command(&[])
             .envs(env.iter().copied())
             .env("USERS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("USERS__RATE_LIMIT__LOGIN_PER_MINUTE", "1000")
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();

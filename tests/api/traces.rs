@@ -62,12 +62,15 @@ fn text(value: Option<&AnyValue>) -> Option<String> {
 async fn a_request_continues_the_callers_trace_with_hashing_and_database_spans(pool: PgPool) {
     let (endpoint, spans) = collector().await;
     let db = FreshDb::new(&pool);
-    let server = Server::start_with(
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let server = Server::start_logging(
         &db,
         &[
             ("USERS__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("RUST_LOG", "info"),
         ],
+        log.reopen().unwrap().into(),
     )
     .await;
     let client = reqwest::Client::new();
@@ -139,6 +142,18 @@ async fn a_request_continues_the_callers_trace_with_hashing_and_database_spans(p
             .any(|s| text(attribute(s, "db.system")).as_deref() == Some("postgresql")),
         "a database span: {:?}",
         ours.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    // the request's log line carries the ids of its exported server span
+    let lines = std::fs::read_to_string(log.path()).unwrap();
+    let logged = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "request" && l["span"]["trace_id"] == trace_id)
+        .unwrap_or_else(|| panic!("no request line with the trace id in {lines}"));
+    assert_eq!(
+        logged["span"]["span_id"],
+        hex::encode(&server_span.span_id),
+        "{logged}"
     );
     drop(server);
     drop(db);
