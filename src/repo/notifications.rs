@@ -124,7 +124,7 @@ impl BatchRead for Pages {
     /// Every page of the batch in one statement: a `values` list padded with nulls to the next
     /// power of two (one generic plan per size, as `sessions::states`), each row an index scan of
     /// its user's newest notifications — all of them, or (the other branch, on the partial index)
-    /// the unread ones.
+    /// the unread ones. Rows are put back on their pages by `ord`.
     #[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
     async fn fetch(db: &Db, keys: &[PageKey]) -> sqlx::Result<Vec<(PageKey, Self::Value)>> {
         let size = keys.len().next_power_of_two();
@@ -144,6 +144,11 @@ impl BatchRead for Pages {
             if let Some(page) = usize::try_from(row.ord).ok().and_then(|i| pages.get_mut(i)) {
                 page.1.push(row.row);
             }
+        }
+        // each page newest first here, not by an `order by` over the whole batch (a sort of every
+        // row in PostgreSQL; the rows come in that order already)
+        for (_, page) in &mut pages {
+            page.sort_unstable_by(|a, b| b.id.cmp(&a.id));
         }
         Ok(pages)
     }
@@ -171,8 +176,7 @@ static PAGES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
                      (select {COLUMNS} from notifications
                       where q.unread and user_id = q.user_id and read_at is null and id < q.before
                       order by id desc limit q.lim)
-                 ) n
-                 order by q.ord, n.id desc",
+                 ) n",
                 values_list(size, &["int4", "uuid", "uuid", "int8", "bool"])
             )
         })
