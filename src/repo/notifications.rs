@@ -148,7 +148,7 @@ impl BatchRead for Pages {
         // each page newest first here, not by an `order by` over the whole batch (a sort of every
         // row in PostgreSQL; the rows come in that order already)
         for (_, page) in &mut pages {
-            page.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+            page.sort_unstable_by_key(|row| std::cmp::Reverse(row.id));
         }
         Ok(pages)
     }
