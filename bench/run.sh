@@ -239,7 +239,10 @@ OTLP=$!
 restart_with USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT
 wrk -t2 -c32 -d3s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true
 HEADER=Authorization run get_me_traced -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
-kill "$OTLP" 2>/dev/null && wait "$OTLP" 2>/dev/null || true; OTLP=""
+# the sink prints what it received when it stops (within 5 s, or it is killed)
+kill "$OTLP" 2>/dev/null || true
+for _ in $(seq 1 50); do kill -0 "$OTLP" 2>/dev/null || break; sleep 0.1; done
+kill -9 "$OTLP" 2>/dev/null || true; OTLP=""
 restart_with USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT
 wrk -t2 -c32 -d3s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true
 HEADER=Authorization run get_me_collector_down -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"

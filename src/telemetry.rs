@@ -78,9 +78,14 @@ pub fn init(json: bool, traces: &TelemetrySettings) -> Guard {
             .with_filter(
                 Targets::new()
                     .with_target("users_service", LevelFilter::DEBUG)
-                    .and(filter_fn(|meta| {
-                        meta.is_span() || matches!(*meta.level(), Level::ERROR | Level::WARN)
-                    })),
+                    .and(
+                        filter_fn(|meta| {
+                            meta.is_span() || matches!(*meta.level(), Level::ERROR | Level::WARN)
+                        })
+                        // without a hint the whole subscriber's would be `trace`, and every
+                        // library's `log::trace!` would build its record
+                        .with_max_level_hint(LevelFilter::DEBUG),
+                    ),
             )
     });
     // A second init (tests) keeps the first subscriber.

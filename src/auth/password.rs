@@ -87,6 +87,7 @@ impl Passwords {
                 queue_max: auth.hash_queue_max,
                 arenas: Mutex::new(Arenas {
                     free: Vec::with_capacity(slots),
+                    lent: 0,
                     last_used: Instant::now(),
                 }),
                 releasing: AtomicBool::new(false),
@@ -215,20 +216,14 @@ impl HashSlot {
         F: FnOnce(&mut Vec<Block>) -> AppResult<T> + Send + 'static,
     {
         let HashSlot { permit, inner } = self;
-        let mut arena = take_arena(&inner);
         release_when_idle(&inner);
         spawn_blocking_in_span(move || {
             let _entered = span.enter();
-            let now = inner.running.fetch_add(1, Ordering::AcqRel) + 1;
-            inner.peak_running.fetch_max(now, Ordering::AcqRel);
+            let mut lent = Lent::take(&inner);
             let started = std::time::Instant::now();
-            let outcome = f(&mut arena);
+            let outcome = f(&mut lent.arena);
             inner.hash_seconds.observe(started.elapsed().as_secs_f64());
-            inner.running.fetch_sub(1, Ordering::AcqRel);
-            if let Ok(mut arenas) = inner.arenas.lock() {
-                arenas.free.push(arena);
-                arenas.last_used = Instant::now();
-            }
+            drop(lent);
             drop(permit);
             outcome
         })
@@ -239,19 +234,45 @@ impl HashSlot {
 
 struct Arenas {
     free: Vec<Vec<Block>>,
+    /// arenas in use by a hash now
+    lent: usize,
     last_used: Instant,
 }
 
-/// A free arena, or a new one (the first hashes after a quiet spell allocate theirs).
-fn take_arena(inner: &Inner) -> Vec<Block> {
-    let free = inner.arenas.lock().ok().and_then(|mut arenas| {
-        arenas.last_used = Instant::now();
-        arenas.free.pop()
-    });
-    free.unwrap_or_else(|| vec![Block::new(); inner.params.block_count()])
+/// An arena lent to a running hash: a free one, or a new one (the first hashes after a quiet spell
+/// allocate theirs, on the blocking pool). Given back, and the hash counted as ended, when dropped:
+/// a hash that panicked gives its arena back too.
+struct Lent<'a> {
+    inner: &'a Inner,
+    arena: Vec<Block>,
 }
 
-/// Frees the free arenas once no hash has run for `ARENA_IDLE` (one waiting task at most).
+impl<'a> Lent<'a> {
+    fn take(inner: &'a Inner) -> Self {
+        let free = inner.arenas.lock().ok().and_then(|mut arenas| {
+            arenas.lent += 1;
+            arenas.last_used = Instant::now();
+            arenas.free.pop()
+        });
+        let arena = free.unwrap_or_else(|| vec![Block::new(); inner.params.block_count()]);
+        let now = inner.running.fetch_add(1, Ordering::AcqRel) + 1;
+        inner.peak_running.fetch_max(now, Ordering::AcqRel);
+        Self { inner, arena }
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        self.inner.running.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(mut arenas) = self.inner.arenas.lock() {
+            arenas.free.push(std::mem::take(&mut self.arena));
+            arenas.lent = arenas.lent.saturating_sub(1);
+            arenas.last_used = Instant::now();
+        }
+    }
+}
+
+/// Frees the free arenas once none has been lent for `ARENA_IDLE` (one waiting task at most).
 fn release_when_idle(inner: &Arc<Inner>) {
     if inner.releasing.swap(true, Ordering::AcqRel) {
         return;
@@ -266,12 +287,15 @@ fn release_when_idle(inner: &Arc<Inner>) {
                 return;
             };
             let idle = arenas.last_used.elapsed();
-            if idle >= ARENA_IDLE && inner.running.load(Ordering::Acquire) == 0 {
+            if idle >= ARENA_IDLE && arenas.lent == 0 {
                 let released = std::mem::take(&mut arenas.free);
                 inner.releasing.store(false, Ordering::Release);
                 drop(arenas);
-                drop(released);
-                crate::memory::return_freed_memory();
+                // freeing and purging 19 MiB blocks is the blocking pool's work
+                tokio::task::spawn_blocking(move || {
+                    drop(released);
+                    crate::memory::return_freed_memory();
+                });
                 return;
             }
             wait = ARENA_IDLE
@@ -462,6 +486,28 @@ mod arena_tests {
             passwords.free_arenas(),
             1,
             "the next hash allocates one again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hash_that_panics_gives_its_slot_and_arena_back() {
+        let settings = crate::config::Settings::load(None).unwrap();
+        let passwords = Passwords::new(&settings.auth, Histogram::new([0.1].into_iter())).unwrap();
+        let slot = passwords.slot().await.unwrap();
+        let failed = slot
+            .run(tracing::Span::none(), |_| -> AppResult<()> {
+                panic!("a hash that panics")
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(passwords.running().0, 0, "the hash is counted as ended");
+        assert_eq!(passwords.free_arenas(), 1, "its arena is back");
+        assert_eq!(passwords.inner.permits.available_permits(), num_cpus::get());
+        tokio::time::sleep(ARENA_IDLE + Duration::from_secs(1)).await;
+        assert_eq!(
+            passwords.free_arenas(),
+            0,
+            "and freed after the quiet spell"
         );
     }
 
