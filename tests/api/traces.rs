@@ -132,6 +132,11 @@ async fn a_request_continues_the_callers_trace_with_hashing_and_database_spans(p
         text(attribute(server_span, "http.response.status_code")).as_deref(),
         Some("200")
     );
+    assert!(
+        server_span.events.is_empty(),
+        "the request's info log line is not a span event: {:?}",
+        server_span.events
+    );
     let verify = ours.iter().find(|s| s.name == "password.verify").unwrap();
     assert_eq!(
         verify.parent_span_id, server_span.span_id,
