@@ -40,12 +40,9 @@ struct Inner {
     permits: Arc<Semaphore>,
     /// requests waiting for a permit now, and how many may
     waiting: AtomicUsize,
-    /// hashes running now, and the most that ever ran at once
-    running: AtomicUsize,
-    peak_running: AtomicUsize,
     hash_seconds: Histogram,
     queue_max: usize,
-    /// arenas not in use (at most one per permit), and when one was last given back
+    /// the arenas, and the hashes running (each holds one)
     arenas: Mutex<Arenas>,
     /// a task waits to release the arenas after `ARENA_IDLE`
     releasing: AtomicBool,
@@ -81,13 +78,12 @@ impl Passwords {
                 params,
                 permits: Arc::new(Semaphore::new(slots)),
                 waiting: AtomicUsize::new(0),
-                running: AtomicUsize::new(0),
-                peak_running: AtomicUsize::new(0),
                 hash_seconds,
                 queue_max: auth.hash_queue_max,
                 arenas: Mutex::new(Arenas {
                     free: Vec::with_capacity(slots),
                     lent: 0,
+                    peak_lent: 0,
                     last_used: Instant::now(),
                 }),
                 releasing: AtomicBool::new(false),
@@ -156,7 +152,8 @@ impl Passwords {
     }
 
     /// Arenas kept for the next hashes (none after `ARENA_IDLE` without one).
-    pub fn free_arenas(&self) -> usize {
+    #[cfg(test)]
+    fn free_arenas(&self) -> usize {
         self.inner.arenas.lock().map_or(0, |a| a.free.len())
     }
 
@@ -167,10 +164,10 @@ impl Passwords {
 
     /// Hashes running right now, and the most that ever ran at once (never more than the cores).
     pub fn running(&self) -> (usize, usize) {
-        (
-            self.inner.running.load(Ordering::Acquire),
-            self.inner.peak_running.load(Ordering::Acquire),
-        )
+        self.inner
+            .arenas
+            .lock()
+            .map_or((0, 0), |a| (a.lent, a.peak_lent))
     }
 }
 
@@ -233,9 +230,12 @@ impl HashSlot {
 }
 
 struct Arenas {
+    /// not in use (at most one per permit)
     free: Vec<Vec<Block>>,
-    /// arenas in use by a hash now
+    /// in use by a running hash now, and the most ever at once (never more than the cores)
     lent: usize,
+    peak_lent: usize,
+    /// when one was last taken or given back
     last_used: Instant,
 }
 
@@ -251,19 +251,17 @@ impl<'a> Lent<'a> {
     fn take(inner: &'a Inner) -> Self {
         let free = inner.arenas.lock().ok().and_then(|mut arenas| {
             arenas.lent += 1;
+            arenas.peak_lent = arenas.peak_lent.max(arenas.lent);
             arenas.last_used = Instant::now();
             arenas.free.pop()
         });
         let arena = free.unwrap_or_else(|| vec![Block::new(); inner.params.block_count()]);
-        let now = inner.running.fetch_add(1, Ordering::AcqRel) + 1;
-        inner.peak_running.fetch_max(now, Ordering::AcqRel);
         Self { inner, arena }
     }
 }
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
-        self.inner.running.fetch_sub(1, Ordering::AcqRel);
         if let Ok(mut arenas) = self.inner.arenas.lock() {
             arenas.free.push(std::mem::take(&mut self.arena));
             arenas.lent = arenas.lent.saturating_sub(1);

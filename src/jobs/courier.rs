@@ -11,7 +11,7 @@ use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use super::{listen, wait};
+use super::wait;
 use crate::repo::messages::{self, Claimed, CHANNEL};
 use crate::state::AppState;
 
@@ -47,7 +47,7 @@ async fn run(
     stop: CancellationToken,
 ) {
     let poll = Duration::from_secs(state.settings.email.poll_interval_secs);
-    let mut listener = listen(&state, CHANNEL).await;
+    let mut listener = state.db.listen(CHANNEL).await;
     loop {
         // send everything due; a full batch means there may be more
         loop {
@@ -68,13 +68,13 @@ async fn run(
             () = tokio::time::sleep(poll) => {
                 // no listener (the database was down when it was made): try again each poll
                 if listener.is_none() {
-                    listener = listen(&state, CHANNEL).await;
+                    listener = state.db.listen(CHANNEL).await;
                 }
             }
             woke = wait(&mut listener) => {
                 if !woke {
                     // the listening connection broke: polling covers until it is back
-                    listener = listen(&state, CHANNEL).await;
+                    listener = state.db.listen(CHANNEL).await;
                 }
             }
         }

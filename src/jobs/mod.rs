@@ -6,14 +6,6 @@ pub mod relay;
 
 use sqlx::postgres::PgListener;
 
-use crate::state::AppState;
-
-/// A connection listening on `channel`, or none while the database is away (the loops poll
-/// meanwhile and try again).
-async fn listen(state: &AppState, channel: &str) -> Option<PgListener> {
-    state.db.listen(channel).await
-}
-
 /// Waits for a notification, then takes every other one already arrived (one round serves them
 /// all: it reads everything committed so far); false when the listener is gone (or there is none).
 async fn wait(listener: &mut Option<PgListener>) -> bool {

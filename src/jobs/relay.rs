@@ -19,7 +19,7 @@ use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-use super::{drain, listen, wait};
+use super::{drain, wait};
 use crate::repo::events::{self, CHANNEL};
 use crate::service::events::Envelope;
 use crate::state::AppState;
@@ -113,7 +113,7 @@ async fn publish_while_leading(
     let settings = &state.settings.events;
     let (_amqp, channel) = open(settings.amqp_url.expose_secret(), &settings.exchange).await?;
     let poll = Duration::from_secs(settings.poll_interval_secs);
-    let mut listener = listen(state, CHANNEL).await;
+    let mut listener = state.db.listen(CHANNEL).await;
     // the position of the last event sent in this term, and the marking of the last batch
     let mut after: Option<events::Position> = None;
     let mut marking: Option<tokio::task::JoinHandle<sqlx::Result<()>>> = None;
@@ -164,7 +164,7 @@ async fn publish_while_leading(
             () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(poll) => {
                 if listener.is_none() {
-                    listener = listen(state, CHANNEL).await;
+                    listener = state.db.listen(CHANNEL).await;
                 }
             }
             woke = wait(&mut listener) => {
@@ -179,7 +179,7 @@ async fn publish_while_leading(
                         drain(l);
                     }
                 } else {
-                    listener = listen(state, CHANNEL).await;
+                    listener = state.db.listen(CHANNEL).await;
                 }
             }
         }
