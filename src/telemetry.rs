@@ -14,7 +14,6 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
 };
 use opentelemetry_sdk::Resource;
-use tracing::Level;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter, Targets};
@@ -64,8 +63,9 @@ pub fn init(json: bool, traces: &TelemetrySettings) -> Guard {
     let provider = tracer_provider(traces);
     // the trace layer sees this crate's spans down to debug (database work, hashing) whatever the
     // log filter says, and nothing of the libraries (sqlx's per-query events would double the cost);
-    // of the log events only warnings and errors become span events (each request's `info` line
-    // would add an event to every server span, repeating its status).
+    // no log event becomes a span event: each request's `info` line would repeat its status on every
+    // server span, and while this layer took warnings and errors the log layer lost every one of
+    // them (`traces::warnings_and_errors_reach_the_log_with_traces_on`).
     // Each span carries only what its code sets: no source location, thread, target or busy/idle
     // times (four to six attributes more per span, a third of the cost of a traced GET me), and
     // entering a span does not switch the OpenTelemetry context (nothing here reads it implicitly)
@@ -81,12 +81,10 @@ pub fn init(json: bool, traces: &TelemetrySettings) -> Guard {
                 Targets::new()
                     .with_target("users_service", LevelFilter::DEBUG)
                     .and(
-                        filter_fn(|meta| {
-                            meta.is_span() || matches!(*meta.level(), Level::ERROR | Level::WARN)
-                        })
-                        // without a hint the whole subscriber's would be `trace`, and every
-                        // library's `log::trace!` would build its record
-                        .with_max_level_hint(LevelFilter::DEBUG),
+                        filter_fn(|meta| meta.is_span())
+                            // without a hint the whole subscriber's would be `trace`, and every
+                            // library's `log::trace!` would build its record
+                            .with_max_level_hint(LevelFilter::DEBUG),
                     ),
             )
     });

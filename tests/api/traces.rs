@@ -163,3 +163,88 @@ async fn a_request_continues_the_callers_trace_with_hashing_and_database_spans(p
     drop(server);
     drop(db);
 }
+
+#[sqlx::test]
+async fn warnings_and_errors_reach_the_log_with_traces_on(pool: PgPool) {
+    let (endpoint, _spans) = collector().await;
+    let db = FreshDb::new(&pool);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let server = Server::start_logging(
+        &db,
+        &[
+            ("USERS__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("USERS__AUTH__REFRESH_REUSE_GRACE_SECS", "0"),
+            ("RUST_LOG", "warn"),
+        ],
+        log.reopen().unwrap().into(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{}/api/v1/public/users/{path}", server.base))
+            .json(&body)
+    };
+    let res = post(
+        "sign_up",
+        json!({"email": "ann@example.com", "password": PASSWORD, "first_name": "Ann"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 201);
+    let tokens: serde_json::Value = post(
+        "token",
+        json!({"email": "ann@example.com", "password": PASSWORD}),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let old = tokens["refresh_token"].as_str().unwrap();
+    let rotated = post("refresh", json!({"refresh_token": old}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 200);
+    // a rotated token used again: the session is revoked, with a warning (the layer that exports
+    // spans once made the log layer drop every warning and error)
+    let reuse = post("refresh", json!({"refresh_token": old}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reuse.status(), 401);
+
+    let mut warning = None;
+    for _ in 0..100 {
+        let lines = std::fs::read_to_string(log.path()).unwrap();
+        warning = lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "refresh token reused; session revoked");
+        if warning.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let warning = warning.unwrap_or_else(|| {
+        panic!(
+            "no reuse warning in {}",
+            std::fs::read_to_string(log.path()).unwrap()
+        )
+    });
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(
+        warning["target"], "users_service::service::auth",
+        "{warning}"
+    );
+    let lines = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        !lines.contains("\"message\":\"request\""),
+        "no info line at warn: {lines}"
+    );
+    drop(server);
+    drop(db);
+}
