@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::json;
 use sqlx::PgPool;
+use tempfile::NamedTempFile;
 
 use crate::binary::{FreshDb, Server};
 use crate::helpers::PASSWORD;
@@ -42,6 +43,17 @@ async fn collector() -> (String, Received) {
     (base, spans)
 }
 
+/// The binary exporting its spans to a collector of this test, its log lines (stdout) going to a
+/// file; `env` adds settings.
+async fn traced(db: &FreshDb, env: &[(&str, &str)]) -> (Server, Received, NamedTempFile) {
+    let (endpoint, spans) = collector().await;
+    let log = NamedTempFile::new().unwrap();
+    let mut all = vec![("USERS__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str())];
+    all.extend_from_slice(env);
+    let server = Server::start_logging(db, &all, log.reopen().unwrap().into()).await;
+    (server, spans, log)
+}
+
 fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a AnyValue> {
     span.attributes
         .iter()
@@ -60,17 +72,10 @@ fn text(value: Option<&AnyValue>) -> Option<String> {
 
 #[sqlx::test]
 async fn a_request_continues_the_callers_trace_with_hashing_and_database_spans(pool: PgPool) {
-    let (endpoint, spans) = collector().await;
     let db = FreshDb::new(&pool);
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let server = Server::start_logging(
+    let (server, spans, log) = traced(
         &db,
-        &[
-            ("USERS__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("RUST_LOG", "info"),
-        ],
-        log.reopen().unwrap().into(),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100"), ("RUST_LOG", "info")],
     )
     .await;
     let client = reqwest::Client::new();
@@ -166,17 +171,13 @@ async fn a_request_continues_the_callers_trace_with_hashing_and_database_spans(p
 
 #[sqlx::test]
 async fn warnings_and_errors_reach_the_log_with_traces_on(pool: PgPool) {
-    let (endpoint, _spans) = collector().await;
     let db = FreshDb::new(&pool);
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let server = Server::start_logging(
+    let (server, _spans, log) = traced(
         &db,
         &[
-            ("USERS__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
             ("USERS__AUTH__REFRESH_REUSE_GRACE_SECS", "0"),
             ("RUST_LOG", "warn"),
         ],
-        log.reopen().unwrap().into(),
     )
     .await;
     let client = reqwest::Client::new();
