@@ -94,12 +94,12 @@ impl AppState {
             notification_hub: Hub::default(),
             session_reads: SessionReads::spawn(
                 db.clone(),
-                session_read_slots(),
+                session_read_slots(&db),
                 Duration::from_secs(settings.database.acquire_timeout_secs),
             ),
             notification_pages: PageReads::spawn(
                 db.clone(),
-                session_read_slots(),
+                session_read_slots(&db),
                 Duration::from_secs(settings.database.acquire_timeout_secs),
             ),
             keys,
@@ -115,8 +115,14 @@ impl AppState {
 /// budget keeps real users far below it).
 const FORGOT_JOBS: usize = 64;
 
-/// Session checks in flight at once: one per core keeps PostgreSQL busy without splitting the
-/// batches that form under load into single checks.
-fn session_read_slots() -> usize {
+/// Session checks (and inbox pages) in flight at once: one per core keeps PostgreSQL busy without
+/// splitting the batches that form under load into single checks. Behind PgBouncer each query is
+/// a transaction of its own, several round trips through the pooler, so one query at a time,
+/// carrying all the reads that wait, does more than several smaller ones (GET me through
+/// PgBouncer on two cores, alternating runs: 7 900–8 100 req/s with one, 5 600–7 100 with two).
+fn session_read_slots(db: &Db) -> usize {
+    if db.behind_pgbouncer() {
+        return 1;
+    }
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }

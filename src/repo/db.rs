@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt as _, TryStreamExt as _};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgListener, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{
@@ -38,6 +39,11 @@ static NAMED_STATEMENTS: AtomicBool = AtomicBool::new(true);
 
 fn named() -> bool {
     NAMED_STATEMENTS.load(Ordering::Relaxed)
+}
+
+/// Whether this process reaches PostgreSQL through PgBouncer in transaction mode.
+pub fn behind_pgbouncer() -> bool {
+    !named()
 }
 
 /// `sqlx::query`, unnamed behind PgBouncer.
@@ -106,6 +112,11 @@ impl Db {
         }
     }
 
+    /// Whether the requests' pool is PgBouncer in transaction mode.
+    pub fn behind_pgbouncer(&self) -> bool {
+        self.pinned
+    }
+
     /// Connections the requests' pool holds, and how many of them are idle (for `/metrics`).
     pub fn pool_size(&self) -> (u32, usize) {
         (self.pool.size(), self.pool.num_idle())
@@ -128,6 +139,11 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
         self.direct.close().await;
+    }
+
+    /// A connection of the requests' pool, held until dropped.
+    pub async fn acquire(&self) -> sqlx::Result<PoolConnection<Postgres>> {
+        self.pool.acquire().await
     }
 
     pub async fn begin(&self) -> sqlx::Result<Transaction<'static, Postgres>> {

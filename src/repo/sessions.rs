@@ -108,6 +108,14 @@ pub async fn states(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<S
         return Ok(Vec::new());
     }
     let ids = &ids[..ids.len().min(MAX_STATES)];
+    if super::db::behind_pgbouncer() {
+        // no statement stays prepared there: the function keeps its plan (migration
+        // `session_states_function`)
+        return super::db::query_as("select * from session_states($1)")
+            .bind(ids)
+            .fetch_all(db)
+            .await;
+    }
     let size = ids.len().next_power_of_two();
     let sql = &STATES_SQL[size.trailing_zeros() as usize];
     let mut query = super::db::query_as(sql);

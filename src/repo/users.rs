@@ -46,6 +46,8 @@ pub struct NewUser<'a> {
     pub email_verified: bool,
 }
 
+/// (Behind PgBouncer the session check reads these from the `session_states` function: a column
+/// added here goes there too, in a migration.)
 const COLUMNS: &str =
     "id, email, phone, password_hash, first_name, last_name, middle_name, role, status, \
                        created_at, updated_at, deleted_at, deleted_by_owner, email_verified, \
