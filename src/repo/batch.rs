@@ -7,6 +7,10 @@
 //! A task takes the waiting reads as a batch whenever one of its `in_flight` query slots is free.
 //! With little traffic a batch is one read and it goes out at once (no added delay); when queries
 //! are busy, new reads wait for the next free slot and go out together.
+//!
+//! A slot keeps its connection from batch to batch while reads keep coming, and gives it back to
+//! the pool after [`HOLD_IDLE`] without any: a connection returned to sqlx's pool is pinged (one
+//! more round trip, through PgBouncer one more server) every time.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::db::Db;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection as _, PgConnection, Postgres};
+use tokio::sync::{mpsc, oneshot};
 
 /// A read that can be answered for many keys in one query.
 pub trait BatchRead: Send + Sync + 'static {
@@ -27,10 +33,16 @@ pub trait BatchRead: Send + Sync + 'static {
 
     /// The values of these (distinct) keys; a key without a value is absent.
     fn fetch(
-        db: &Db,
+        conn: &mut PgConnection,
         keys: &[Self::Key],
     ) -> impl Future<Output = sqlx::Result<Vec<(Self::Key, Self::Value)>>> + Send;
 }
+
+/// How long a query slot keeps its connection without reads.
+pub const HOLD_IDLE: Duration = Duration::from_secs(1);
+/// The same behind PgBouncer, where the connection also keeps its last batch's transaction (and
+/// so a server) open until then: see [`fetch`].
+pub const PINNED_HOLD_IDLE: Duration = Duration::from_millis(10);
 
 /// A `values` list of `rows` rows of these column types, numbered from `$1`
 /// (`($1::uuid, $2::int8), ($3::uuid, $4::int8)`): the batched queries send their keys this way,
@@ -104,8 +116,18 @@ impl<R: BatchRead> Batcher<R> {
     pub fn spawn(db: Db, in_flight: usize, deadline: Duration) -> Self {
         let (asks, rx) = mpsc::unbounded_channel();
         let counts = Arc::new(Counts::default());
-        let slots = Arc::new(Semaphore::new(in_flight.max(1)));
-        tokio::spawn(batch_loop::<R>(db, rx, slots, counts.clone()));
+        let in_flight = in_flight.max(1);
+        let (free, slots) = mpsc::channel(in_flight);
+        for _ in 0..in_flight {
+            let _ = free.try_send(None);
+        }
+        tokio::spawn(batch_loop::<R>(
+            db,
+            rx,
+            in_flight,
+            (free, slots),
+            counts.clone(),
+        ));
         Self {
             asks,
             counts,
@@ -137,18 +159,60 @@ impl<R: BatchRead> Batcher<R> {
     }
 }
 
+/// A query slot: the connection its last batch ran on, if it kept one.
+type Slot = Option<PoolConnection<Postgres>>;
+
+/// Gives its slot back to the free list however the batch ends (a panic included).
+struct Lent {
+    slot: Slot,
+    free: mpsc::Sender<Slot>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let _ = self.free.try_send(self.slot.take());
+    }
+}
+
 async fn batch_loop<R: BatchRead>(
     db: Db,
     mut rx: mpsc::UnboundedReceiver<Ask<R>>,
-    slots: Arc<Semaphore>,
+    in_flight: usize,
+    (free, mut slots): (mpsc::Sender<Slot>, mpsc::Receiver<Slot>),
     counts: Arc<Counts>,
 ) {
+    let hold = if db.behind_pgbouncer() {
+        PINNED_HOLD_IDLE
+    } else {
+        HOLD_IDLE
+    };
     loop {
         // wait for a free slot first, so that reads arriving meanwhile join the next batch
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Some(mut slot) = slots.recv().await else {
             return;
         };
-        let Some(first) = rx.recv().await else {
+        let first = loop {
+            match tokio::time::timeout(hold, rx.recv()).await {
+                Ok(first) => break first,
+                Err(_) => {
+                    // quiet: the slots waiting give their connections back to the pool (one still
+                    // answering gives its back at the next quiet spell)
+                    slot = None;
+                    let mut waiting = 1;
+                    while let Ok(other) = slots.try_recv() {
+                        drop(other);
+                        waiting += 1;
+                    }
+                    for _ in 1..waiting {
+                        let _ = free.try_send(None);
+                    }
+                    if waiting == in_flight {
+                        break rx.recv().await;
+                    }
+                }
+            }
+        };
+        let Some(first) = first else {
             return;
         };
         let mut batch = vec![first];
@@ -164,21 +228,57 @@ async fn batch_loop<R: BatchRead>(
         counts.queries.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(reads = batch.len(), "reads batched");
         let db = db.clone();
+        let mut lent = Lent {
+            slot,
+            free: free.clone(),
+        };
         tokio::spawn(async move {
-            answer::<R>(&db, batch).await;
-            drop(slot);
+            answer::<R>(&db, &mut lent.slot, batch).await;
         });
     }
 }
 
-async fn answer<R: BatchRead>(db: &Db, batch: Vec<Ask<R>>) {
+/// One batch's query on the slot's connection (taken from the pool when it has none; dropped
+/// after an error, which may have left it unusable).
+///
+/// Behind PgBouncer the query runs in a transaction of its own, so that sqlx's two round trips
+/// (prepare, then bind and execute) share a server. A read has nothing to commit: the transaction
+/// is dropped, its `rollback` queued, and it goes out with the next batch's `begin` in one round
+/// trip (three per batch instead of five with a commit and the pool's ping), or when the slot
+/// gives the connection back after [`PINNED_HOLD_IDLE`]. Under load that server would be busy
+/// with the batches anyway; once reads stop it is free again within that spell.
+async fn fetch<R: BatchRead>(
+    db: &Db,
+    slot: &mut Slot,
+    keys: &[R::Key],
+) -> sqlx::Result<Vec<(R::Key, R::Value)>> {
+    let conn = match slot {
+        Some(conn) => conn,
+        None => slot.insert(db.acquire().await?),
+    };
+    let found = if db.behind_pgbouncer() {
+        let mut tx = conn.begin().await?;
+        let found = R::fetch(&mut tx, keys).await?;
+        drop(tx);
+        found
+    } else {
+        R::fetch(conn, keys).await?
+    };
+    Ok(found)
+}
+
+async fn answer<R: BatchRead>(db: &Db, slot: &mut Slot, batch: Vec<Ask<R>>) {
     // one answer per key, however many requests wait on it: clones only for the extra waiters
     let mut waiting: HashMap<R::Key, Waiters<R::Value>> = HashMap::new();
     for ask in batch {
         waiting.entry(ask.key).or_default().push(ask.reply);
     }
     let keys: Vec<R::Key> = waiting.keys().cloned().collect();
-    match R::fetch(db, &keys).await {
+    let found = fetch::<R>(db, slot, &keys).await;
+    if found.is_err() {
+        *slot = None;
+    }
+    match found {
         Ok(found) => {
             for (key, value) in found {
                 let Some(mut replies) = waiting.remove(&key) else {

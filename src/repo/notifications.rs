@@ -4,9 +4,8 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgConnection, PgExecutor};
 
-use super::db::Db;
 use uuid::Uuid;
 
 use super::batch::{sizes, values_list, BatchRead, Batcher};
@@ -126,7 +125,10 @@ impl BatchRead for Pages {
     /// its user's newest notifications — all of them, or (the other branch, on the partial index)
     /// the unread ones. Rows are put back on their pages by `ord`.
     #[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
-    async fn fetch(db: &Db, keys: &[PageKey]) -> sqlx::Result<Vec<(PageKey, Self::Value)>> {
+    async fn fetch(
+        conn: &mut PgConnection,
+        keys: &[PageKey],
+    ) -> sqlx::Result<Vec<(PageKey, Self::Value)>> {
         let size = keys.len().next_power_of_two();
         let mut query = super::db::query_as::<PagedRow>(&PAGES_SQL[size.trailing_zeros() as usize]);
         for slot in 0..size {
@@ -140,7 +142,7 @@ impl BatchRead for Pages {
         }
         let mut pages: Vec<(PageKey, Self::Value)> =
             keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-        for row in query.fetch_all(db).await? {
+        for row in query.fetch_all(conn).await? {
             if let Some(page) = usize::try_from(row.ord).ok().and_then(|i| pages.get_mut(i)) {
                 page.1.push(row.row);
             }

@@ -1,7 +1,7 @@
 //! Coalesced session reads: every private request checks its session in the database, and under
 //! load those checks are gathered into one query (`sessions::states`) by a [`Batcher`].
 
-use super::db::Db;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::batch::{BatchRead, Batcher};
@@ -15,8 +15,11 @@ impl BatchRead for SessionStates {
     type Value = SessionState;
     const MAX_BATCH: usize = sessions::MAX_STATES;
 
-    async fn fetch(db: &Db, keys: &[Uuid]) -> sqlx::Result<Vec<(Uuid, SessionState)>> {
-        let rows = sessions::states(db, keys).await?;
+    async fn fetch(
+        conn: &mut PgConnection,
+        keys: &[Uuid],
+    ) -> sqlx::Result<Vec<(Uuid, SessionState)>> {
+        let rows = sessions::states(conn, keys).await?;
         Ok(rows.into_iter().map(|s| (s.session_id, s)).collect())
     }
 }

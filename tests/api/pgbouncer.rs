@@ -185,6 +185,26 @@ async fn the_sign_in_flow_and_30_concurrent_session_checks_work_through_pgbounce
     for res in futures::future::join_all(checks).await {
         assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     }
+    // the batched checks leave their last transaction open for the next batch's `begin`, and
+    // roll it back (freeing its server) once they stop (`repo::batch::fetch`)
+    let stopped = Instant::now();
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and state like 'idle in transaction%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(2),
+            "{open} transactions still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // a refresh rotates through the pooler too
     let res = app
         .post("/api/v1/public/users/refresh")

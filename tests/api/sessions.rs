@@ -237,3 +237,42 @@ async fn concurrent_session_checks_share_queries_and_each_gets_its_own_user(pool
         "{checks} concurrent checks took {queries} queries"
     );
 }
+
+/// A batching slot keeps its connection while session checks keep coming (a connection given
+/// back to sqlx's pool is pinged first: one more round trip per query) and gives it back once
+/// they stop, so an idle service holds none.
+#[sqlx::test]
+async fn session_checks_keep_their_connection_while_they_come_and_give_it_back_when_quiet(
+    pool: PgPool,
+) {
+    use std::time::{Duration, Instant};
+    use users_service::repo::batch::HOLD_IDLE;
+    use users_service::repo::db::Db;
+    use users_service::repo::session_reads::SessionReads;
+
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let reads = SessionReads::spawn(Db::from(own.clone()), 1, Duration::from_secs(5));
+    let in_use = || own.size() as usize - own.num_idle();
+
+    for _ in 0..5 {
+        let found = reads.read(uuid::Uuid::now_v7()).await.unwrap();
+        assert!(found.is_none());
+        assert_eq!(in_use(), 1, "the slot holds the one connection it used");
+    }
+    tokio::time::sleep(HOLD_IDLE + Duration::from_millis(300)).await;
+    let given_back = Instant::now();
+    while in_use() > 0 {
+        assert!(
+            given_back.elapsed() < Duration::from_secs(3),
+            "still held after a quiet spell"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // and the next check takes one again
+    assert!(reads.read(uuid::Uuid::now_v7()).await.unwrap().is_none());
+    assert_eq!(in_use(), 1);
+}
