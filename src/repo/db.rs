@@ -11,7 +11,9 @@
 //! - a statement run on the pool (not in a transaction) is wrapped in one, so its round trips share
 //!   a server ([`Db`]'s `Executor`);
 //! - LISTEN connections, the relay's session-level advisory lock and migrations use a direct
-//!   connection ([`Db::direct`], from `database.migrate_url`).
+//!   connection ([`Db::direct`], from `database.migrate_url`);
+//! - the batched reads (`batch`) run their own transactions on connections they hold, and the
+//!   session check calls the `session_states` function, whose plan the server keeps.
 //!
 //! sqlx's own lookups of types it does not know (a `#[derive(sqlx::Type)]` with a `type_name`, an
 //! enum, domain or extension type in a column) use named statements this module cannot reach, so
