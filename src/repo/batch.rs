@@ -42,7 +42,7 @@ pub trait BatchRead: Send + Sync + 'static {
 pub const HOLD_IDLE: Duration = Duration::from_secs(1);
 /// The same behind PgBouncer, where the connection also keeps its last batch's transaction (and
 /// so a server) open until then: see [`fetch`].
-pub const PINNED_HOLD_IDLE: Duration = Duration::from_millis(10);
+const PINNED_HOLD_IDLE: Duration = Duration::from_millis(10);
 
 /// A `values` list of `rows` rows of these column types, numbered from `$1`
 /// (`($1::uuid, $2::int8), ($3::uuid, $4::int8)`): the batched queries send their keys this way,
@@ -256,15 +256,11 @@ async fn fetch<R: BatchRead>(
         Some(conn) => conn,
         None => slot.insert(db.acquire().await?),
     };
-    let found = if db.behind_pgbouncer() {
-        let mut tx = conn.begin().await?;
-        let found = R::fetch(&mut tx, keys).await?;
-        drop(tx);
-        found
-    } else {
-        R::fetch(conn, keys).await?
-    };
-    Ok(found)
+    if !db.behind_pgbouncer() {
+        return R::fetch(conn, keys).await;
+    }
+    let mut tx = conn.begin().await?;
+    R::fetch(&mut tx, keys).await
 }
 
 async fn answer<R: BatchRead>(db: &Db, slot: &mut Slot, batch: Vec<Ask<R>>) {
