@@ -536,3 +536,35 @@ async fn files_in_the_templates_dir_replace_the_built_in_templates(pool: PgPool)
     // the HTML part, not replaced, is the built-in one
     assert!(mail.html.contains("Confirm my email"));
 }
+
+/// Two instances, two couriers on one table: every message goes out once (each claims its batch
+/// with `for update skip locked` and a lease), whichever instance queued it.
+#[sqlx::test]
+async fn two_instances_send_each_message_once(pool: PgPool) {
+    let sink = SmtpSink::start(Mode::Accept).await;
+    let a = app_with_sink(pool.clone(), &sink).await;
+    let b = app_with_sink(pool, &sink).await;
+    let emails: Vec<String> = (0..12).map(|i| format!("user{i}@example.com")).collect();
+    for (i, email) in emails.iter().enumerate() {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.sign_up(email).await;
+    }
+    for email in &emails {
+        sink.wait_for(email, "Welcome").await;
+    }
+    // time for a second delivery to show up, were there one
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut to: Vec<String> = sink.mails().into_iter().map(|m| m.to).collect();
+    to.sort();
+    let mut expected = emails.clone();
+    expected.sort();
+    assert_eq!(to, expected, "each welcome mail delivered exactly once");
+    assert_eq!(
+        a.scalar_i64(
+            "select count(*) from messages where status = 'sent' and attempts = 1 and kind = $1",
+            "welcome"
+        )
+        .await,
+        12
+    );
+}
