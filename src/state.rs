@@ -19,11 +19,11 @@ use crate::auth::webauthn::RelyingParty;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::providers::yandex::YandexClient;
-use crate::repo::notifications::PageReads;
+use crate::repo::notifications::{PageReads, VersionReads};
 use crate::repo::search_terms::SearchTerms;
 use crate::repo::session_reads::SessionReads;
 use crate::service::mail::Templates;
-use crate::service::notifications::Hub;
+use crate::service::notifications::{Hub, InboxPages};
 use crate::service::rate_limit::Limits;
 
 #[derive(Clone)]
@@ -36,6 +36,10 @@ pub struct Inner {
     pub session_reads: SessionReads,
     /// inbox pages, batched the same way
     pub notification_pages: PageReads,
+    /// inbox versions, batched the same way (see `InboxPages`)
+    pub inbox_versions: VersionReads,
+    /// the first inbox pages this instance has answered
+    pub inbox_pages: InboxPages,
     pub keys: Keys,
     /// seals and opens the secrets stored at rest (`auth.data_key`)
     pub data_key: DataKey,
@@ -102,6 +106,12 @@ impl AppState {
                 session_read_slots(&db),
                 Duration::from_secs(settings.database.acquire_timeout_secs),
             ),
+            inbox_versions: VersionReads::spawn(
+                db.clone(),
+                session_read_slots(&db),
+                Duration::from_secs(settings.database.acquire_timeout_secs),
+            ),
+            inbox_pages: InboxPages::new(INBOX_PAGES_BYTES),
             keys,
             data_key,
             passwords,
@@ -114,6 +124,9 @@ impl AppState {
 /// Forgot-password requests worked on at once after their answer; more are dropped (the per-IP
 /// budget keeps real users far below it).
 const FORGOT_JOBS: usize = 64;
+
+/// The first inbox pages kept, in bytes (a page of 20 notifications is about 6 KiB).
+const INBOX_PAGES_BYTES: u64 = 16 << 20;
 
 /// Session checks (and inbox pages) in flight at once: one per core keeps PostgreSQL busy without
 /// splitting the batches that form under load into single checks. Behind PgBouncer each query is

@@ -185,6 +185,44 @@ static PAGES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
         .collect()
 });
 
+/// Inbox versions (`notification_inboxes`), read for many requests in one query: every inbox
+/// page the service has kept is answered again only after its user's version is read anew.
+pub struct Versions;
+
+/// The handle the inbox reads versions with (a user who was never notified has none: 0).
+pub type VersionReads = Batcher<Versions>;
+
+impl BatchRead for Versions {
+    type Key = Uuid;
+    type Value = i64;
+    const MAX_BATCH: usize = MAX_PAGES;
+
+    /// One primary-key lookup per user, the ids padded as `Pages::fetch` pads its keys.
+    #[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
+    async fn fetch(conn: &mut PgConnection, keys: &[Uuid]) -> sqlx::Result<Vec<(Uuid, i64)>> {
+        let size = keys.len().next_power_of_two();
+        let mut query =
+            super::db::query_as::<(Uuid, i64)>(&VERSIONS_SQL[size.trailing_zeros() as usize]);
+        for slot in 0..size {
+            query = query.bind(keys.get(slot).copied());
+        }
+        query.fetch_all(conn).await
+    }
+}
+
+/// The `Versions::fetch` statements for 1, 2, 4, … `MAX_PAGES` users.
+static VERSIONS_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+    sizes(MAX_PAGES)
+        .map(|size| {
+            format!(
+                "select i.user_id, i.version from (values {}) as q (user_id)
+                 join notification_inboxes i on i.user_id = q.user_id",
+                values_list(size, &["uuid"])
+            )
+        })
+        .collect()
+});
+
 /// The user's notifications created after `after`, oldest first (a stream's replay).
 #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn after(

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgListener;
@@ -126,6 +127,80 @@ pub async fn list(
         .unwrap_or_default();
     let (rows, next) = super::split_page(rows, limit, |r| r.id);
     Ok((rows.into_iter().map(Into::into).collect(), next))
+}
+
+/// The first pages of inboxes (no cursor) this instance has answered, each as its route rendered
+/// it and with the inbox version it was read at. Opening the inbox is frequent and its first page
+/// rarely changes between two openings; a kept page is answered again only when the user's
+/// version, read anew for the request (`notification_inboxes`, bumped in the same transaction as
+/// any change), is still the one it was read at. So every request sees every change committed
+/// before it, on any instance, as if nothing were kept; what is saved is reading and rendering
+/// twenty rows. Bounded in bytes (the least used pages go first).
+pub struct InboxPages(quick_cache::sync::Cache<FirstPage, Arc<KeptPage>, PageWeight>);
+
+/// A first page: the user, unread only, the page size.
+type FirstPage = (Uuid, bool, i64);
+
+struct KeptPage {
+    version: i64,
+    body: Bytes,
+}
+
+#[derive(Clone)]
+struct PageWeight;
+
+impl quick_cache::Weighter<FirstPage, Arc<KeptPage>> for PageWeight {
+    fn weight(&self, _: &FirstPage, page: &Arc<KeptPage>) -> u64 {
+        // the body and about what the entry and its key take besides
+        page.body.len() as u64 + 96
+    }
+}
+
+impl InboxPages {
+    /// At most `bytes` of kept pages.
+    pub fn new(bytes: u64) -> Self {
+        // quick_cache sizes its table from an estimate of the entries (a page of 20 is ~6 KiB)
+        let entries = (bytes / 4096).max(16) as usize;
+        Self(quick_cache::sync::Cache::with_weighter(
+            entries, bytes, PageWeight,
+        ))
+    }
+}
+
+/// The user's first inbox page as `render` makes it from the rows and the id to continue
+/// before: the page this instance keeps when the user's inbox has not changed since it was read,
+/// else read (and kept) now. See [`InboxPages`].
+pub async fn first_page(
+    state: &AppState,
+    user_id: Uuid,
+    unread_only: bool,
+    limit: i64,
+    render: impl FnOnce(Vec<Notification>, Option<Uuid>) -> AppResult<Bytes>,
+) -> AppResult<Bytes> {
+    // read before the page: a page read after its version is at least as new as the version
+    // says (a change in between only makes the next request read the page again)
+    let version = state
+        .inbox_versions
+        .read(user_id)
+        .await
+        .map_err(super::read_failed)?
+        .unwrap_or(0);
+    let key = (user_id, unread_only, limit);
+    if let Some(kept) = state.inbox_pages.0.get(&key) {
+        if kept.version == version {
+            return Ok(kept.body.clone());
+        }
+    }
+    let (items, next) = list(state, user_id, unread_only, None, limit).await?;
+    let body = render(items, next)?;
+    state.inbox_pages.0.insert(
+        key,
+        Arc::new(KeptPage {
+            version,
+            body: body.clone(),
+        }),
+    );
+    Ok(body)
 }
 
 pub async fn unread_count(state: &AppState, user_id: Uuid) -> AppResult<i64> {
@@ -471,5 +546,21 @@ mod tests {
             a.rx.try_recv(),
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
+    }
+
+    #[test]
+    fn kept_pages_stay_within_their_bytes() {
+        let pages = InboxPages::new(64 * 1024);
+        for i in 0..200u32 {
+            let page = KeptPage {
+                version: 1,
+                body: Bytes::from(vec![b' '; 4000]),
+            };
+            pages
+                .0
+                .insert((Uuid::from_u128(i.into()), false, 20), Arc::new(page));
+        }
+        assert!(pages.0.weight() <= 64 * 1024, "{}", pages.0.weight());
+        assert!(pages.0.len() >= 8, "{}", pages.0.len());
     }
 }

@@ -3,8 +3,10 @@
 use std::convert::Infallible;
 
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -77,20 +79,33 @@ pub async fn list(
     State(state): State<AppState>,
     CurrentUser(p): CurrentUser,
     Query(params): Query<NotificationParams>,
-) -> AppResult<axum::Json<Page<NotificationResponse>>> {
-    let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let (items, next) = notifications::list(
-        &state,
-        p.user_id,
-        params.unread.unwrap_or(false),
-        before,
-        params.limit.unwrap_or(20),
-    )
-    .await?;
-    Ok(axum::Json(Page {
+) -> AppResult<Response> {
+    let unread_only = params.unread.unwrap_or(false);
+    let limit = params.limit.unwrap_or(20);
+    let Some(cursor) = params.cursor.as_deref() else {
+        // the first page: rendered once for as long as the inbox does not change (see
+        // `notifications::first_page`)
+        let body =
+            notifications::first_page(&state, p.user_id, unread_only, limit, |items, next| {
+                let page = page_of(items, next);
+                Ok(serde_json::to_vec(&page)
+                    .map_err(anyhow::Error::from)?
+                    .into())
+            })
+            .await?;
+        return Ok(([(CONTENT_TYPE, "application/json")], body).into_response());
+    };
+    let before = decode_cursor(cursor)?;
+    let (items, next) =
+        notifications::list(&state, p.user_id, unread_only, Some(before), limit).await?;
+    Ok(axum::Json(page_of(items, next)).into_response())
+}
+
+fn page_of(items: Vec<Notification>, next: Option<Uuid>) -> Page<NotificationResponse> {
+    Page {
         items: items.into_iter().map(Into::into).collect(),
         next_cursor: next.map(encode_cursor),
-    }))
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
