@@ -207,6 +207,9 @@ psql -q "$PGURL/$DB" -c "insert into notifications (id, user_id, kind, title, bo
   from users u cross join generate_series(1, 200) g where u.email like 'crowd%'" >/dev/null
 psql -q "$PGURL/$DB" -c "vacuum analyze notifications" >/dev/null
 ME_PATH=/api/v1/private/users/me/notifications HEADER=Authorization run notifications_list -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
+# the same page asked with a cursor (the largest id: from the newest) is never kept: read from the
+# database and rendered every time, as a first page is after each change to its inbox
+ME_PATH="/api/v1/private/users/me/notifications?cursor=_____________________w" HEADER=Authorization run notifications_list_read -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
 MARK=$(rss_mark)
 target/release/examples/sse_fanout "$BASE" "$OUT/access.tokens" bench-server-key-0123456789 2000 200 15 > "$OUT/fanout.txt" 2>&1 || true
 FANOUT_RSS=$(rss_peak_since "$MARK")
@@ -405,6 +408,7 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "| GET me with publishing on ÷ off (mean of the off runs right before and after: $ME_OFF; no queue bound: the broker routes and drops) | $(ratio "$(rps_of get_me_events_on)" "$ME_OFF") |"
   echo "| sign_up with publishing on ÷ off (mean of the off runs before and after: $SIGNUP_OFF; events left unpublished after: $EVENTS_LEFT; no queue bound) | $(ratio "$(rps_of sign_up_events_on)" "$SIGNUP_OFF") |"
   echo "| GET me/notifications (200 each, a page of 20) ÷ GET me (Bearer) | $(ratio "$(rps_of notifications_list)" "$ME_RPS") |"
+  echo "| the same page read from the database every time (a cursor page, never kept) ÷ GET me (Bearer) | $(ratio "$(rps_of notifications_list_read)" "$ME_RPS") |"
   echo "| notification fan-out: $(fan STREAMS_OPENED) streams over 256 users (each notification reaches its user's ~8 streams), 200 created a second for 15 s through the server route: deliveries received / expected, streams still open at the end | $(fan DELIVERIES_RECEIVED) / $(fan DELIVERIES_EXPECTED), $(fan STREAMS_STILL_OPEN) open |"
   echo "| the fan-out's delivery latency from the create call's answer, p50 / p99 | $(fan LATENCY_P50_MS) ms / $(fan LATENCY_P99_MS) ms |"
   echo "| the service's peak RSS with the streams open | $FANOUT_RSS MiB |"
