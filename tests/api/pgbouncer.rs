@@ -17,6 +17,7 @@ use crate::helpers::{free_port, test_figment, TestApp, ALLOWED_ORIGIN, PASSWORD}
 use crate::notifications::{notify, serve, SseClient};
 
 const ME: &str = "/api/v1/private/users/me";
+const INBOX: &str = "/api/v1/private/users/me/notifications";
 
 pub struct PgBouncer {
     child: Child,
@@ -175,6 +176,29 @@ async fn the_sign_in_flow_and_30_concurrent_session_checks_work_through_pgbounce
     let res = app.get(ME).cookies(&s).send().await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     assert_eq!(res.json()["email"], "ann@example.com");
+    // the inbox through the pooler: its version and page reads (a kept page, then a change)
+    let n = notify(&app, &s.user_id, json!({"kind": "k", "title": "hello"})).await;
+    for _ in 0..2 {
+        let res = app.get(INBOX).bearer(&s.access).send().await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        assert!(
+            res.json()["items"][0]["read_at"].is_null(),
+            "{}",
+            res.text()
+        );
+    }
+    let res = app
+        .put(&format!("{INBOX}/{}/read", n["id"].as_str().unwrap()))
+        .bearer(&s.access)
+        .send()
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let res = app.get(INBOX).bearer(&s.access).send().await;
+    assert!(
+        res.json()["items"][0]["read_at"].is_string(),
+        "{}",
+        res.text()
+    );
     // 30 session checks at once, over 16 client connections and 2 servers
     let others = [
         app.signed_in("bob@example.com").await,
