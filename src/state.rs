@@ -19,6 +19,7 @@ use crate::auth::webauthn::RelyingParty;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::providers::yandex::YandexClient;
+use crate::repo::batch::{BatchRead, Batcher};
 use crate::repo::notifications::{PageReads, VersionReads};
 use crate::repo::search_terms::SearchTerms;
 use crate::repo::session_reads::SessionReads;
@@ -96,21 +97,9 @@ impl AppState {
             metrics,
             search_terms: SearchTerms::default(),
             notification_hub: Hub::default(),
-            session_reads: SessionReads::spawn(
-                db.clone(),
-                session_read_slots(&db),
-                Duration::from_secs(settings.database.acquire_timeout_secs),
-            ),
-            notification_pages: PageReads::spawn(
-                db.clone(),
-                session_read_slots(&db),
-                Duration::from_secs(settings.database.acquire_timeout_secs),
-            ),
-            inbox_versions: VersionReads::spawn(
-                db.clone(),
-                session_read_slots(&db),
-                Duration::from_secs(settings.database.acquire_timeout_secs),
-            ),
+            session_reads: batched(&db, &settings),
+            notification_pages: batched(&db, &settings),
+            inbox_versions: batched(&db, &settings),
             inbox_pages: InboxPages::new(INBOX_PAGES_BYTES),
             keys,
             data_key,
@@ -124,6 +113,16 @@ impl AppState {
 /// Forgot-password requests worked on at once after their answer; more are dropped (the per-IP
 /// budget keeps real users far below it).
 const FORGOT_JOBS: usize = 64;
+
+/// A batched read (see `repo::batch`) with as many queries in flight as `session_read_slots`,
+/// each read waiting at most the pool's acquire time.
+fn batched<R: BatchRead>(db: &Db, settings: &Settings) -> Batcher<R> {
+    Batcher::spawn(
+        db.clone(),
+        session_read_slots(db),
+        Duration::from_secs(settings.database.acquire_timeout_secs),
+    )
+}
 
 /// The first inbox pages kept, in bytes (a page of 20 notifications is about 6 KiB).
 const INBOX_PAGES_BYTES: u64 = 16 << 20;

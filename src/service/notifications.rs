@@ -106,7 +106,7 @@ pub async fn create(state: &AppState, user_id: Uuid, n: &Notice<'_>) -> AppResul
 }
 
 /// A page of the user's notifications, newest first, and the id to continue before.
-pub async fn list(
+async fn read_page(
     state: &AppState,
     user_id: Uuid,
     unread_only: bool,
@@ -136,11 +136,12 @@ pub async fn list(
 /// any change), is still the one it was read at. So every request sees every change committed
 /// before it, on any instance, as if nothing were kept; what is saved is reading and rendering
 /// twenty rows. Bounded in bytes (the least used pages go first).
-pub struct InboxPages(quick_cache::sync::Cache<FirstPage, Arc<KeptPage>, PageWeight>);
+pub struct InboxPages(quick_cache::sync::Cache<FirstPage, KeptPage, PageWeight>);
 
 /// A first page: the user, unread only, the page size.
 type FirstPage = (Uuid, bool, i64);
 
+#[derive(Clone)]
 struct KeptPage {
     version: i64,
     body: Bytes,
@@ -149,8 +150,8 @@ struct KeptPage {
 #[derive(Clone)]
 struct PageWeight;
 
-impl quick_cache::Weighter<FirstPage, Arc<KeptPage>> for PageWeight {
-    fn weight(&self, _: &FirstPage, page: &Arc<KeptPage>) -> u64 {
+impl quick_cache::Weighter<FirstPage, KeptPage> for PageWeight {
+    fn weight(&self, _: &FirstPage, page: &KeptPage) -> u64 {
         // the body and about what the entry and its key take besides
         page.body.len() as u64 + 96
     }
@@ -167,16 +168,22 @@ impl InboxPages {
     }
 }
 
-/// The user's first inbox page as `render` makes it from the rows and the id to continue
-/// before: the page this instance keeps when the user's inbox has not changed since it was read,
-/// else read (and kept) now. See [`InboxPages`].
-pub async fn first_page(
+/// A page of the user's inbox (newest first, before `before`, or from the newest), as `render`
+/// makes it from the rows and the id to continue before. A first page is the one this instance
+/// keeps when the user's inbox has not changed since it was read, else read (and kept) now; a
+/// page further on is read every time. See [`InboxPages`].
+pub async fn page(
     state: &AppState,
     user_id: Uuid,
     unread_only: bool,
+    before: Option<Uuid>,
     limit: i64,
     render: impl FnOnce(Vec<Notification>, Option<Uuid>) -> AppResult<Bytes>,
 ) -> AppResult<Bytes> {
+    if before.is_some() {
+        let (items, next) = read_page(state, user_id, unread_only, before, limit).await?;
+        return render(items, next);
+    }
     // read before the page: a page read after its version is at least as new as the version
     // says (a change in between only makes the next request read the page again)
     let version = state
@@ -188,17 +195,17 @@ pub async fn first_page(
     let key = (user_id, unread_only, limit);
     if let Some(kept) = state.inbox_pages.0.get(&key) {
         if kept.version == version {
-            return Ok(kept.body.clone());
+            return Ok(kept.body);
         }
     }
-    let (items, next) = list(state, user_id, unread_only, None, limit).await?;
+    let (items, next) = read_page(state, user_id, unread_only, None, limit).await?;
     let body = render(items, next)?;
     state.inbox_pages.0.insert(
         key,
-        Arc::new(KeptPage {
+        KeptPage {
             version,
             body: body.clone(),
-        }),
+        },
     );
     Ok(body)
 }
@@ -556,9 +563,7 @@ mod tests {
                 version: 1,
                 body: Bytes::from(vec![b' '; 4000]),
             };
-            pages
-                .0
-                .insert((Uuid::from_u128(i.into()), false, 20), Arc::new(page));
+            pages.0.insert((Uuid::from_u128(i.into()), false, 20), page);
         }
         assert!(pages.0.weight() <= 64 * 1024, "{}", pages.0.weight());
         assert!(pages.0.len() >= 8, "{}", pages.0.len());

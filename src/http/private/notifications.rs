@@ -80,32 +80,26 @@ pub async fn list(
     CurrentUser(p): CurrentUser,
     Query(params): Query<NotificationParams>,
 ) -> AppResult<Response> {
-    let unread_only = params.unread.unwrap_or(false);
-    let limit = params.limit.unwrap_or(20);
-    let Some(cursor) = params.cursor.as_deref() else {
-        // the first page: rendered once for as long as the inbox does not change (see
-        // `notifications::first_page`)
-        let body =
-            notifications::first_page(&state, p.user_id, unread_only, limit, |items, next| {
-                let page = page_of(items, next);
-                Ok(serde_json::to_vec(&page)
-                    .map_err(anyhow::Error::from)?
-                    .into())
-            })
-            .await?;
-        return Ok(([(CONTENT_TYPE, "application/json")], body).into_response());
-    };
-    let before = decode_cursor(cursor)?;
-    let (items, next) =
-        notifications::list(&state, p.user_id, unread_only, Some(before), limit).await?;
-    Ok(axum::Json(page_of(items, next)).into_response())
-}
-
-fn page_of(items: Vec<Notification>, next: Option<Uuid>) -> Page<NotificationResponse> {
-    Page {
-        items: items.into_iter().map(Into::into).collect(),
-        next_cursor: next.map(encode_cursor),
-    }
+    let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let body = notifications::page(
+        &state,
+        p.user_id,
+        params.unread.unwrap_or(false),
+        before,
+        params.limit.unwrap_or(20),
+        |items, next| {
+            let page = Page {
+                items: items.into_iter().map(NotificationResponse::from).collect(),
+                next_cursor: next.map(encode_cursor),
+            };
+            Ok(serde_json::to_vec(&page)
+                .map_err(anyhow::Error::from)?
+                .into())
+        },
+    )
+    .await?;
+    // a first page is answered as rendered when it was read (see `notifications::page`)
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
