@@ -163,6 +163,17 @@ async fn the_openapi_document_describes_every_routed_operation(pool: PgPool) {
         assert_ne!(status, StatusCode::NOT_FOUND, "{method} {path}");
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
     }
+    // the notification stream is documented as Server-Sent Events, the inbox as a JSON page
+    let stream = &doc["paths"]["/api/v1/private/users/me/notifications/stream"]["get"];
+    assert!(
+        stream["responses"]["200"]["content"]["text/event-stream"].is_object(),
+        "{stream}"
+    );
+    let inbox = &doc["paths"]["/api/v1/private/users/me/notifications"]["get"];
+    assert!(
+        inbox["responses"]["200"]["content"]["application/json"].is_object(),
+        "{inbox}"
+    );
 }
 
 #[sqlx::test]
