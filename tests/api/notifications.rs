@@ -540,6 +540,24 @@ async fn a_stream_ends_when_its_session_is_revoked(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_stream_ends_when_its_session_expires(pool: PgPool) {
+    let app = stream_app(pool).await;
+    let base = serve(&app).await;
+    let ann = app.signed_in("ann@example.com").await;
+    let mut stream = SseClient::open(&base, &ann.access, None).await;
+    // the access token stays valid; the session behind it runs out
+    sqlx::query("update sessions set expires_at = now() - interval '1 second' where id = $1::uuid")
+        .bind(&ann.session_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        stream.ends_within(Duration::from_secs(4)).await,
+        "checked at the next heartbeat"
+    );
+}
+
+#[sqlx::test]
 async fn a_notification_created_on_one_instance_reaches_a_stream_on_another(pool: PgPool) {
     let a = stream_app(pool).await;
     let b = TestApp::from_state(
