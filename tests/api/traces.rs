@@ -249,3 +249,238 @@ async fn warnings_and_errors_reach_the_log_with_traces_on(pool: PgPool) {
     drop(server);
     drop(db);
 }
+
+/// The `traceparent` headers a fake Yandex received, by path.
+type Seen = Arc<Mutex<Vec<(&'static str, Option<String>)>>>;
+
+fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A Yandex that issues a token for any code and a profile for any token, noting the trace
+/// headers of each call.
+async fn traced_yandex() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/token",
+            post(
+                |State(seen): State<Seen>, headers: axum::http::HeaderMap| async move {
+                    seen.lock().unwrap().push(("token", traceparent(&headers)));
+                    axum::Json(json!({"access_token": "at-1", "token_type": "bearer"}))
+                },
+            ),
+        )
+        .route(
+            "/info",
+            axum::routing::get(
+                |State(seen): State<Seen>, headers: axum::http::HeaderMap| async move {
+                    seen.lock().unwrap().push(("info", traceparent(&headers)));
+                    axum::Json(json!({"id": "42", "login": "ya42", "first_name": "Ya",
+                        "last_name": "User", "default_email": "ya@example.com"}))
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, seen)
+}
+
+#[sqlx::test]
+async fn calls_to_yandex_carry_the_requests_trace(pool: PgPool) {
+    let db = FreshDb::new(&pool);
+    let (yandex, seen) = traced_yandex().await;
+    let (authorize, token, info) = (
+        format!("{yandex}/authorize"),
+        format!("{yandex}/token"),
+        format!("{yandex}/info"),
+    );
+    let back = "https://app.example/after";
+    let allowed = format!("[\"{back}\"]");
+    let (server, spans, _log) = traced(
+        &db,
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("USERS__OAUTH__YANDEX__AUTHORIZE_URL", authorize.as_str()),
+            ("USERS__OAUTH__YANDEX__TOKEN_URL", token.as_str()),
+            ("USERS__OAUTH__YANDEX__USERINFO_URL", info.as_str()),
+            ("USERS__OAUTH__YANDEX__CLIENT_ID", "cid"),
+            ("USERS__OAUTH__YANDEX__CLIENT_SECRET", "csecret"),
+            (
+                "USERS__OAUTH__YANDEX__REDIRECT_URI",
+                "http://localhost:8080/api/v1/public/oauth/yandex/callback",
+            ),
+            ("USERS__OAUTH__ALLOWED_REDIRECTS", allowed.as_str()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!(
+            "{}/api/v1/public/oauth/yandex/authorize?redirect_to={back}",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let nonce = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("oauth_nonce="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let res = client
+        .get(format!(
+            "{}/api/v1/public/oauth/yandex/callback?code=c1&state={state}",
+            server.base
+        ))
+        .header("cookie", format!("oauth_nonce={nonce}"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302, "{:?}", res.text().await);
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().map(|(path, _)| *path).collect::<Vec<_>>(),
+        ["token", "info"]
+    );
+    // each call names the trace, and a span of it that was exported
+    let mut exported = Vec::new();
+    for _ in 0..100 {
+        exported = spans.lock().unwrap().clone();
+        if exported
+            .iter()
+            .any(|s| s.name == "GET /api/v1/public/oauth/yandex/callback")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (path, header) in seen {
+        let header = header.unwrap_or_else(|| panic!("no traceparent on the {path} call"));
+        let parts: Vec<&str> = header.split('-').collect();
+        assert_eq!(parts.len(), 4, "{header}");
+        assert_eq!((parts[0], parts[1], parts[3]), ("00", trace_id, "01"));
+        assert!(
+            exported.iter().any(
+                |s| hex::encode(&s.trace_id) == trace_id && hex::encode(&s.span_id) == parts[2]
+            ),
+            "the {path} call's parent {} is a span of the request: {:?}",
+            parts[2],
+            exported.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+    }
+    drop(server);
+    drop(db);
+}
+
+#[sqlx::test]
+async fn spans_still_queued_are_sent_when_the_service_stops(pool: PgPool) {
+    let db = FreshDb::new(&pool);
+    // batches would leave only after an hour: what arrives was sent at shutdown
+    let (mut server, spans, _log) = traced(&db, &[("OTEL_BSP_SCHEDULE_DELAY", "3600000")]).await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/public/users/login", server.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        spans.lock().unwrap().is_empty(),
+        "nothing sent before the delay"
+    );
+
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().unwrap();
+        (status, server)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.code(), Some(0));
+    let names: Vec<String> = spans
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "POST /api/v1/public/users/login"),
+        "{names:?}"
+    );
+    drop(db);
+}
+
+#[sqlx::test]
+async fn a_collector_that_is_down_loses_spans_not_requests_and_is_warned_of_once(pool: PgPool) {
+    let db = FreshDb::new(&pool);
+    let log = NamedTempFile::new().unwrap();
+    // nothing listens there
+    let endpoint = format!("http://127.0.0.1:{}", crate::helpers::free_port());
+    let server = Server::start_logging(
+        &db,
+        &[
+            ("USERS__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+        ],
+        log.reopen().unwrap().into(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let res = client
+            .post(format!("{}/api/v1/public/users/login", server.base))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422);
+        // each request's spans leave in a batch of their own, and fail
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let warned = |lines: &str| {
+        lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("trace export failed"))
+            })
+            .count()
+    };
+    let lines = std::fs::read_to_string(log.path()).unwrap();
+    assert_eq!(warned(&lines), 1, "{lines}");
+    drop(server);
+    drop(db);
+}
