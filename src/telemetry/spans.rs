@@ -3,7 +3,7 @@
 //! by its trace id at `telemetry.sample_ratio`), keeps the fields its code records as attributes,
 //! and is handed to the exporter's queue when it closes. Nothing else runs on the request path: no
 //! span builder, no context switch on enter and exit, no per-span channel send.
-//! (tracing-opentelemetry with the OpenTelemetry SDK did the same at a fifth of GET me's rate;
+//! (tracing-opentelemetry with the OpenTelemetry SDK took a quarter of GET me's rate doing this;
 //! bench/PROFILE.md.)
 
 use std::cell::RefCell;
