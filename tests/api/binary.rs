@@ -215,6 +215,24 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, Self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        tokio::task::spawn_blocking(move || {
+            let status = self.child.wait().unwrap();
+            (status, self)
+        })
+        .await
+        .unwrap()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -244,12 +262,7 @@ async fn sigterm_lets_in_flight_logins_finish_and_exits_zero(pool: PgPool) {
         .collect();
     // ten argon2 verifications on two permits take well over this: the logins are in flight
     tokio::time::sleep(Duration::from_millis(30)).await;
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let stopped = tokio::spawn(server.terminate());
 
     for login in logins {
         let res = login
@@ -258,12 +271,7 @@ async fn sigterm_lets_in_flight_logins_finish_and_exits_zero(pool: PgPool) {
             .expect("an in-flight request was dropped");
         assert_eq!(res.status(), 200);
     }
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait().unwrap();
-        (status, server)
-    })
-    .await
-    .unwrap();
+    let status = stopped.await.unwrap();
     assert_eq!(status.0.code(), Some(0));
     let refused = reqwest::Client::new()
         .get(format!("{}/health/live", status.1.base))

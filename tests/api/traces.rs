@@ -397,11 +397,8 @@ async fn calls_to_yandex_carry_the_requests_trace(pool: PgPool) {
     drop(db);
 }
 
-#[sqlx::test]
-async fn spans_still_queued_are_sent_when_the_service_stops(pool: PgPool) {
-    let db = FreshDb::new(&pool);
-    // batches would leave only after an hour: what arrives was sent at shutdown
-    let (mut server, spans, _log) = traced(&db, &[("OTEL_BSP_SCHEDULE_DELAY", "3600000")]).await;
+/// A login without credentials: 422, and the spans of one request.
+async fn an_empty_login(server: &Server) {
     let res = reqwest::Client::new()
         .post(format!("{}/api/v1/public/users/login", server.base))
         .json(&json!({}))
@@ -409,25 +406,22 @@ async fn spans_still_queued_are_sent_when_the_service_stops(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(res.status(), 422);
+}
+
+#[sqlx::test]
+async fn spans_still_queued_are_sent_when_the_service_stops(pool: PgPool) {
+    let db = FreshDb::new(&pool);
+    // batches would leave only after an hour: what arrives was sent at shutdown
+    let (server, spans, _log) = traced(&db, &[("OTEL_BSP_SCHEDULE_DELAY", "3600000")]).await;
+    an_empty_login(&server).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         spans.lock().unwrap().is_empty(),
         "nothing sent before the delay"
     );
 
-    let pid = server.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait().unwrap();
-        (status, server)
-    })
-    .await
-    .unwrap();
-    assert_eq!(status.0.code(), Some(0));
+    let (status, _server) = server.terminate().await;
+    assert_eq!(status.code(), Some(0));
     let names: Vec<String> = spans
         .lock()
         .unwrap()
@@ -456,15 +450,8 @@ async fn a_collector_that_is_down_loses_spans_not_requests_and_is_warned_of_once
         log.reopen().unwrap().into(),
     )
     .await;
-    let client = reqwest::Client::new();
     for _ in 0..5 {
-        let res = client
-            .post(format!("{}/api/v1/public/users/login", server.base))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 422);
+        an_empty_login(&server).await;
         // each request's spans leave in a batch of their own, and fail
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
