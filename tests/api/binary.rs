@@ -242,7 +242,7 @@ impl Drop for Server {
 #[sqlx::test]
 async fn sigterm_lets_in_flight_logins_finish_and_exits_zero(pool: PgPool) {
     let db = FreshDb::new(&pool);
-    let mut server = Server::start(&db).await;
+    let server = Server::start(&db).await;
     let client = reqwest::Client::new();
     let sign_up = client
         .post(format!("{}/api/v1/public/users/sign_up", server.base))
