@@ -5,6 +5,8 @@
 
 mod export;
 mod spans;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
