@@ -77,7 +77,7 @@ impl YandexClient {
         let response = self
             .http
             .post(&self.settings.token_url)
-            .headers(traced())
+            .headers(crate::telemetry::trace_headers())
             .form(&form)
             .send()
             .await
@@ -94,7 +94,7 @@ impl YandexClient {
         let response = self
             .http
             .get(&self.settings.userinfo_url)
-            .headers(traced())
+            .headers(crate::telemetry::trace_headers())
             .query(&[("format", "json")])
             .header(
                 reqwest::header::AUTHORIZATION,
@@ -130,16 +130,4 @@ fn provider(step: &'static str) -> impl Fn(reqwest::Error) -> AppError {
         tracing::warn!(step, error = %e.without_url(), "yandex call failed");
         AppError::ProviderError
     }
-}
-
-/// The request's trace (`traceparent`) for a call to Yandex.
-fn traced() -> reqwest::header::HeaderMap {
-    crate::telemetry::trace_headers()
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).ok()?;
-            let value = reqwest::header::HeaderValue::from_str(&v).ok()?;
-            Some((name, value))
-        })
-        .collect()
 }

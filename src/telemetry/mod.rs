@@ -8,11 +8,10 @@ mod spans;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -149,18 +148,21 @@ pub fn continue_trace(span: &Span, headers: &HeaderMap) {
 }
 
 /// The current trace as a `traceparent` header for an outgoing call (none when traces are off).
-pub fn trace_headers() -> HashMap<String, String> {
-    spans::with_data(&Span::current(), |data| data.ids)
-        .map(|ids| {
-            let traceparent = format!(
-                "00-{}-{}-{:02x}",
-                TraceId::from_bytes(ids.trace_id),
-                SpanId::from_bytes(ids.span_id),
-                u8::from(ids.sampled)
-            );
-            HashMap::from([("traceparent".to_owned(), traceparent)])
-        })
-        .unwrap_or_default()
+pub fn trace_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let traceparent = spans::with_data(&Span::current(), |data| data.ids).and_then(|ids| {
+        HeaderValue::try_from(format!(
+            "00-{}-{}-{:02x}",
+            TraceId::from_bytes(ids.trace_id),
+            SpanId::from_bytes(ids.span_id),
+            u8::from(ids.sampled)
+        ))
+        .ok()
+    });
+    if let Some(value) = traceparent {
+        headers.insert("traceparent", value);
+    }
+    headers
 }
 
 /// `spawn_blocking` that keeps the caller's span, so the request id follows the work.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{HeaderMap, HeaderValue};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use prost::Message;
@@ -140,4 +141,47 @@ fn a_callers_trace_is_continued_and_an_unsampled_one_is_not_exported() {
     // nothing recorded at a ratio of 0 without a caller
     let request = exported(0.0, || tracing::info_span!("request").in_scope(|| {}));
     assert!(request.resource_spans[0].scope_spans[0].spans.is_empty());
+}
+
+#[test]
+fn a_traceparent_that_is_not_valid_starts_a_trace_of_our_own() {
+    let theirs = "0af7651916cd43dd8448eb211c80319c";
+    for bad in [
+        "garbage".to_owned(),
+        format!("00-{theirs}-b7ad6b7169203331"),
+        format!("00-{}-b7ad6b7169203331-01", "0".repeat(32)),
+        format!("00-{theirs}-0000000000000000-01"),
+        format!("ff-{theirs}-b7ad6b7169203331-01"),
+    ] {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::try_from(&bad).unwrap());
+        let request = exported(1.0, || {
+            let span = tracing::info_span!("request");
+            super::continue_trace(&span, &headers);
+        });
+        let spans = &request.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), 1, "{bad}");
+        assert!(spans[0].parent_span_id.is_empty(), "{bad}");
+        assert_ne!(hex::encode(&spans[0].trace_id), theirs, "{bad}");
+        assert_ne!(spans[0].trace_id, [0; 16], "{bad}");
+    }
+}
+
+#[test]
+fn an_outgoing_call_names_the_current_span_and_none_outside_a_trace() {
+    let mut sent = None;
+    let request = exported(1.0, || {
+        tracing::info_span!("request").in_scope(|| sent = Some(super::trace_headers()));
+    });
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    let sent = sent.unwrap();
+    assert_eq!(
+        sent["traceparent"],
+        format!(
+            "00-{}-{}-01",
+            hex::encode(&span.trace_id),
+            hex::encode(&span.span_id)
+        )
+    );
+    assert!(super::trace_headers().is_empty(), "no span, no header");
 }
