@@ -147,6 +147,21 @@ async fn a_request_continues_the_callers_trace_with_hashing_and_database_spans(p
         verify.parent_span_id, server_span.span_id,
         "hashing is a child of the request"
     );
+    // the sign-up before it (a trace of its own) hashed its password
+    let all = spans.lock().unwrap().clone();
+    let sign_up = all
+        .iter()
+        .find(|s| s.name == "POST /api/v1/public/users/sign_up")
+        .expect("the sign-up's server span");
+    assert!(sign_up.parent_span_id.is_empty(), "a root of its own");
+    let hash = all
+        .iter()
+        .find(|s| s.name == "password.hash")
+        .expect("a password.hash span");
+    assert_eq!(
+        (&hash.trace_id, &hash.parent_span_id),
+        (&sign_up.trace_id, &sign_up.span_id)
+    );
     assert!(
         ours.iter()
             .any(|s| text(attribute(s, "db.system")).as_deref() == Some("postgresql")),
