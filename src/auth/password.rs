@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::config::AuthSettings;
 use crate::error::{AppError, AppResult};
-use crate::telemetry::spawn_blocking_in_span;
+use crate::telemetry::{self, spawn_blocking_in_span};
 
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 128;
@@ -125,7 +125,7 @@ impl Passwords {
     {
         self.slot()
             .await?
-            .run(tracing::debug_span!("password.hash"), f)
+            .run(telemetry::child_span("password.hash"), f)
             .await
     }
 
@@ -183,7 +183,7 @@ impl HashSlot {
     /// Verifies against `hash`, or against the dummy hash when there is none (unknown email, or an
     /// account without a password), so the time taken reveals nothing.
     pub async fn verify(self, password: &SecretString, hash: Option<&str>) -> AppResult<Verdict> {
-        let span = tracing::debug_span!("password.verify");
+        let span = telemetry::child_span("password.verify");
         let inner = self.inner.clone();
         let password = password.clone();
         let hash = hash.map(str::to_owned);
@@ -206,8 +206,8 @@ impl HashSlot {
         .await
     }
 
-    /// Runs `f` in the blocking pool inside `span` (a child of the request's span).
-    async fn run<T, F>(self, span: tracing::Span, f: F) -> AppResult<T>
+    /// Runs `f` in the blocking pool; `span` (a child of the request's span) ends with it.
+    async fn run<T, F>(self, span: Option<telemetry::OpenSpan>, f: F) -> AppResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Vec<Block>) -> AppResult<T> + Send + 'static,
@@ -215,7 +215,7 @@ impl HashSlot {
         let HashSlot { permit, inner } = self;
         release_when_idle(&inner);
         spawn_blocking_in_span(move || {
-            let _entered = span.enter();
+            let _span = span;
             let mut lent = Lent::take(&inner);
             let started = std::time::Instant::now();
             let outcome = f(&mut lent.arena);
@@ -493,9 +493,7 @@ mod arena_tests {
         let passwords = Passwords::new(&settings.auth, Histogram::new([0.1].into_iter())).unwrap();
         let slot = passwords.slot().await.unwrap();
         let failed = slot
-            .run(tracing::Span::none(), |_| -> AppResult<()> {
-                panic!("a hash that panics")
-            })
+            .run(None, |_| -> AppResult<()> { panic!("a hash that panics") })
             .await;
         assert!(failed.is_err());
         assert_eq!(passwords.running().0, 0, "the hash is counted as ended");

@@ -118,7 +118,7 @@ pub async fn require_user(State(state): State<AppState>, mut req: Request, next:
         Ok(None) => return AppError::Unauthenticated.into_response(),
         Err(e) => return refused(&state, e, with_cookies),
     };
-    tracing::Span::current().record("user_id", tracing::field::display(principal.user_id));
+    crate::telemetry::record_request_field("user_id", principal.user_id);
     req.extensions_mut().insert(principal);
     if let Some(user) = user {
         // the session query read the user and links already: `GET /users/me` need not read again
@@ -187,7 +187,7 @@ pub async fn require_server(
     let Some(name) = name.map(str::to_owned) else {
         return AppError::Unauthenticated.into_response();
     };
-    tracing::Span::current().record("server_key", name.as_str());
+    crate::telemetry::record_request_field("server_key", &name);
     req.extensions_mut().insert(ServerClient { name });
     next.run(req).await
 }

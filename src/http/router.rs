@@ -26,6 +26,7 @@ use super::openapi::{ApiDoc, CommonProblems};
 use super::{private, public, server};
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::telemetry;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -55,6 +56,9 @@ pub fn router(state: AppState) -> Router {
                         .on_response(log_response)
                         .on_failure(()),
                 )
+                // the request's server span when traces are exported, inside its `tracing`
+                // span (whose fields log lines show)
+                .option_layer(telemetry::trace_requests())
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
                 .layer(CatchPanicLayer::custom(|_| {
@@ -212,11 +216,8 @@ fn request_span(req: &Request) -> Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let method = req.method().as_str();
-    // one server span per request, `<METHOD> <route template>` in traces
-    let span = tracing::info_span!(
+    tracing::info_span!(
         "request",
-        otel.name = format!("{method} {route}"),
-        otel.kind = "server",
         http.request.method = method,
         http.route = route,
         http.response.status_code = field::Empty,
@@ -225,9 +226,7 @@ fn request_span(req: &Request) -> Span {
         server_key = field::Empty,
         trace_id = field::Empty,
         span_id = field::Empty,
-    );
-    crate::telemetry::continue_trace(&span, req.headers());
-    span
+    )
 }
 
 fn log_response<B>(res: &axum::http::Response<B>, latency: Duration, span: &Span) {

@@ -145,17 +145,19 @@ impl<R: BatchRead> Batcher<R> {
 
     /// The key's value as the database has it now; `None` when it has none. Its span covers the
     /// wait and the batch's query (which has no span of its own: it serves many requests).
-    #[tracing::instrument(level = "debug", name = "read", skip_all, fields(db.system = "postgresql"))]
     pub async fn read(&self, key: R::Key) -> Result<Option<R::Value>, ReadError> {
-        let (reply, answer) = oneshot::channel();
-        self.asks
-            .send(Ask { key, reply })
-            .map_err(|_| ReadError::Stopped)?;
-        tokio::time::timeout(self.deadline, answer)
-            .await
-            .map_err(|_| ReadError::TimedOut)?
-            .map_err(|_| ReadError::Stopped)?
-            .map_err(ReadError::Db)
+        crate::telemetry::db_span("read", async move {
+            let (reply, answer) = oneshot::channel();
+            self.asks
+                .send(Ask { key, reply })
+                .map_err(|_| ReadError::Stopped)?;
+            tokio::time::timeout(self.deadline, answer)
+                .await
+                .map_err(|_| ReadError::TimedOut)?
+                .map_err(|_| ReadError::Stopped)?
+                .map_err(ReadError::Db)
+        })
+        .await
     }
 }
 

@@ -42,23 +42,24 @@ pub struct Unpublished {
 
 const COLUMNS: &str = "id, type, occurred_at, actor, user_id, data";
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, e: &NewEvent<'_>) -> sqlx::Result<()> {
-    super::db::query(
-        "insert into events (id, type, actor, user_id, data) values ($1, $2, $3, $4, $5)",
-    )
-    .bind(e.id)
-    .bind(e.kind)
-    .bind(e.actor)
-    .bind(e.user_id)
-    .bind(e.data)
-    .execute(db)
+    crate::telemetry::db_span("insert", async move {
+        super::db::query(
+            "insert into events (id, type, actor, user_id, data) values ($1, $2, $3, $4, $5)",
+        )
+        .bind(e.id)
+        .bind(e.kind)
+        .bind(e.actor)
+        .bind(e.user_id)
+        .bind(e.data)
+        .execute(db)
+        .await
+        .map(|_| ())
+    })
     .await
-    .map(|_| ())
 }
 
 /// The same event for several users (the purge), in one statement.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert_many(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
@@ -67,104 +68,119 @@ pub async fn insert_many(
     user_ids: &[Uuid],
     data: &Value,
 ) -> sqlx::Result<()> {
-    super::db::query(
-        "insert into events (id, type, actor, user_id, data)
+    crate::telemetry::db_span("insert_many", async move {
+        super::db::query(
+            "insert into events (id, type, actor, user_id, data)
          select e.id, $2, $3, e.user_id, $5 from unnest($1::uuid[], $4::uuid[]) as e (id, user_id)",
-    )
-    .bind(ids)
-    .bind(kind)
-    .bind(actor)
-    .bind(user_ids)
-    .bind(data)
-    .execute(db)
+        )
+        .bind(ids)
+        .bind(kind)
+        .bind(actor)
+        .bind(user_ids)
+        .bind(data)
+        .execute(db)
+        .await
+        .map(|_| ())
+    })
     .await
-    .map(|_| ())
 }
 
 /// Whether `id` is a kept event (a feed cursor must be one).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
-    super::db::query_scalar("select exists (select 1 from events where id = $1)")
-        .bind(id)
-        .fetch_one(db)
-        .await
+    crate::telemetry::db_span("exists", async move {
+        super::db::query_scalar("select exists (select 1 from events where id = $1)")
+            .bind(id)
+            .fetch_one(db)
+            .await
+    })
+    .await
 }
 
 /// A page of the feed: events after `after` (or from the oldest kept), in commit order.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn page(
     db: impl PgExecutor<'_>,
     after: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<EventRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from events
+    crate::telemetry::db_span("page", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from events
          where commit_seq > coalesce((select commit_seq from events where id = $1), 0)
          order by commit_seq
          limit $2"
-    ))
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+    })
     .await
 }
 
 /// The oldest events not yet published, in commit order, after `after` (the last one this relay
 /// sent; none: from the first unpublished).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn unpublished(
     db: impl PgExecutor<'_>,
     after: Option<Position>,
     limit: i64,
 ) -> sqlx::Result<Vec<Unpublished>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS}, commit_seq from events
+    crate::telemetry::db_span("unpublished", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS}, commit_seq from events
          where published_at is null and commit_seq > $1
          order by commit_seq
          limit $2"
-    ))
-    .bind(after.unwrap_or(0))
-    .bind(limit)
-    .fetch_all(db)
+        ))
+        .bind(after.unwrap_or(0))
+        .bind(limit)
+        .fetch_all(db)
+        .await
+    })
     .await
 }
 
 /// Marks published the unpublished events from `first` to `last` (a batch's acknowledged prefix: no
 /// other unpublished event sorts between them, since the batch was read in commit order). A range
 /// over the partial index instead of one primary-key lookup per event.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn mark_published(
     db: impl PgExecutor<'_>,
     first: Position,
     last: Position,
 ) -> sqlx::Result<u64> {
-    let done = super::db::query(
-        "update events set published_at = now()
+    crate::telemetry::db_span("mark_published", async move {
+        let done = super::db::query(
+            "update events set published_at = now()
          where published_at is null and commit_seq between $1 and $2",
-    )
-    .bind(first)
-    .bind(last)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+        )
+        .bind(first)
+        .bind(last)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }
 
 /// Deletes events older than the retention, published or not (with publishing off nothing is).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_older_than(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
-    let done = super::db::query(
-        "delete from events where occurred_at < now() - make_interval(days => $1)",
-    )
-    .bind(days)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    crate::telemetry::db_span("delete_older_than", async move {
+        let done = super::db::query(
+            "delete from events where occurred_at < now() - make_interval(days => $1)",
+        )
+        .bind(days)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }
 
 /// Events not yet published.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn count_unpublished(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    super::db::query_scalar("select count(*) from events where published_at is null")
-        .fetch_one(db)
-        .await
+    crate::telemetry::db_span("count_unpublished", async move {
+        super::db::query_scalar("select count(*) from events where published_at is null")
+            .fetch_one(db)
+            .await
+    })
+    .await
 }

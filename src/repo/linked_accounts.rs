@@ -29,8 +29,8 @@ pub struct NewLink<'a> {
 const COLUMNS: &str =
     "id, user_id, social_network, connection_link, connected_for, external_id, connected_at";
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, l: &NewLink<'_>) -> sqlx::Result<LinkedAccountRow> {
+    crate::telemetry::db_span("insert", async move {
     super::db::query_as(&format!(
         "insert into linked_accounts (id, user_id, social_network, connection_link, connected_for, external_id)
          values ($1, $2, $3, $4, $5, $6)
@@ -44,70 +44,80 @@ pub async fn insert(db: impl PgExecutor<'_>, l: &NewLink<'_>) -> sqlx::Result<Li
     .bind(l.external_id)
     .fetch_one(db)
     .await
+    })
+    .await
 }
 
 /// The linked accounts of several users in one query, oldest first.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn for_users(
     db: impl PgExecutor<'_>,
     user_ids: &[Uuid],
 ) -> sqlx::Result<Vec<LinkedAccountRow>> {
-    super::db::query_as(&format!(
+    crate::telemetry::db_span("for_users", async move {
+        super::db::query_as(&format!(
         "select {COLUMNS} from linked_accounts where user_id = any($1) order by connected_at, id"
     ))
-    .bind(user_ids)
-    .fetch_all(db)
+        .bind(user_ids)
+        .fetch_all(db)
+        .await
+    })
     .await
 }
 
 /// One of the user's linked accounts; none when unknown or another user's.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_own(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<LinkedAccountRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from linked_accounts where id = $1 and user_id = $2"
-    ))
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(db)
+    crate::telemetry::db_span("find_own", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from linked_accounts where id = $1 and user_id = $2"
+        ))
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_identity(
     db: impl PgExecutor<'_>,
     network: SocialNetwork,
     external_id: &str,
 ) -> sqlx::Result<Option<LinkedAccountRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from linked_accounts where social_network = $1 and external_id = $2"
-    ))
-    .bind(network)
-    .bind(external_id)
-    .fetch_optional(db)
+    crate::telemetry::db_span("find_identity", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from linked_accounts where social_network = $1 and external_id = $2"
+        ))
+        .bind(network)
+        .bind(external_id)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
 /// How many provider identities the user has (ways to sign in besides a password).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn count_identities(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    super::db::query_scalar(
-        "select count(*) from linked_accounts where user_id = $1 and external_id is not null",
-    )
-    .bind(user_id)
-    .fetch_one(db)
+    crate::telemetry::db_span("count_identities", async move {
+        super::db::query_scalar(
+            "select count(*) from linked_accounts where user_id = $1 and external_id is not null",
+        )
+        .bind(user_id)
+        .fetch_one(db)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_connected_for(
     db: impl PgExecutor<'_>,
     id: Uuid,
     connected_for: Option<&str>,
 ) -> sqlx::Result<LinkedAccountRow> {
+    crate::telemetry::db_span("set_connected_for", async move {
     super::db::query_as(&format!(
         "update linked_accounts set connected_for = $2, updated_at = now() where id = $1 returning {COLUMNS}"
     ))
@@ -115,13 +125,17 @@ pub async fn set_connected_for(
     .bind(connected_for)
     .fetch_one(db)
     .await
+    })
+    .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    super::db::query("delete from linked_accounts where id = $1")
-        .bind(id)
-        .execute(db)
-        .await
-        .map(|_| ())
+    crate::telemetry::db_span("delete", async move {
+        super::db::query("delete from linked_accounts where id = $1")
+            .bind(id)
+            .execute(db)
+            .await
+            .map(|_| ())
+    })
+    .await
 }

@@ -18,8 +18,8 @@ pub struct NewMessage<'a> {
     pub message_id: &'a str,
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage<'_>) -> sqlx::Result<()> {
+    crate::telemetry::db_span("insert", async move {
     super::db::query(
         "insert into messages (id, kind, user_id, recipient, subject, body_text, body_html, message_id)
          values ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -35,29 +35,37 @@ pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage<'_>) -> sqlx::Result
     .execute(db)
     .await
     .map(|_| ())
+    })
+    .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn notify(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    super::db::query("select pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(db)
-        .await
-        .map(|_| ())
+    crate::telemetry::db_span("notify", async move {
+        super::db::query("select pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(db)
+            .await
+            .map(|_| ())
+    })
+    .await
 }
 
 /// When the user was last written a message of this kind.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn latest_of(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     kind: &str,
 ) -> sqlx::Result<Option<DateTime<Utc>>> {
-    super::db::query_scalar("select max(created_at) from messages where user_id = $1 and kind = $2")
+    crate::telemetry::db_span("latest_of", async move {
+        super::db::query_scalar(
+            "select max(created_at) from messages where user_id = $1 and kind = $2",
+        )
         .bind(user_id)
         .bind(kind)
         .fetch_one(db)
         .await
+    })
+    .await
 }
 
 /// A message a courier has claimed, with what it needs to send it.
@@ -76,14 +84,14 @@ pub struct Claimed {
 /// Claims up to `limit` due messages: each gets one more attempt and a lease of `lease_secs`
 /// (it is due again then, so a courier that dies mid-send leaves it to be sent later). Rows
 /// another courier is claiming are skipped.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn claim_due(
     db: impl PgExecutor<'_>,
     limit: i64,
     lease_secs: f64,
 ) -> sqlx::Result<Vec<Claimed>> {
-    super::db::query_as(
-        "update messages m set attempts = m.attempts + 1,
+    crate::telemetry::db_span("claim_due", async move {
+        super::db::query_as(
+            "update messages m set attempts = m.attempts + 1,
                 next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
          where m.id in (select id from messages
                         where status = 'queued' and next_attempt_at <= now()
@@ -92,17 +100,19 @@ pub async fn claim_due(
                         for update skip locked)
          returning m.id, m.recipient, m.subject, coalesce(m.body_text, '') as body_text,
                    coalesce(m.body_html, '') as body_html, m.message_id, m.attempts",
-    )
-    .bind(limit)
-    .bind(lease_secs)
-    .fetch_all(db)
+        )
+        .bind(limit)
+        .bind(lease_secs)
+        .fetch_all(db)
+        .await
+    })
     .await
 }
 
 /// Sent: the body (it may hold a live token) is erased, the metadata stays.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn mark_sent(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    super::db::query(
+    crate::telemetry::db_span("mark_sent", async move {
+        super::db::query(
         "update messages set status = 'sent', sent_at = now(), body_text = null, body_html = null,
                 last_error = null, updated_at = now()
          where id = $1",
@@ -111,52 +121,60 @@ pub async fn mark_sent(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     .execute(db)
     .await
     .map(|_| ())
+    })
+    .await
 }
 
 /// A failed attempt: retried at `retry_at`, or abandoned (`None`), body erased then too.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn mark_failed(
     db: impl PgExecutor<'_>,
     id: Uuid,
     error: &str,
     retry_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
-    super::db::query(
-        "update messages set
+    crate::telemetry::db_span("mark_failed", async move {
+        super::db::query(
+            "update messages set
              status = case when $3::timestamptz is null then 'abandoned' else 'queued' end,
              next_attempt_at = coalesce($3, next_attempt_at),
              body_text = case when $3::timestamptz is null then null else body_text end,
              body_html = case when $3::timestamptz is null then null else body_html end,
              last_error = $2, updated_at = now()
          where id = $1",
-    )
-    .bind(id)
-    .bind(error)
-    .bind(retry_at)
-    .execute(db)
+        )
+        .bind(id)
+        .bind(error)
+        .bind(retry_at)
+        .execute(db)
+        .await
+        .map(|_| ())
+    })
     .await
-    .map(|_| ())
 }
 
 /// Sent and abandoned messages older than the retention.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_finished_before(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
-    let done = super::db::query(
-        "delete from messages where status <> 'queued'
+    crate::telemetry::db_span("delete_finished_before", async move {
+        let done = super::db::query(
+            "delete from messages where status <> 'queued'
          and created_at < now() - make_interval(days => $1)",
-    )
-    .bind(days)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+        )
+        .bind(days)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }
 
 /// Queued messages waiting now (the courier's backlog).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    super::db::query_scalar("select count(*) from messages where status = 'queued'")
-        .fetch_one(db)
-        .await
+    crate::telemetry::db_span("backlog", async move {
+        super::db::query_scalar("select count(*) from messages where status = 'queued'")
+            .fetch_one(db)
+            .await
+    })
+    .await
 }
 
 /// Metadata only: no body ever leaves through this.
@@ -183,8 +201,8 @@ pub struct Filter<'a> {
 }
 
 /// Newest first (ids are UUIDv7).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn page(db: impl PgExecutor<'_>, f: &Filter<'_>) -> sqlx::Result<Vec<MessageRow>> {
+    crate::telemetry::db_span("page", async move {
     let mut q = QueryBuilder::<Postgres>::new(
         "select id, kind, user_id, recipient, subject, status, attempts, created_at, sent_at, last_error
          from messages where true",
@@ -203,4 +221,6 @@ pub async fn page(db: impl PgExecutor<'_>, f: &Filter<'_>) -> sqlx::Result<Vec<M
     }
     q.push(" order by id desc limit ").push_bind(f.limit);
     crate::repo::db::built(&mut q).fetch_all(db).await
+    })
+    .await
 }

@@ -26,25 +26,27 @@ pub struct ChallengeRow {
     pub used_at: Option<DateTime<Utc>>,
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn factor(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<FactorRow>> {
+    crate::telemetry::db_span("factor", async move {
     super::db::query_as(
         "select user_id, secret, key_id, confirmed_at, last_step from totp_factors where user_id = $1",
     )
     .bind(user_id)
     .fetch_optional(db)
     .await
+    })
+    .await
 }
 
 /// Starts (or restarts) an enrolment: a new unconfirmed secret replaces an unconfirmed one.
 /// False when a confirmed factor is there (nothing changes).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn put_pending(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     secret: &[u8],
     key_id: Option<&str>,
 ) -> sqlx::Result<bool> {
+    crate::telemetry::db_span("put_pending", async move {
     let done = super::db::query(
         "insert into totp_factors as f (user_id, secret, key_id) values ($1, $2, $3)
          on conflict (user_id) do update
@@ -57,50 +59,58 @@ pub async fn put_pending(
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+    })
+    .await
 }
 
 /// Accepts the code of `step` once: true only when no code of this step or a later one was
 /// accepted before (one statement, so two requests with one code cannot both pass).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn accept_step(db: impl PgExecutor<'_>, user_id: Uuid, step: i64) -> sqlx::Result<bool> {
-    let done = super::db::query(
-        "update totp_factors set last_step = $2, updated_at = now()
+    crate::telemetry::db_span("accept_step", async move {
+        let done = super::db::query(
+            "update totp_factors set last_step = $2, updated_at = now()
          where user_id = $1 and (last_step is null or last_step < $2)",
-    )
-    .bind(user_id)
-    .bind(step)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+        )
+        .bind(user_id)
+        .bind(step)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    })
+    .await
 }
 
 /// Confirms the enrolment and turns two-factor sign-in on for the user.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn confirm(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    super::db::query(
-        "update totp_factors set confirmed_at = now(), updated_at = now() where user_id = $1",
-    )
-    .bind(user_id)
-    .execute(&mut *conn)
-    .await?;
-    set_enabled(conn, user_id, true).await
+    crate::telemetry::db_span("confirm", async move {
+        super::db::query(
+            "update totp_factors set confirmed_at = now(), updated_at = now() where user_id = $1",
+        )
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+        set_enabled(conn, user_id, true).await
+    })
+    .await
 }
 
 /// Deletes the factor, its recovery codes and its waiting challenges, and turns two-factor sign-in
 /// off for the user.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn remove(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    for sql in [
-        "delete from totp_factors where user_id = $1",
-        "delete from recovery_codes where user_id = $1",
-        "delete from mfa_challenges where user_id = $1",
-    ] {
-        super::db::query(sql)
-            .bind(user_id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    set_enabled(conn, user_id, false).await
+    crate::telemetry::db_span("remove", async move {
+        for sql in [
+            "delete from totp_factors where user_id = $1",
+            "delete from recovery_codes where user_id = $1",
+            "delete from mfa_challenges where user_id = $1",
+        ] {
+            super::db::query(sql)
+                .bind(user_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        set_enabled(conn, user_id, false).await
+    })
+    .await
 }
 
 async fn set_enabled(conn: &mut PgConnection, user_id: Uuid, on: bool) -> sqlx::Result<()> {
@@ -113,12 +123,12 @@ async fn set_enabled(conn: &mut PgConnection, user_id: Uuid, on: bool) -> sqlx::
 }
 
 /// The user's recovery codes become these (by hash); the old ones are dead.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn replace_recovery_codes(
     conn: &mut PgConnection,
     user_id: Uuid,
     hashes: &[Vec<u8>],
 ) -> sqlx::Result<()> {
+    crate::telemetry::db_span("replace_recovery_codes", async move {
     super::db::query("delete from recovery_codes where user_id = $1")
         .bind(user_id)
         .execute(&mut *conn)
@@ -131,37 +141,40 @@ pub async fn replace_recovery_codes(
     .execute(conn)
     .await?;
     Ok(())
+    })
+    .await
 }
 
 /// Uses up a recovery code; returns the unused codes left, or `None` when the code is not an
 /// unused code of the user.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn use_recovery_code(
     conn: &mut PgConnection,
     user_id: Uuid,
     hash: &[u8],
 ) -> sqlx::Result<Option<i64>> {
-    let done = super::db::query(
-        "update recovery_codes set used_at = now()
+    crate::telemetry::db_span("use_recovery_code", async move {
+        let done = super::db::query(
+            "update recovery_codes set used_at = now()
          where user_id = $1 and code_hash = $2 and used_at is null",
-    )
-    .bind(user_id)
-    .bind(hash)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Ok(None);
-    }
-    let left = super::db::query_scalar(
-        "select count(*) from recovery_codes where user_id = $1 and used_at is null",
-    )
-    .bind(user_id)
-    .fetch_one(conn)
-    .await?;
-    Ok(Some(left))
+        )
+        .bind(user_id)
+        .bind(hash)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let left = super::db::query_scalar(
+            "select count(*) from recovery_codes where user_id = $1 and used_at is null",
+        )
+        .bind(user_id)
+        .fetch_one(conn)
+        .await?;
+        Ok(Some(left))
+    })
+    .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert_challenge(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
@@ -170,106 +183,123 @@ pub async fn insert_challenge(
     methods: &[&str],
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    super::db::query(
-        "insert into mfa_challenges (token_hash, user_id, form, methods, expires_at)
+    crate::telemetry::db_span("insert_challenge", async move {
+        super::db::query(
+            "insert into mfa_challenges (token_hash, user_id, form, methods, expires_at)
          values ($1, $2, $3, $4, $5)",
-    )
-    .bind(token_hash)
-    .bind(user_id)
-    .bind(form)
-    .bind(methods)
-    .bind(expires_at)
-    .execute(db)
-    .await?;
-    Ok(())
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(form)
+        .bind(methods)
+        .bind(expires_at)
+        .execute(db)
+        .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Locks the challenge: completions of one token are serialised.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn challenge_for_update(
     conn: &mut PgConnection,
     token_hash: &[u8],
 ) -> sqlx::Result<Option<ChallengeRow>> {
-    super::db::query_as(
-        "select user_id, form, methods, failures, expires_at, used_at
+    crate::telemetry::db_span("challenge_for_update", async move {
+        super::db::query_as(
+            "select user_id, form, methods, failures, expires_at, used_at
          from mfa_challenges where token_hash = $1 for update",
-    )
-    .bind(token_hash)
-    .fetch_optional(conn)
+        )
+        .bind(token_hash)
+        .fetch_optional(conn)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn fail_challenge(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx::Result<()> {
-    super::db::query("update mfa_challenges set failures = failures + 1 where token_hash = $1")
-        .bind(token_hash)
-        .execute(db)
-        .await
-        .map(|_| ())
+    crate::telemetry::db_span("fail_challenge", async move {
+        super::db::query("update mfa_challenges set failures = failures + 1 where token_hash = $1")
+            .bind(token_hash)
+            .execute(db)
+            .await
+            .map(|_| ())
+    })
+    .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn use_challenge(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx::Result<()> {
-    super::db::query("update mfa_challenges set used_at = now() where token_hash = $1")
-        .bind(token_hash)
-        .execute(db)
-        .await
-        .map(|_| ())
+    crate::telemetry::db_span("use_challenge", async move {
+        super::db::query("update mfa_challenges set used_at = now() where token_hash = $1")
+            .bind(token_hash)
+            .execute(db)
+            .await
+            .map(|_| ())
+    })
+    .await
 }
 
 /// Challenges used, past their expiry or dead of wrong codes (`max_failures` of them): nothing can
 /// complete them.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_stale_challenges(
     db: impl PgExecutor<'_>,
     max_failures: i32,
 ) -> sqlx::Result<u64> {
-    let done = super::db::query(
-        "delete from mfa_challenges
+    crate::telemetry::db_span("delete_stale_challenges", async move {
+        let done = super::db::query(
+            "delete from mfa_challenges
              where expires_at < now() or used_at is not null or failures >= $1",
-    )
-    .bind(max_failures)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Every stored TOTP secret (for `rotate-data-key`), locked.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn all_secrets_for_update(conn: &mut PgConnection) -> sqlx::Result<Vec<FactorRow>> {
-    super::db::query_as(
-        "select user_id, secret, key_id, confirmed_at, last_step from totp_factors for update",
-    )
-    .fetch_all(conn)
+        )
+        .bind(max_failures)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected())
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
+/// Every stored TOTP secret (for `rotate-data-key`), locked.
+pub async fn all_secrets_for_update(conn: &mut PgConnection) -> sqlx::Result<Vec<FactorRow>> {
+    crate::telemetry::db_span("all_secrets_for_update", async move {
+        super::db::query_as(
+            "select user_id, secret, key_id, confirmed_at, last_step from totp_factors for update",
+        )
+        .fetch_all(conn)
+        .await
+    })
+    .await
+}
+
 pub async fn set_secret(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     secret: &[u8],
     key_id: Option<&str>,
 ) -> sqlx::Result<()> {
-    super::db::query("update totp_factors set secret = $2, key_id = $3 where user_id = $1")
-        .bind(user_id)
-        .bind(secret)
-        .bind(key_id)
-        .execute(db)
-        .await
-        .map(|_| ())
+    crate::telemetry::db_span("set_secret", async move {
+        super::db::query("update totp_factors set secret = $2, key_id = $3 where user_id = $1")
+            .bind(user_id)
+            .bind(secret)
+            .bind(key_id)
+            .execute(db)
+            .await
+            .map(|_| ())
+    })
+    .await
 }
 
 /// Stored TOTP secrets that the key `key_id` (none: no key) did not seal and cannot open.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn count_sealed_otherwise(
     db: impl PgExecutor<'_>,
     key_id: Option<&str>,
 ) -> sqlx::Result<i64> {
-    super::db::query_scalar(
+    crate::telemetry::db_span("count_sealed_otherwise", async move {
+        super::db::query_scalar(
         "select count(*) from totp_factors where key_id is not null and key_id is distinct from $1",
     )
     .bind(key_id)
     .fetch_one(db)
+    .await
+    })
     .await
 }

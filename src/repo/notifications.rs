@@ -37,59 +37,65 @@ pub struct NewNotification<'a> {
     pub data: Option<&'a Value>,
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(
     db: impl PgExecutor<'_>,
     n: &NewNotification<'_>,
 ) -> sqlx::Result<NotificationRow> {
-    super::db::query_as(&format!(
-        "insert into notifications (id, user_id, kind, title, body, link, data)
+    crate::telemetry::db_span("insert", async move {
+        super::db::query_as(&format!(
+            "insert into notifications (id, user_id, kind, title, body, link, data)
          values ($1, $2, $3, $4, $5, $6, $7) returning {COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(n.user_id)
-    .bind(n.kind)
-    .bind(n.title)
-    .bind(n.body)
-    .bind(n.link)
-    .bind(n.data)
-    .fetch_one(db)
+        ))
+        .bind(Uuid::now_v7())
+        .bind(n.user_id)
+        .bind(n.kind)
+        .bind(n.title)
+        .bind(n.body)
+        .bind(n.link)
+        .bind(n.data)
+        .fetch_one(db)
+        .await
+    })
     .await
 }
 
 /// `n` for each of several users (every active admin) in one statement; `n.user_id` is not used.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert_many(
     db: impl PgExecutor<'_>,
     user_ids: &[Uuid],
     n: &NewNotification<'_>,
 ) -> sqlx::Result<u64> {
-    let ids: Vec<Uuid> = user_ids.iter().map(|_| Uuid::now_v7()).collect();
-    let done = super::db::query(
-        "insert into notifications (id, user_id, kind, title, body, link, data)
+    crate::telemetry::db_span("insert_many", async move {
+        let ids: Vec<Uuid> = user_ids.iter().map(|_| Uuid::now_v7()).collect();
+        let done = super::db::query(
+            "insert into notifications (id, user_id, kind, title, body, link, data)
          select n.id, n.user_id, $3, $4, $5, $6, $7
          from unnest($1::uuid[], $2::uuid[]) as n (id, user_id)",
-    )
-    .bind(&ids)
-    .bind(user_ids)
-    .bind(n.kind)
-    .bind(n.title)
-    .bind(n.body)
-    .bind(n.link)
-    .bind(n.data)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+        )
+        .bind(&ids)
+        .bind(user_ids)
+        .bind(n.kind)
+        .bind(n.title)
+        .bind(n.body)
+        .bind(n.link)
+        .bind(n.data)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }
 
 /// All the user's notifications, newest first (the export; the inbox reads `Pages`).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn all_of(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<NotificationRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from notifications where user_id = $1 order by id desc"
-    ))
-    .bind(user_id)
-    .fetch_all(db)
+    crate::telemetry::db_span("all_of", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from notifications where user_id = $1 order by id desc"
+        ))
+        .bind(user_id)
+        .fetch_all(db)
+        .await
+    })
     .await
 }
 
@@ -224,92 +230,106 @@ static VERSIONS_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
 });
 
 /// The user's notifications created after `after`, oldest first (a stream's replay).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn after(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     after: Uuid,
     limit: i64,
 ) -> sqlx::Result<Vec<NotificationRow>> {
-    super::db::query_as(&format!(
+    crate::telemetry::db_span("after", async move {
+        super::db::query_as(&format!(
         "select {COLUMNS} from notifications where user_id = $1 and id > $2 order by id limit $3"
     ))
-    .bind(user_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
+        .bind(user_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+    })
     .await
 }
 
 /// These notifications (those that still exist), oldest first: what a stream's instance hands
 /// to its streams, read once however many streams each has.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<NotificationRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from notifications where id = any($1) order by id"
-    ))
-    .bind(ids)
-    .fetch_all(db)
+    crate::telemetry::db_span("by_ids", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from notifications where id = any($1) order by id"
+        ))
+        .bind(ids)
+        .fetch_all(db)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn unread_count(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    super::db::query_scalar(
-        "select count(*) from notifications where user_id = $1 and read_at is null",
-    )
-    .bind(user_id)
-    .fetch_one(db)
+    crate::telemetry::db_span("unread_count", async move {
+        super::db::query_scalar(
+            "select count(*) from notifications where user_id = $1 and read_at is null",
+        )
+        .bind(user_id)
+        .fetch_one(db)
+        .await
+    })
     .await
 }
 
 /// Marks one read (keeping an earlier time); none when unknown or another user's.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn mark_read(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<NotificationRow>> {
-    super::db::query_as(&format!(
-        "update notifications set read_at = coalesce(read_at, now())
+    crate::telemetry::db_span("mark_read", async move {
+        super::db::query_as(&format!(
+            "update notifications set read_at = coalesce(read_at, now())
          where id = $1 and user_id = $2 returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(db)
+        ))
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn mark_all_read(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<u64> {
-    let done = super::db::query(
-        "update notifications set read_at = now() where user_id = $1 and read_at is null",
-    )
-    .bind(user_id)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn delete_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
-    let done = super::db::query("delete from notifications where id = $1 and user_id = $2")
-        .bind(id)
+    crate::telemetry::db_span("mark_all_read", async move {
+        let done = super::db::query(
+            "update notifications set read_at = now() where user_id = $1 and read_at is null",
+        )
         .bind(user_id)
         .execute(db)
         .await?;
-    Ok(done.rows_affected() == 1)
+        Ok(done.rows_affected())
+    })
+    .await
+}
+
+pub async fn delete_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+    crate::telemetry::db_span("delete_own", async move {
+        let done = super::db::query("delete from notifications where id = $1 and user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(db)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    })
+    .await
 }
 
 /// Deletes read notifications older than the retention.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_read_before(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
-    let done = super::db::query(
-        "delete from notifications
+    crate::telemetry::db_span("delete_read_before", async move {
+        let done = super::db::query(
+            "delete from notifications
          where read_at is not null and created_at < now() - make_interval(days => $1)",
-    )
-    .bind(days)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+        )
+        .bind(days)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }

@@ -23,8 +23,8 @@ pub struct NewState<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewState<'_>) -> sqlx::Result<()> {
+    crate::telemetry::db_span("insert", async move {
     super::db::query(
         "insert into oauth_states (state_hash, provider, code_verifier, redirect_to, browser_hash, link_user_id, expires_at)
          values ($1, $2, $3, $4, $5, $6, $7)",
@@ -39,15 +39,17 @@ pub async fn insert(db: impl PgExecutor<'_>, s: &NewState<'_>) -> sqlx::Result<(
     .execute(db)
     .await
     .map(|_| ())
+    })
+    .await
 }
 
 /// Uses a state up: returns it once, and only before it expires. Expired ones are swept meanwhile.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn take(
     db: impl PgExecutor<'_>,
     state_hash: &[u8],
 ) -> sqlx::Result<Option<OAuthStateRow>> {
-    super::db::query_as(
+    crate::telemetry::db_span("take", async move {
+        super::db::query_as(
         "with swept as (delete from oauth_states where expires_at <= now() and state_hash <> $1)
          delete from oauth_states where state_hash = $1 and expires_at > now()
          returning provider, code_verifier, redirect_to, browser_hash, link_user_id",
@@ -55,13 +57,17 @@ pub async fn take(
     .bind(state_hash)
     .fetch_optional(db)
     .await
+    })
+    .await
 }
 
 /// Sign-in flows that were never finished.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let done = super::db::query("delete from oauth_states where expires_at < now()")
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected())
+    crate::telemetry::db_span("delete_expired", async move {
+        let done = super::db::query("delete from oauth_states where expires_at < now()")
+            .execute(db)
+            .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }

@@ -54,26 +54,29 @@ pub struct OwnedPasskey {
 }
 
 /// The user's handle, if they have one.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn handle(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<Vec<u8>>> {
-    super::db::query_scalar("select webauthn_handle from users where id = $1")
-        .bind(user_id)
-        .fetch_one(db)
-        .await
+    crate::telemetry::db_span("handle", async move {
+        super::db::query_scalar("select webauthn_handle from users where id = $1")
+            .bind(user_id)
+            .fetch_one(db)
+            .await
+    })
+    .await
 }
 
 /// Gives the user their handle (at their first registration; the caller holds the user's row).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_handle(db: impl PgExecutor<'_>, user_id: Uuid, handle: &[u8]) -> sqlx::Result<()> {
-    super::db::query("update users set webauthn_handle = $2 where id = $1")
-        .bind(user_id)
-        .bind(handle)
-        .execute(db)
-        .await?;
-    Ok(())
+    crate::telemetry::db_span("set_handle", async move {
+        super::db::query("update users set webauthn_handle = $2 where id = $1")
+            .bind(user_id)
+            .bind(handle)
+            .execute(db)
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert_challenge(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -82,98 +85,110 @@ pub async fn insert_challenge(
     state: &Value,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    super::db::query(
-        "insert into webauthn_challenges (id, user_id, ceremony, state, expires_at) \
+    crate::telemetry::db_span("insert_challenge", async move {
+        super::db::query(
+            "insert into webauthn_challenges (id, user_id, ceremony, state, expires_at) \
          values ($1, $2, $3, $4, $5)",
-    )
-    .bind(id)
-    .bind(user_id)
-    .bind(ceremony.as_str())
-    .bind(Json(state))
-    .bind(expires_at)
-    .execute(db)
-    .await?;
-    Ok(())
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(ceremony.as_str())
+        .bind(Json(state))
+        .bind(expires_at)
+        .execute(db)
+        .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Takes a live challenge of this ceremony (and, for a registration, this user): deleted as it is
 /// read, so it is used once whatever the answer.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn take_challenge(
     db: impl PgExecutor<'_>,
     id: Uuid,
     ceremony: Ceremony,
     user_id: Option<Uuid>,
 ) -> sqlx::Result<Option<ChallengeRow>> {
-    super::db::query_as(
-        "delete from webauthn_challenges where id = $1 and ceremony = $2 \
+    crate::telemetry::db_span("take_challenge", async move {
+        super::db::query_as(
+            "delete from webauthn_challenges where id = $1 and ceremony = $2 \
            and user_id is not distinct from $3 and expires_at > now() \
          returning state",
-    )
-    .bind(id)
-    .bind(ceremony.as_str())
-    .bind(user_id)
-    .fetch_optional(db)
+        )
+        .bind(id)
+        .bind(ceremony.as_str())
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_expired_challenges(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    Ok(
-        super::db::query("delete from webauthn_challenges where expires_at <= now()")
-            .execute(db)
-            .await?
-            .rows_affected(),
-    )
+    crate::telemetry::db_span("delete_expired_challenges", async move {
+        Ok(
+            super::db::query("delete from webauthn_challenges where expires_at <= now()")
+                .execute(db)
+                .await?
+                .rows_affected(),
+        )
+    })
+    .await
 }
 
 /// A user's passkeys, newest first.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<PasskeyRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from passkeys where user_id = $1 order by created_at desc, id desc"
-    ))
-    .bind(user_id)
-    .fetch_all(db)
+    crate::telemetry::db_span("list", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from passkeys where user_id = $1 order by created_at desc, id desc"
+        ))
+        .bind(user_id)
+        .fetch_all(db)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_own(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<PasskeyRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from passkeys where id = $1 and user_id = $2"
-    ))
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(db)
+    crate::telemetry::db_span("find_own", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from passkeys where id = $1 and user_id = $2"
+        ))
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
 /// The passkey with this credential id and its user's handle, the passkey locked for the sign-in
 /// that uses it.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn lock_by_credential(
     conn: &mut PgConnection,
     credential_id: &[u8],
 ) -> sqlx::Result<Option<OwnedPasskey>> {
-    super::db::query_as(&format!(
-        "select {}, u.webauthn_handle as owner_handle
+    crate::telemetry::db_span("lock_by_credential", async move {
+        super::db::query_as(&format!(
+            "select {}, u.webauthn_handle as owner_handle
          from passkeys p join users u on u.id = p.user_id
          where p.credential_id = $1 for update of p",
-        super::prefix_columns(COLUMNS, "p")
-    ))
-    .bind(credential_id)
-    .fetch_optional(conn)
+            super::prefix_columns(COLUMNS, "p")
+        ))
+        .bind(credential_id)
+        .fetch_optional(conn)
+        .await
+    })
     .await
 }
 
 /// A new passkey; a credential registered already is refused (None), except the user's own
 /// suspended one, which registering again replaces (its counter starts over, it is usable again).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -182,79 +197,92 @@ pub async fn insert(
     credential: &Value,
     name: &str,
 ) -> sqlx::Result<Option<PasskeyRow>> {
-    super::db::query_as(&format!(
-        "insert into passkeys (id, user_id, credential_id, credential, name) \
+    crate::telemetry::db_span("insert", async move {
+        super::db::query_as(&format!(
+            "insert into passkeys (id, user_id, credential_id, credential, name) \
          values ($1, $2, $3, $4, $5) \
          on conflict (credential_id) do update \
            set credential = excluded.credential, name = excluded.name, suspended_at = null \
            where passkeys.user_id = excluded.user_id and passkeys.suspended_at is not null \
          returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(user_id)
-    .bind(credential_id)
-    .bind(Json(credential))
-    .bind(name)
-    .fetch_optional(db)
+        ))
+        .bind(id)
+        .bind(user_id)
+        .bind(credential_id)
+        .bind(Json(credential))
+        .bind(name)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn rename(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     id: Uuid,
     name: &str,
 ) -> sqlx::Result<Option<PasskeyRow>> {
-    super::db::query_as(&format!(
-        "update passkeys set name = $3 where id = $1 and user_id = $2 returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(user_id)
-    .bind(name)
-    .fetch_optional(db)
+    crate::telemetry::db_span("rename", async move {
+        super::db::query_as(&format!(
+            "update passkeys set name = $3 where id = $1 and user_id = $2 returning {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(user_id)
+        .bind(name)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    super::db::query("delete from passkeys where id = $1")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(())
+    crate::telemetry::db_span("delete", async move {
+        super::db::query("delete from passkeys where id = $1")
+            .bind(id)
+            .execute(db)
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// The user's passkeys that can sign in (not suspended).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn count_usable(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    super::db::query_scalar(
-        "select count(*) from passkeys where user_id = $1 and suspended_at is null",
-    )
-    .bind(user_id)
-    .fetch_one(db)
+    crate::telemetry::db_span("count_usable", async move {
+        super::db::query_scalar(
+            "select count(*) from passkeys where user_id = $1 and suspended_at is null",
+        )
+        .bind(user_id)
+        .fetch_one(db)
+        .await
+    })
     .await
 }
 
 /// A verified sign-in: the credential's new counter and flags, and when it was used.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn used(db: impl PgExecutor<'_>, id: Uuid, credential: &Value) -> sqlx::Result<()> {
-    super::db::query("update passkeys set credential = $2, last_used_at = now() where id = $1")
-        .bind(id)
-        .bind(Json(credential))
-        .execute(db)
-        .await?;
-    Ok(())
+    crate::telemetry::db_span("used", async move {
+        super::db::query("update passkeys set credential = $2, last_used_at = now() where id = $1")
+            .bind(id)
+            .bind(Json(credential))
+            .execute(db)
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Its counter went back: refused until registered again.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn suspend(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    super::db::query(
-        "update passkeys set suspended_at = now() where id = $1 and suspended_at is null",
-    )
-    .bind(id)
-    .execute(db)
-    .await?;
-    Ok(())
+    crate::telemetry::db_span("suspend", async move {
+        super::db::query(
+            "update passkeys set suspended_at = now() where id = $1 and suspended_at is null",
+        )
+        .bind(id)
+        .execute(db)
+        .await?;
+        Ok(())
+    })
+    .await
 }

@@ -25,7 +25,6 @@ const COLUMNS: &str =
 
 /// Inserts a pending request; `None` when the user has one pending already (the partial unique
 /// index decides, so two concurrent requests cannot both pass).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
@@ -33,44 +32,50 @@ pub async fn insert(
     requested_role: Role,
     reason: &str,
 ) -> sqlx::Result<Option<RoleRequestRow>> {
-    super::db::query_as(&format!(
-        "insert into role_requests (id, user_id, from_role, requested_role, reason)
+    crate::telemetry::db_span("insert", async move {
+        super::db::query_as(&format!(
+            "insert into role_requests (id, user_id, from_role, requested_role, reason)
          values ($1, $2, $3, $4, $5)
          on conflict (user_id) where status = 'pending' do nothing
          returning {COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(user_id)
-    .bind(from_role)
-    .bind(requested_role)
-    .bind(reason)
-    .fetch_optional(db)
+        ))
+        .bind(Uuid::now_v7())
+        .bind(user_id)
+        .bind(from_role)
+        .bind(requested_role)
+        .bind(reason)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<RoleRequestRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from role_requests where id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
+    crate::telemetry::db_span("find", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from role_requests where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
 /// Locks the request for a decision: two admins deciding at once serialise here.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<RoleRequestRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from role_requests where id = $1 for update"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
+    crate::telemetry::db_span("lock", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from role_requests where id = $1 for update"
+        ))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+    })
     .await
 }
 
 /// Sets the outcome of a pending request (`approved`, `rejected` or `cancelled`).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn decide(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -78,21 +83,23 @@ pub async fn decide(
     decided_by: Option<Uuid>,
     comment: Option<&str>,
 ) -> sqlx::Result<RoleRequestRow> {
-    super::db::query_as(&format!(
-        "update role_requests
+    crate::telemetry::db_span("decide", async move {
+        super::db::query_as(&format!(
+            "update role_requests
          set status = $2, decided_at = now(), decided_by = $3, comment = $4
          where id = $1 returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(status)
-    .bind(decided_by)
-    .bind(comment)
-    .fetch_one(db)
+        ))
+        .bind(id)
+        .bind(status)
+        .bind(decided_by)
+        .bind(comment)
+        .fetch_one(db)
+        .await
+    })
     .await
 }
 
 /// A page newest first, optionally of one user and of one status.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn page(
     db: impl PgExecutor<'_>,
     user_id: Option<Uuid>,
@@ -100,18 +107,21 @@ pub async fn page(
     before: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<RoleRequestRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from role_requests
+    crate::telemetry::db_span("page", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from role_requests
          where ($1::uuid is null or user_id = $1)
            and ($2::text is null or status = $2)
            and ($3::uuid is null or id < $3)
          order by id desc
          limit $4"
-    ))
-    .bind(user_id)
-    .bind(status)
-    .bind(before)
-    .bind(limit)
-    .fetch_all(db)
+        ))
+        .bind(user_id)
+        .bind(status)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+    })
     .await
 }

@@ -80,51 +80,53 @@ impl SearchTerms {
     }
 
     /// Takes a new sample now.
-    #[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
     pub async fn refresh(&self, db: &Db) -> sqlx::Result<()> {
-        let table_rows: f64 = super::db::query_scalar(
-            "select greatest(reltuples, 0)::float8 from pg_class where oid = 'users'::regclass",
-        )
-        .fetch_one(db)
-        .await?;
-        let percent = if table_rows <= SAMPLE_ROWS {
-            100.0
-        } else {
-            (SAMPLE_ROWS / table_rows * 100.0).max(0.01)
-        };
-        // `system` sampling reads whole pages: cheap, and rows on one page are as good as any here;
-        // the row with no trigram (`null`) carries the number of rows sampled. The limit bounds a
-        // table never analysed (no row estimate: sampled whole)
-        let rows: Vec<(Option<String>, i64)> = super::db::query_as(
-            "with s as (select search_text from users tablesample system ($1) limit $2)
+        crate::telemetry::db_span("refresh", async move {
+            let table_rows: f64 = super::db::query_scalar(
+                "select greatest(reltuples, 0)::float8 from pg_class where oid = 'users'::regclass",
+            )
+            .fetch_one(db)
+            .await?;
+            let percent = if table_rows <= SAMPLE_ROWS {
+                100.0
+            } else {
+                (SAMPLE_ROWS / table_rows * 100.0).max(0.01)
+            };
+            // `system` sampling reads whole pages: cheap, and rows on one page are as good as any here;
+            // the row with no trigram (`null`) carries the number of rows sampled. The limit bounds a
+            // table never analysed (no row estimate: sampled whole)
+            let rows: Vec<(Option<String>, i64)> = super::db::query_as(
+                "with s as (select search_text from users tablesample system ($1) limit $2)
              select null, count(*) from s
              union all
              select t, count(*) from s, unnest(show_trgm(s.search_text)) t group by t",
-        )
-        .bind(percent)
-        .bind(SAMPLE_ROWS as i64)
-        .persistent(false)
-        .fetch_all(db)
-        .await?;
-        let mut counts = HashMap::with_capacity(rows.len());
-        let mut sample_rows = 0.0;
-        for (trigram, count) in rows {
-            match trigram {
-                Some(trigram) => counts.insert(trigram, count as f64),
-                None => {
-                    sample_rows = count as f64;
-                    None
-                }
+            )
+            .bind(percent)
+            .bind(SAMPLE_ROWS as i64)
+            .persistent(false)
+            .fetch_all(db)
+            .await?;
+            let mut counts = HashMap::with_capacity(rows.len());
+            let mut sample_rows = 0.0;
+            for (trigram, count) in rows {
+                match trigram {
+                    Some(trigram) => counts.insert(trigram, count as f64),
+                    None => {
+                        sample_rows = count as f64;
+                        None
+                    }
+                };
+            }
+            let sample = Sample {
+                taken: Instant::now(),
+                table_rows: table_rows.max(sample_rows),
+                sample_rows: sample_rows.max(1.0),
+                counts,
             };
-        }
-        let sample = Sample {
-            taken: Instant::now(),
-            table_rows: table_rows.max(sample_rows),
-            sample_rows: sample_rows.max(1.0),
-            counts,
-        };
-        *self.0.sample.write().unwrap_or_else(|e| e.into_inner()) = Some(sample);
-        Ok(())
+            *self.0.sample.write().unwrap_or_else(|e| e.into_inner()) = Some(sample);
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -57,35 +57,39 @@ const COLUMNS: &str =
     "id, user_id, refresh_hash, previous_refresh_hash, rotated_at, user_agent, ip, created_at, \
                        last_seen_at, expires_at, revoked_at, amr";
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result<()> {
-    super::db::query(
-        "insert into sessions (id, user_id, refresh_hash, user_agent, ip, expires_at, amr)
+    crate::telemetry::db_span("insert", async move {
+        super::db::query(
+            "insert into sessions (id, user_id, refresh_hash, user_agent, ip, expires_at, amr)
          values ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(s.id)
-    .bind(s.user_id)
-    .bind(s.refresh_hash)
-    .bind(s.user_agent)
-    .bind(s.ip)
-    .bind(s.expires_at)
-    .bind(s.amr)
-    .execute(db)
-    .await?;
-    Ok(())
+        )
+        .bind(s.id)
+        .bind(s.user_id)
+        .bind(s.refresh_hash)
+        .bind(s.user_agent)
+        .bind(s.ip)
+        .bind(s.expires_at)
+        .bind(s.amr)
+        .execute(db)
+        .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Locks the row: concurrent refreshes of one session are serialised.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_for_update(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> sqlx::Result<Option<SessionRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from sessions where id = $1 for update"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
+    crate::telemetry::db_span("find_for_update", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from sessions where id = $1 for update"
+        ))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+    })
     .await
 }
 
@@ -150,17 +154,18 @@ static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
 });
 
 /// `last_seen_at` is written at most once a minute, so reads stay reads.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn touch(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    super::db::query("update sessions set last_seen_at = now() where id = $1")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(())
+    crate::telemetry::db_span("touch", async move {
+        super::db::query("update sessions set last_seen_at = now() where id = $1")
+            .bind(id)
+            .execute(db)
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Replaces the refresh hash, remembers the old one for the grace window, and slides the expiry.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn rotate(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -168,6 +173,7 @@ pub async fn rotate(
     previous_hash: &[u8],
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
+    crate::telemetry::db_span("rotate", async move {
     super::db::query(
         "update sessions
          set refresh_hash = $2, previous_refresh_hash = $3, rotated_at = now(), last_seen_at = now(),
@@ -181,67 +187,79 @@ pub async fn rotate(
     .execute(db)
     .await?;
     Ok(())
+    })
+    .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+    crate::telemetry::db_span("revoke", async move {
     super::db::query("update sessions set revoked_at = now(), updated_at = now() where id = $1 and revoked_at is null")
         .bind(id)
         .execute(db)
         .await?;
     Ok(())
+    })
+    .await
 }
 
 /// Revokes one session if it is the user's and live; false when there was none.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn revoke_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
-    let done = super::db::query(
-        "update sessions set revoked_at = now(), updated_at = now()
+    crate::telemetry::db_span("revoke_own", async move {
+        let done = super::db::query(
+            "update sessions set revoked_at = now(), updated_at = now()
          where id = $1 and user_id = $2 and revoked_at is null",
-    )
-    .bind(id)
-    .bind(user_id)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+        )
+        .bind(id)
+        .bind(user_id)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    })
+    .await
 }
 
 /// Revokes every live session of the user, except `keep` when given.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn revoke_all(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     keep: Option<Uuid>,
 ) -> sqlx::Result<u64> {
-    let done = super::db::query(
-        "update sessions set revoked_at = now(), updated_at = now()
+    crate::telemetry::db_span("revoke_all", async move {
+        let done = super::db::query(
+            "update sessions set revoked_at = now(), updated_at = now()
          where user_id = $1 and revoked_at is null and ($2::uuid is null or id <> $2)",
-    )
-    .bind(user_id)
-    .bind(keep)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+        )
+        .bind(user_id)
+        .bind(keep)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }
 
 /// The user's live sessions, newest first.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn list_live(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<SessionRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from sessions
+    crate::telemetry::db_span("list_live", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from sessions
          where user_id = $1 and revoked_at is null and expires_at > now()
          order by created_at desc, id desc"
-    ))
-    .bind(user_id)
-    .fetch_all(db)
+        ))
+        .bind(user_id)
+        .fetch_all(db)
+        .await
+    })
     .await
 }
 
 /// Sessions past their expiry: no token can revive them.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let done = super::db::query("delete from sessions where expires_at < now()")
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected())
+    crate::telemetry::db_span("delete_expired", async move {
+        let done = super::db::query("delete from sessions where expires_at < now()")
+            .execute(db)
+            .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }

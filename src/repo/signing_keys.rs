@@ -20,14 +20,16 @@ pub fn place(kid: &str) -> String {
 const CURRENT: &str =
     "select kid, private_der, key_id from signing_keys order by created_at desc limit 1";
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn current(pool: &Db) -> sqlx::Result<Option<StoredKey>> {
-    super::db::query_as(CURRENT).fetch_optional(pool).await
+    crate::telemetry::db_span("current", async move {
+        super::db::query_as(CURRENT).fetch_optional(pool).await
+    })
+    .await
 }
 
 /// Stores `new` unless another instance stored a key first; returns the key in force.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert_if_none(pool: &Db, new: &StoredKey, public: &[u8]) -> sqlx::Result<StoredKey> {
+    crate::telemetry::db_span("insert_if_none", async move {
     let mut tx = pool.begin().await?;
     // serialises concurrent first starts; the number is arbitrary but fixed
     super::db::query("select pg_advisory_xact_lock(7283401)")
@@ -53,23 +55,29 @@ pub async fn insert_if_none(pool: &Db, new: &StoredKey, public: &[u8]) -> sqlx::
     };
     tx.commit().await?;
     Ok(key)
+    })
+    .await
 }
 
 /// Every stored key (for `rotate-data-key`), locked.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn all_for_update(conn: &mut PgConnection) -> sqlx::Result<Vec<StoredKey>> {
-    super::db::query_as("select kid, private_der, key_id from signing_keys for update")
-        .fetch_all(conn)
-        .await
+    crate::telemetry::db_span("all_for_update", async move {
+        super::db::query_as("select kid, private_der, key_id from signing_keys for update")
+            .fetch_all(conn)
+            .await
+    })
+    .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_sealed(conn: &mut PgConnection, key: &StoredKey) -> sqlx::Result<()> {
-    super::db::query("update signing_keys set private_der = $2, key_id = $3 where kid = $1")
-        .bind(&key.kid)
-        .bind(&key.private_der)
-        .bind(&key.key_id)
-        .execute(conn)
-        .await
-        .map(|_| ())
+    crate::telemetry::db_span("set_sealed", async move {
+        super::db::query("update signing_keys set private_der = $2, key_id = $3 where kid = $1")
+            .bind(&key.kid)
+            .bind(&key.private_der)
+            .bind(&key.key_id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })
+    .await
 }

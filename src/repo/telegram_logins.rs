@@ -4,27 +4,31 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 /// Remembers a payload until it would be stale anyway; false when it was used before.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn remember(
     db: impl PgExecutor<'_>,
     hash_digest: &[u8],
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let done = super::db::query(
-        "insert into telegram_logins (hash_digest, expires_at) values ($1, $2)
+    crate::telemetry::db_span("remember", async move {
+        let done = super::db::query(
+            "insert into telegram_logins (hash_digest, expires_at) values ($1, $2)
          on conflict (hash_digest) do nothing",
-    )
-    .bind(hash_digest)
-    .bind(expires_at)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let done = super::db::query("delete from telegram_logins where expires_at < now()")
+        )
+        .bind(hash_digest)
+        .bind(expires_at)
         .execute(db)
         .await?;
-    Ok(done.rows_affected())
+        Ok(done.rows_affected() == 1)
+    })
+    .await
+}
+
+pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
+    crate::telemetry::db_span("delete_expired", async move {
+        let done = super::db::query("delete from telegram_logins where expires_at < now()")
+            .execute(db)
+            .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }

@@ -64,8 +64,8 @@ pub(super) fn columns_with_links(alias: &str) -> String {
     )
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result<UserRow> {
+    crate::telemetry::db_span("insert", async move {
     super::db::query_as(&format!(
         "insert into users (id, email, phone, password_hash, first_name, last_name, middle_name, role,
                             email_verified)
@@ -83,78 +83,94 @@ pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result
     .bind(user.email_verified)
     .fetch_one(db)
     .await
+    })
+    .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    super::db::query_as(&format!("select {COLUMNS} from users where id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    crate::telemetry::db_span("find_by_id", async move {
+        super::db::query_as(&format!("select {COLUMNS} from users where id = $1"))
+            .bind(id)
+            .fetch_optional(db)
+            .await
+    })
+    .await
 }
 
 /// The user with their linked accounts, in one query.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn find_with_links(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> sqlx::Result<Option<UserWithLinks>> {
-    super::db::query_as(&format!(
-        "select {} from users where id = $1",
-        columns_with_links("users")
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from users where lower(email) = lower($1)"
-    ))
-    .bind(email)
-    .fetch_optional(db)
-    .await
-}
-
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
-pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> sqlx::Result<()> {
-    super::db::query("update users set password_hash = $2, updated_at = now() where id = $1")
+    crate::telemetry::db_span("find_with_links", async move {
+        super::db::query_as(&format!(
+            "select {} from users where id = $1",
+            columns_with_links("users")
+        ))
         .bind(id)
-        .bind(hash)
-        .execute(db)
-        .await?;
-    Ok(())
+        .fetch_optional(db)
+        .await
+    })
+    .await
+}
+
+pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
+    crate::telemetry::db_span("find_by_email", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from users where lower(email) = lower($1)"
+        ))
+        .bind(email)
+        .fetch_optional(db)
+        .await
+    })
+    .await
+}
+
+pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> sqlx::Result<()> {
+    crate::telemetry::db_span("set_password_hash", async move {
+        super::db::query("update users set password_hash = $2, updated_at = now() where id = $1")
+            .bind(id)
+            .bind(hash)
+            .execute(db)
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Locks the user's row for the rest of the transaction.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    super::db::query_as(&format!(
-        "select {COLUMNS} from users where id = $1 for update"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
+    crate::telemetry::db_span("lock", async move {
+        super::db::query_as(&format!(
+            "select {COLUMNS} from users where id = $1 for update"
+        ))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+    })
     .await
 }
 
 /// Locks every active admin's row: changes that could remove the last admin serialise here.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn lock_active_admins(conn: &mut PgConnection) -> sqlx::Result<Vec<Uuid>> {
-    super::db::query_scalar(
+    crate::telemetry::db_span("lock_active_admins", async move {
+        super::db::query_scalar(
         "select id from users where role = 'admin' and status = 'active' order by id for update",
     )
     .fetch_all(conn)
     .await
+    })
+    .await
 }
 
 /// Every active admin (those a role request notifies).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn active_admins(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Uuid>> {
-    super::db::query_scalar("select id from users where role = 'admin' and status = 'active'")
-        .fetch_all(db)
-        .await
+    crate::telemetry::db_span("active_admins", async move {
+        super::db::query_scalar("select id from users where role = 'admin' and status = 'active'")
+            .fetch_all(db)
+            .await
+    })
+    .await
 }
 
 /// Names to set; for the optional ones, `Some(None)` clears and `None` keeps.
@@ -164,126 +180,140 @@ pub struct NameChange<'a> {
     pub middle_name: Option<Option<&'a str>>,
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn update_names(
     db: impl PgExecutor<'_>,
     id: Uuid,
     c: &NameChange<'_>,
 ) -> sqlx::Result<UserRow> {
-    super::db::query_as(&format!(
-        "update users set
+    crate::telemetry::db_span("update_names", async move {
+        super::db::query_as(&format!(
+            "update users set
              first_name = coalesce($2, first_name),
              last_name = case when $3 then $4 else last_name end,
              middle_name = case when $5 then $6 else middle_name end,
              updated_at = now()
          where id = $1
          returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(c.first_name)
-    .bind(c.last_name.is_some())
-    .bind(c.last_name.flatten())
-    .bind(c.middle_name.is_some())
-    .bind(c.middle_name.flatten())
-    .fetch_one(db)
+        ))
+        .bind(id)
+        .bind(c.first_name)
+        .bind(c.last_name.is_some())
+        .bind(c.last_name.flatten())
+        .bind(c.middle_name.is_some())
+        .bind(c.middle_name.flatten())
+        .fetch_one(db)
+        .await
+    })
     .await
 }
 
 /// Marks the address proven, if it is still the account's address (`false` otherwise).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn verify_email(
     db: impl PgExecutor<'_>,
     id: Uuid,
     email: &str,
 ) -> sqlx::Result<Option<UserRow>> {
-    super::db::query_as(&format!(
-        "update users set email_verified = true, updated_at = now()
+    crate::telemetry::db_span("verify_email", async move {
+        super::db::query_as(&format!(
+            "update users set email_verified = true, updated_at = now()
          where id = $1 and lower(email) = lower($2) and status = 'active'
          returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(email)
-    .fetch_optional(db)
+        ))
+        .bind(id)
+        .bind(email)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
 /// Contacts to set; `phone: Some(None)` removes the phone. A changed email is unproven again.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn update_contacts(
     db: impl PgExecutor<'_>,
     id: Uuid,
     email: Option<&str>,
     phone: Option<Option<&str>>,
 ) -> sqlx::Result<UserRow> {
-    super::db::query_as(&format!(
-        "update users set
+    crate::telemetry::db_span("update_contacts", async move {
+        super::db::query_as(&format!(
+            "update users set
              email = coalesce($2, email),
              email_verified = email_verified and ($2 is null or lower($2) = lower(email)),
              phone = case when $3 then $4 else phone end,
              updated_at = now()
          where id = $1
          returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(email)
-    .bind(phone.is_some())
-    .bind(phone.flatten())
-    .fetch_one(db)
+        ))
+        .bind(id)
+        .bind(email)
+        .bind(phone.is_some())
+        .bind(phone.flatten())
+        .fetch_one(db)
+        .await
+    })
     .await
 }
 
 /// Soft-deletes (`Some(by_owner)`) or restores (`None`) a user.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_deleted(
     db: impl PgExecutor<'_>,
     id: Uuid,
     deleted: Option<bool>,
 ) -> sqlx::Result<UserRow> {
-    super::db::query_as(&format!(
-        "update users set
+    crate::telemetry::db_span("set_deleted", async move {
+        super::db::query_as(&format!(
+            "update users set
              status = case when $2 then 'deleted' else 'active' end,
              deleted_at = case when $2 then now() end,
              deleted_by_owner = coalesce($3, false),
              updated_at = now()
          where id = $1
          returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(deleted.is_some())
-    .bind(deleted)
-    .fetch_one(db)
+        ))
+        .bind(id)
+        .bind(deleted.is_some())
+        .bind(deleted)
+        .fetch_one(db)
+        .await
+    })
     .await
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: Role) -> sqlx::Result<UserRow> {
-    super::db::query_as(&format!(
-        "update users set role = $2, updated_at = now() where id = $1 returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(role)
-    .fetch_one(db)
+    crate::telemetry::db_span("set_role", async move {
+        super::db::query_as(&format!(
+            "update users set role = $2, updated_at = now() where id = $1 returning {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(role)
+        .fetch_one(db)
+        .await
+    })
     .await
 }
 
 /// Deletes the user; sessions, reset tokens and linked accounts go with it (foreign keys cascade).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
-    let done = super::db::query("delete from users where id = $1")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    crate::telemetry::db_span("delete", async move {
+        let done = super::db::query("delete from users where id = $1")
+            .bind(id)
+            .execute(db)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    })
+    .await
 }
 
 /// Deletes several users in one statement (the purge).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<u64> {
-    let done = super::db::query("delete from users where id = any($1)")
-        .bind(ids)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected())
+    crate::telemetry::db_span("delete_many", async move {
+        let done = super::db::query("delete from users where id = any($1)")
+            .bind(ids)
+            .execute(db)
+            .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }
 
 /// A user and their linked accounts, read in one query.
@@ -315,43 +345,45 @@ pub struct Search<'a> {
 /// trigram index for a rare substring, the id index for a common one. A kept statement switches to
 /// a generic plan after five runs, which cannot see the pattern and scanned every row for rare ones
 /// (184 ms a search at 100 000 users, against 2.5 ms planned per call; see bench/RESULTS.md).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn search(db: impl PgExecutor<'_>, s: &Search<'_>) -> sqlx::Result<Vec<UserWithLinks>> {
-    // the links come with the page (PostgreSQL evaluates the subquery after the limit, for the
-    // rows returned only): one round trip for a page instead of two
-    let mut q = QueryBuilder::<Postgres>::new(format!(
-        "select {} from users where true",
-        columns_with_links("users")
-    ));
-    if let Some(text) = s.query {
-        let indexed = s.index_pattern.unwrap_or(text);
-        q.push(" and search_text like '%' || ")
-            .push_bind(escape_like(indexed))
-            .push(" || '%' escape '\\'");
-        if indexed != text {
-            // the whole text, on an expression the trigram index does not cover: the planner
-            // estimates it from the pattern (a long one is rare) instead of the shorter indexed
-            // part alone, which it could take for common and answer by walking the id index
-            // past a million rows (20 s seen at 1 000 000 users)
-            q.push(" and (search_text || '') like '%' || ")
-                .push_bind(escape_like(text))
+    crate::telemetry::db_span("search", async move {
+        // the links come with the page (PostgreSQL evaluates the subquery after the limit, for the
+        // rows returned only): one round trip for a page instead of two
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "select {} from users where true",
+            columns_with_links("users")
+        ));
+        if let Some(text) = s.query {
+            let indexed = s.index_pattern.unwrap_or(text);
+            q.push(" and search_text like '%' || ")
+                .push_bind(escape_like(indexed))
                 .push(" || '%' escape '\\'");
+            if indexed != text {
+                // the whole text, on an expression the trigram index does not cover: the planner
+                // estimates it from the pattern (a long one is rare) instead of the shorter indexed
+                // part alone, which it could take for common and answer by walking the id index
+                // past a million rows (20 s seen at 1 000 000 users)
+                q.push(" and (search_text || '') like '%' || ")
+                    .push_bind(escape_like(text))
+                    .push(" || '%' escape '\\'");
+            }
         }
-    }
-    if let Some(role) = s.role {
-        q.push(" and role = ").push_bind(role);
-    }
-    if let Some(status) = s.status {
-        q.push(" and status = ").push_bind(status);
-    }
-    if let Some(before) = s.before {
-        q.push(" and id < ").push_bind(before);
-    }
-    q.push(" order by id desc limit ").push_bind(s.limit);
-    crate::repo::db::built(&mut q)
-        .persistent(false)
-        .fetch_all(db)
-        .await
+        if let Some(role) = s.role {
+            q.push(" and role = ").push_bind(role);
+        }
+        if let Some(status) = s.status {
+            q.push(" and status = ").push_bind(status);
+        }
+        if let Some(before) = s.before {
+            q.push(" and id < ").push_bind(before);
+        }
+        q.push(" order by id desc limit ").push_bind(s.limit);
+        crate::repo::db::built(&mut q)
+            .persistent(false)
+            .fetch_all(db)
+            .await
+    })
+    .await
 }
 
 fn escape_like(q: &str) -> String {
@@ -362,21 +394,23 @@ fn escape_like(q: &str) -> String {
 
 /// Claims up to `limit` users soft-deleted before the cutoff. Rows another instance is purging are
 /// skipped, so each is purged exactly once.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn claim_purgeable(
     conn: &mut PgConnection,
     older_than_days: i32,
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
-    super::db::query_scalar(
-        "select id from users
+    crate::telemetry::db_span("claim_purgeable", async move {
+        super::db::query_scalar(
+            "select id from users
          where status = 'deleted' and deleted_at < now() - make_interval(days => $1)
          order by deleted_at
          limit $2
          for update skip locked",
-    )
-    .bind(older_than_days)
-    .bind(limit)
-    .fetch_all(conn)
+        )
+        .bind(older_than_days)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+    })
     .await
 }

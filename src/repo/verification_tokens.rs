@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn insert(
     db: impl PgExecutor<'_>,
     hash: &[u8],
@@ -12,39 +11,46 @@ pub async fn insert(
     email: &str,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    super::db::query(
-        "insert into email_verification_tokens (token_hash, user_id, email, expires_at)
+    crate::telemetry::db_span("insert", async move {
+        super::db::query(
+            "insert into email_verification_tokens (token_hash, user_id, email, expires_at)
          values ($1, $2, $3, $4)",
-    )
-    .bind(hash)
-    .bind(user_id)
-    .bind(email)
-    .bind(expires_at)
-    .execute(db)
+        )
+        .bind(hash)
+        .bind(user_id)
+        .bind(email)
+        .bind(expires_at)
+        .execute(db)
+        .await
+        .map(|_| ())
+    })
     .await
-    .map(|_| ())
 }
 
 /// Uses the token up: the user and the address it was sent to, if it was unused and unexpired.
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn take(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<(Uuid, String)>> {
-    super::db::query_as(
-        "update email_verification_tokens set used_at = now(), updated_at = now()
+    crate::telemetry::db_span("take", async move {
+        super::db::query_as(
+            "update email_verification_tokens set used_at = now(), updated_at = now()
          where token_hash = $1 and used_at is null and expires_at > now()
          returning user_id, email",
-    )
-    .bind(hash)
-    .fetch_optional(db)
+        )
+        .bind(hash)
+        .fetch_optional(db)
+        .await
+    })
     .await
 }
 
 /// Used or expired tokens (the purge).
-#[tracing::instrument(level = "debug", skip_all, fields(db.system = "postgresql"))]
 pub async fn delete_spent(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let done = super::db::query(
-        "delete from email_verification_tokens where used_at is not null or expires_at < now()",
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    crate::telemetry::db_span("delete_spent", async move {
+        let done = super::db::query(
+            "delete from email_verification_tokens where used_at is not null or expires_at < now()",
+        )
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }

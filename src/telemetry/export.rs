@@ -190,9 +190,15 @@ fn export_until_closed(queue: &Queue, url: &str, service_name: &str) {
     };
     let mut spans = Vec::with_capacity(batching.max_queue);
     let mut failing = false;
+    // while the collector fails, one batch is tried per schedule delay and the others are
+    // dropped before they cost an encoding
+    let mut next_try = Instant::now();
     loop {
         let closing = queue.take(&mut spans);
         for batch in spans.chunks(batching.max_batch) {
+            if failing && Instant::now() < next_try {
+                break;
+            }
             let body = encode(service_name, batch);
             let sent = client
                 .post(url)
@@ -212,8 +218,8 @@ fn export_until_closed(queue: &Queue, url: &str, service_name: &str) {
                 }
                 Err(_) => {}
             }
-            if failing && closing {
-                break;
+            if failing {
+                next_try = Instant::now() + batching.delay;
             }
         }
         if closing {
@@ -308,9 +314,7 @@ fn put_bytes(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
 fn any_value_len(value: AttributeRef<'_>) -> usize {
     match value {
         AttributeRef::Str(s) => field_len(s.len()),
-        AttributeRef::Bool(_) => 2,
         AttributeRef::Int(i) => 1 + encoded_len_varint(i as u64),
-        AttributeRef::Double(_) => 9,
     }
 }
 
@@ -322,17 +326,9 @@ fn put_key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: AttributeRef<'_>
     put_header(buf, 2, any);
     match value {
         AttributeRef::Str(s) => put_bytes(buf, 1, s.as_bytes()),
-        AttributeRef::Bool(b) => {
-            encode_key(2, WireType::Varint, buf);
-            encode_varint(u64::from(b), buf);
-        }
         AttributeRef::Int(i) => {
             encode_key(3, WireType::Varint, buf);
             encode_varint(i as u64, buf);
-        }
-        AttributeRef::Double(d) => {
-            encode_key(4, WireType::SixtyFourBit, buf);
-            buf.extend_from_slice(&d.to_le_bytes());
         }
     }
 }
@@ -348,7 +344,7 @@ mod tests {
             span_id: [n; 8],
             sampled: true,
         };
-        SpanData::new(ids, None, "x", 0)
+        SpanData::new(ids, None, "x", 0, 0)
     }
 
     #[test]

@@ -1,27 +1,34 @@
 //! Logging (JSON or human-readable lines on stdout, filtered by `RUST_LOG`) and, when
-//! `telemetry.otlp_endpoint` is set, traces: this crate's spans become OpenTelemetry spans
-//! (`spans`) exported over OTLP/HTTP (protobuf) in batches from a thread of their own (`export`):
-//! a collector that is down or slow never slows a request (spans are dropped).
+//! `telemetry.otlp_endpoint` is set, traces: each request's server span and its database and
+//! hashing spans (`context`, `spans`) exported over OTLP/HTTP (protobuf) in batches from a thread
+//! of their own (`export`): a collector that is down or slow never slows a request (spans are
+//! dropped).
 
+mod context;
 mod export;
 mod spans;
 #[cfg(test)]
 mod tests;
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use axum::extract::{MatchedPath, Request};
+use axum::http::Response;
 use axum::http::{HeaderMap, HeaderValue};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
-use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter, Targets};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::TelemetrySettings;
+use context::Tracer;
+pub use context::{child_span, db_span, OpenSpan};
 use export::Batching;
 use spans::{Ids, Sampler};
 
@@ -29,6 +36,9 @@ const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
 
 /// Whether log lines can show a request span's fields (the log filter lets `info` spans through).
 static LOGS_SHOW_REQUEST_SPANS: AtomicBool = AtomicBool::new(true);
+
+/// Set when traces are exported (the first `init` with an endpoint wins).
+static TRACER: OnceLock<Tracer> = OnceLock::new();
 
 /// Sends the queued spans when dropped (at shutdown).
 pub struct Guard {
@@ -56,30 +66,14 @@ pub fn init(json: bool, traces: &TelemetrySettings) -> Guard {
     } else {
         tracing_subscriber::fmt::layer().with_filter(filter).boxed()
     };
-    let exporting = exporter(traces);
-    // the trace layer sees this crate's spans down to debug (database work, hashing) whatever the
-    // log filter says, and nothing of the libraries (sqlx's per-query spans would double the
-    // cost); no log event becomes a span event (each request's `info` line would repeat its
-    // status on every server span)
-    let otel = exporting.as_ref().map(|(_, queue)| {
-        spans::SpanLayer::new(queue.clone(), Sampler::new(traces.sample_ratio)).with_filter(
-            Targets::new()
-                .with_target("users_service", LevelFilter::DEBUG)
-                .and(
-                    filter_fn(|meta| meta.is_span())
-                        // without a hint the whole subscriber's would be `trace`, and every
-                        // library's `log::trace!` would build its record
-                        .with_max_level_hint(LevelFilter::DEBUG),
-                ),
-        )
-    });
     // A second init (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(fmt).try_init();
+    let exporter = exporter(traces).map(|(exporter, queue)| {
+        let _ = TRACER.set(Tracer::new(queue, Sampler::new(traces.sample_ratio)));
+        exporter
+    });
     Guard {
-        _exporter: exporting.map(|(exporter, _)| exporter),
+        _exporter: exporter,
     }
 }
 
@@ -113,44 +107,104 @@ impl Extractor for HeaderReader<'_> {
     }
 }
 
-/// Continues an incoming W3C `traceparent` in `span`, and records the span's trace and span ids as
-/// its `trace_id` / `span_id` fields so log lines inside carry them (when the log filter shows
-/// request spans at all: otherwise they would only repeat, as attributes, the span's own ids).
-pub fn continue_trace(span: &Span, headers: &HeaderMap) {
-    let remote = headers
-        .contains_key("traceparent")
-        .then(|| {
-            let parent = TraceContextPropagator::new().extract(&HeaderReader(headers));
-            let context = parent.span().span_context().clone();
-            context.is_valid().then(|| Ids {
-                trace_id: context.trace_id().to_bytes(),
-                span_id: context.span_id().to_bytes(),
-                sampled: context.is_sampled(),
-            })
-        })
-        .flatten();
-    let ids = spans::with_data(span, |data| {
-        if let Some(remote) = remote {
-            data.continue_from(remote);
+/// The layer that gives each request its server span: `<METHOD> <route template>`, continuing
+/// the caller's W3C `traceparent`, with the method, the route and the status. It goes inside the
+/// `tracing` request span, whose `trace_id` / `span_id` fields it sets so log lines carry them
+/// (when the log filter shows request spans at all). `None` when traces are off.
+pub fn trace_requests() -> Option<TraceRequestsLayer> {
+    TRACER.get().map(|tracer| TraceRequestsLayer { tracer })
+}
+
+#[derive(Clone, Copy)]
+pub struct TraceRequestsLayer {
+    tracer: &'static Tracer,
+}
+
+impl<S> tower::Layer<S> for TraceRequestsLayer {
+    type Service = TraceRequests<S>;
+
+    fn layer(&self, inner: S) -> TraceRequests<S> {
+        TraceRequests {
+            inner,
+            tracer: self.tracer,
         }
-        data.ids
-    });
-    if let Some(ids) = ids.filter(|_| LOGS_SHOW_REQUEST_SPANS.load(Ordering::Relaxed)) {
-        span.record(
-            "trace_id",
-            tracing::field::display(TraceId::from_bytes(ids.trace_id)),
-        );
-        span.record(
-            "span_id",
-            tracing::field::display(SpanId::from_bytes(ids.span_id)),
-        );
     }
 }
 
-/// The current trace as a `traceparent` header for an outgoing call (none when traces are off).
+/// `TraceRequestsLayer`'s service (a tower service of its own, not `from_fn`: that clones the
+/// inner service and boxes its future for every request).
+#[derive(Clone)]
+pub struct TraceRequests<S> {
+    inner: S,
+    tracer: &'static Tracer,
+}
+
+impl<S, B> tower::Service<Request> for TraceRequests<S>
+where
+    S: tower::Service<Request, Response = Response<B>>,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = context::InRequest<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        let span =
+            self.tracer
+                .server_span(remote_parent(req.headers()), req.method().as_str(), route);
+        if let Some(ids) = span
+            .ids()
+            .filter(|_| LOGS_SHOW_REQUEST_SPANS.load(Ordering::Relaxed))
+        {
+            let logged = Span::current();
+            logged.record(
+                "trace_id",
+                tracing::field::display(TraceId::from_bytes(ids.trace_id)),
+            );
+            logged.record(
+                "span_id",
+                tracing::field::display(SpanId::from_bytes(ids.span_id)),
+            );
+        }
+        context::in_request(span, self.inner.call(req))
+    }
+}
+
+/// The caller's span, from a valid W3C `traceparent` (anything else starts a trace of our own).
+fn remote_parent(headers: &HeaderMap) -> Option<Ids> {
+    if !headers.contains_key("traceparent") {
+        return None;
+    }
+    let parent = TraceContextPropagator::new().extract(&HeaderReader(headers));
+    let context = parent.span().span_context().clone();
+    context.is_valid().then(|| Ids {
+        trace_id: context.trace_id().to_bytes(),
+        span_id: context.span_id().to_bytes(),
+        sampled: context.is_sampled(),
+    })
+}
+
+/// Records a field of the request: on its log span, and as an attribute of its server span.
+pub fn record_request_field(key: &'static str, value: impl fmt::Display) {
+    Span::current().record(key, tracing::field::display(&value));
+    context::annotate(key, value);
+}
+
+/// The current trace as a `traceparent` header for an outgoing call (none outside a traced
+/// request).
 pub fn trace_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let traceparent = spans::with_data(&Span::current(), |data| data.ids).and_then(|ids| {
+    let traceparent = context::current().and_then(|ids| {
         HeaderValue::try_from(format!(
             "00-{}-{}-{:02x}",
             TraceId::from_bytes(ids.trace_id),

@@ -1,28 +1,16 @@
-//! The layer that turns this crate's `tracing` spans into OpenTelemetry spans: each span gets its
-//! ids when it opens (a child inherits its parent's trace and sampling decision; a root is sampled
-//! by its trace id at `telemetry.sample_ratio`), keeps the fields its code records as attributes,
-//! and is handed to the exporter's queue when it closes. Nothing else runs on the request path: no
-//! span builder, no context switch on enter and exit, no per-span channel send.
-//! (tracing-opentelemetry with the OpenTelemetry SDK took a quarter of GET me's rate doing this;
-//! bench/PROFILE.md.)
+//! A span as the exporter sends it: its ids (a child inherits its parent's trace and sampling
+//! decision; a root is sampled by its trace id at `telemetry.sample_ratio`), its name, its times
+//! and its attributes. Spans are made by `context` for a request, its database work and its
+//! hashing, not by `tracing`: tracing-subscriber's registry making two spans per request cost
+//! more than five per cent of GET me (bench/PROFILE.md).
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::ops::Range;
-use std::sync::Arc;
 use std::time::SystemTime;
-
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::Subscriber;
-use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::{LookupSpan, Registry};
-use tracing_subscriber::Layer;
 
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
-
-use super::export::Queue;
 
 /// Where a span sits in its trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,26 +20,26 @@ pub struct Ids {
     pub sampled: bool,
 }
 
-/// An attribute's value, as OTLP types it; a string is a range of its span's `text`.
+/// An attribute's value, as OTLP types it; a string is a range of its span's `text`, or a
+/// constant.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+enum Value {
     Str(Range<usize>),
+    Static(&'static str),
     Int(i64),
-    Double(f64),
-    Bool(bool),
 }
 
-/// One span, from its opening to its closing. Every string it records (its name when the code
-/// sets `otel.name`, its attributes) is written into one buffer: a request span is one
-/// allocation of text, not one per field.
+/// One span, from its opening to its closing. Every string it records (its name when it is not a
+/// constant, its attributes) is written into one buffer: a request span is one allocation of
+/// text, not one per field.
 #[derive(Debug)]
 pub struct SpanData {
     pub ids: Ids,
     pub parent: Option<[u8; 8]>,
-    /// the span's own name, unless the code sets `otel.name`
+    /// the span's name, unless `set_name` wrote one into `text`
     static_name: &'static str,
     name: Option<Range<usize>>,
-    /// `otel.kind = "server"`; every other span is internal
+    /// a request's own span (kind server); every other span is internal
     pub server: bool,
     pub start: SystemTime,
     pub end: SystemTime,
@@ -60,7 +48,14 @@ pub struct SpanData {
 }
 
 impl SpanData {
-    pub fn new(ids: Ids, parent: Option<[u8; 8]>, name: &'static str, fields: usize) -> Self {
+    /// A span opened now, with room for `fields` attributes and `text` bytes of their strings.
+    pub fn new(
+        ids: Ids,
+        parent: Option<[u8; 8]>,
+        name: &'static str,
+        fields: usize,
+        text: usize,
+    ) -> Self {
         let start = SystemTime::now();
         Self {
             ids,
@@ -70,17 +65,9 @@ impl SpanData {
             server: false,
             start,
             end: start,
-            text: String::with_capacity(if fields > 0 { 128 } else { 0 }),
+            text: String::with_capacity(text),
             attributes: Vec::with_capacity(fields),
         }
-    }
-
-    /// A caller's trace (an incoming `traceparent`) continued: the span takes its trace id, its
-    /// span as parent, and its sampling decision (parent-based).
-    pub fn continue_from(&mut self, remote: Ids) {
-        self.ids.trace_id = remote.trace_id;
-        self.ids.sampled = remote.sampled;
-        self.parent = Some(remote.span_id);
     }
 
     pub fn name(&self) -> &str {
@@ -94,9 +81,8 @@ impl SpanData {
         self.attributes.iter().map(|(key, value)| {
             let value = match value {
                 Value::Str(range) => AttributeRef::Str(&self.text[range.clone()]),
+                Value::Static(s) => AttributeRef::Str(s),
                 Value::Int(i) => AttributeRef::Int(*i),
-                Value::Double(d) => AttributeRef::Double(*d),
-                Value::Bool(b) => AttributeRef::Bool(*b),
             };
             (*key, value)
         })
@@ -109,24 +95,31 @@ impl SpanData {
         }
     }
 
-    /// Writes a string field's value into `text` and files it by the field's name.
-    fn record_text(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
-        let key = field.name();
-        // the span's own ids, recorded for log lines: not attributes
-        if key == "trace_id" || key == "span_id" {
-            return;
-        }
+    /// Sets the span's name (`<METHOD> <route>` for a server span).
+    pub fn set_name(&mut self, name: fmt::Arguments<'_>) {
         let start = self.text.len();
-        write(&mut self.text);
-        let range = start..self.text.len();
-        match key {
-            "otel.name" => self.name = Some(range),
-            "otel.kind" => {
-                self.server = &self.text[range] == "server";
-                self.text.truncate(start);
-            }
-            key => self.set(key, Value::Str(range)),
-        }
+        let _ = self.text.write_fmt(name);
+        self.name = Some(start..self.text.len());
+    }
+
+    pub fn set_static(&mut self, key: &'static str, value: &'static str) {
+        self.set(key, Value::Static(value));
+    }
+
+    pub fn set_str(&mut self, key: &'static str, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(value);
+        self.set(key, Value::Str(start..self.text.len()));
+    }
+
+    pub fn set_display(&mut self, key: &'static str, value: impl fmt::Display) {
+        let start = self.text.len();
+        let _ = write!(self.text, "{value}");
+        self.set(key, Value::Str(start..self.text.len()));
+    }
+
+    pub fn set_int(&mut self, key: &'static str, value: i64) {
+        self.set(key, Value::Int(value));
     }
 }
 
@@ -135,41 +128,6 @@ impl SpanData {
 pub enum AttributeRef<'a> {
     Str(&'a str),
     Int(i64),
-    Double(f64),
-    Bool(bool),
-}
-
-impl Visit for SpanData {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.record_text(field, |text| text.push_str(value));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record_text(field, |text| {
-            let _ = write!(text, "{value:?}");
-        });
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.set(field.name(), Value::Int(value));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        match i64::try_from(value) {
-            Ok(v) => self.set(field.name(), Value::Int(v)),
-            Err(_) => self.record_text(field, |text| {
-                let _ = write!(text, "{value}");
-            }),
-        }
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.set(field.name(), Value::Double(value));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.set(field.name(), Value::Bool(value));
-    }
 }
 
 /// The OpenTelemetry SDK's `TraceIdRatioBased` rule, so a trace's fate is the same in every
@@ -201,7 +159,7 @@ thread_local! {
     static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_entropy());
 }
 
-fn new_id<const N: usize>() -> [u8; N] {
+pub fn new_id<const N: usize>() -> [u8; N] {
     IDS.with(|rng| {
         let mut rng = rng.borrow_mut();
         let mut id = [0u8; N];
@@ -210,84 +168,6 @@ fn new_id<const N: usize>() -> [u8; N] {
         }
         id
     })
-}
-
-pub struct SpanLayer {
-    queue: Arc<Queue>,
-    sampler: Sampler,
-}
-
-impl SpanLayer {
-    pub fn new(queue: Arc<Queue>, sampler: Sampler) -> Self {
-        Self { queue, sampler }
-    }
-}
-
-impl<S> Layer<S> for SpanLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        // the nearest enclosing span this layer sees (its filter's view of the tree)
-        let parent = span
-            .parent()
-            .and_then(|p| p.extensions().get::<SpanData>().map(|d| d.ids));
-        let span_id = new_id::<8>();
-        let ids = match parent {
-            Some(p) => Ids { span_id, ..p },
-            None => {
-                let trace_id = new_id::<16>();
-                Ids {
-                    trace_id,
-                    span_id,
-                    sampled: self.sampler.keeps(&trace_id),
-                }
-            }
-        };
-        let mut data = SpanData::new(
-            ids,
-            parent.map(|p| p.span_id),
-            attrs.metadata().name(),
-            attrs.fields().len(),
-        );
-        attrs.record(&mut data);
-        span.extensions_mut().insert(data);
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
-                values.record(data);
-            }
-        }
-    }
-
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else {
-            return;
-        };
-        let Some(mut data) = span.extensions_mut().remove::<SpanData>() else {
-            return;
-        };
-        if data.ids.sampled {
-            data.end = SystemTime::now();
-            self.queue.push(data);
-        }
-    }
-}
-
-/// Runs `f` on `span`'s trace data: `None` when traces are off or this layer does not see `span`.
-pub fn with_data<T>(span: &tracing::Span, f: impl FnOnce(&mut SpanData) -> T) -> Option<T> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let span = registry.span(id)?;
-        let mut extensions = span.extensions_mut();
-        extensions.get_mut::<SpanData>().map(f)
-    })
-    .flatten()
 }
 
 #[cfg(test)]

@@ -1,20 +1,28 @@
-//! The span layer and the exporter together: spans made with `tracing` under the layer, encoded
-//! as the exporter sends them, decoded with the generated OTLP types as a collector would.
+//! Request traces and the exporter together: spans made as a request makes them (its server span,
+//! database and hashing children), encoded as the exporter sends them, decoded with the generated
+//! OTLP types as a collector would.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use prost::Message;
-use tracing_subscriber::layer::SubscriberExt;
 
+use super::context::{self, Tracer};
 use super::export::{encode, Batching, Queue};
-use super::spans::{with_data, Ids, Sampler, SpanLayer};
+use super::spans::{Ids, Sampler};
 
-/// Spans opened and closed under the layer, as a collector decodes them.
-fn exported(ratio: f64, work: impl FnOnce()) -> ExportTraceServiceRequest {
+/// The spans of one request served by `work` (continuing `remote`), as a collector decodes them.
+fn exported<F: Future<Output = ()>>(
+    ratio: f64,
+    remote: Option<Ids>,
+    work: F,
+) -> ExportTraceServiceRequest {
     let queue = Arc::new(Queue::new(
         Batching {
             max_queue: 64,
@@ -24,58 +32,54 @@ fn exported(ratio: f64, work: impl FnOnce()) -> ExportTraceServiceRequest {
         },
         1,
     ));
-    let subscriber =
-        tracing_subscriber::registry().with(SpanLayer::new(queue.clone(), Sampler::new(ratio)));
-    tracing::subscriber::with_default(subscriber, work);
+    let tracer: &'static Tracer =
+        Box::leak(Box::new(Tracer::new(queue.clone(), Sampler::new(ratio))));
+    let server = tracer.server_span(remote, "GET", "/api/v1/private/users/me");
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(context::in_request(server, async move {
+            work.await;
+            Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+        }))
+        .unwrap();
     let mut spans = Vec::new();
     queue.take(&mut spans);
     ExportTraceServiceRequest::decode(encode("users-test", &spans).as_slice())
         .expect("a valid OTLP request")
 }
 
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<Any> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone())
+        .and_then(|v| v.value)
+}
+
+fn text(value: &str) -> Option<Any> {
+    Some(Any::StringValue(value.into()))
+}
+
 #[test]
 fn spans_leave_as_otlp_with_their_names_attributes_and_parents() {
-    let request = exported(1.0, || {
-        let server = tracing::info_span!(
-            "request",
-            otel.name = "GET /api/v1/private/users/me",
-            otel.kind = "server",
-            http.route = "/api/v1/private/users/me",
-            http.response.status_code = tracing::field::Empty,
-            user_id = tracing::field::Empty,
-            trace_id = "not an attribute",
-        );
-        let _entered = server.enter();
-        server.record("http.response.status_code", 200u16);
-        server.record("user_id", tracing::field::display("u-1"));
-        tracing::debug_span!(
-            "read",
-            db.system = "postgresql",
-            rows = -1i64,
-            hit = true,
-            share = 0.5
-        )
-        .in_scope(|| {});
+    let request = exported(1.0, None, async {
+        context::annotate("user_id", "u-1");
+        context::db_span("read", async {
+            context::db_span("find", async {}).await;
+        })
+        .await;
+        drop(context::child_span("password.verify"));
     });
     let resource = &request.resource_spans[0];
     let service = &resource.resource.as_ref().unwrap().attributes[0];
     assert_eq!(service.key, "service.name");
-    assert_eq!(
-        service.value.as_ref().unwrap().value,
-        Some(Any::StringValue("users-test".into()))
-    );
+    assert_eq!(service.value.as_ref().unwrap().value, text("users-test"));
     let scope = &resource.scope_spans[0];
     assert_eq!(scope.scope.as_ref().unwrap().name, "users-service");
-    // the child closes first
-    let [read, server] = &scope.spans[..] else {
-        panic!("two spans: {:?}", scope.spans);
-    };
-    let attribute = |span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str| {
-        span.attributes
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| kv.value.clone())
-            .and_then(|v| v.value)
+    // each leaves when it ends: the innermost first, the server span last
+    let [find, read, verify, server] = &scope.spans[..] else {
+        panic!("four spans: {:?}", scope.spans);
     };
     assert_eq!(server.name, "GET /api/v1/private/users/me");
     assert_eq!(server.kind, 2, "server");
@@ -83,69 +87,77 @@ fn spans_leave_as_otlp_with_their_names_attributes_and_parents() {
     assert_eq!(server.flags, 1, "sampled");
     assert!(server.end_time_unix_nano >= server.start_time_unix_nano);
     assert!(server.start_time_unix_nano > 0);
+    assert_eq!(attribute(server, "http.request.method"), text("GET"));
     assert_eq!(
         attribute(server, "http.route"),
-        Some(Any::StringValue("/api/v1/private/users/me".into()))
+        text("/api/v1/private/users/me")
     );
     assert_eq!(
         attribute(server, "http.response.status_code"),
         Some(Any::IntValue(200))
     );
-    assert_eq!(
-        attribute(server, "user_id"),
-        Some(Any::StringValue("u-1".into()))
-    );
-    for hidden in ["otel.name", "otel.kind", "trace_id"] {
-        assert_eq!(attribute(server, hidden), None, "{hidden}");
-    }
-    assert_eq!(read.name, "read");
-    assert_eq!(read.kind, 1, "internal");
-    assert_eq!(read.trace_id, server.trace_id);
-    assert_eq!(read.parent_span_id, server.span_id);
-    assert_ne!(read.span_id, server.span_id);
-    assert_eq!(
-        attribute(read, "db.system"),
-        Some(Any::StringValue("postgresql".into()))
-    );
-    assert_eq!(attribute(read, "rows"), Some(Any::IntValue(-1)));
-    assert_eq!(attribute(read, "hit"), Some(Any::BoolValue(true)));
-    assert_eq!(attribute(read, "share"), Some(Any::DoubleValue(0.5)));
+    assert_eq!(attribute(server, "user_id"), text("u-1"));
+    assert_eq!(server.attributes.len(), 4, "{:?}", server.attributes);
     assert_eq!(server.trace_id.len(), 16);
     assert_eq!(server.span_id.len(), 8);
+    for (span, name, parent) in [(read, "read", server), (find, "find", read)] {
+        assert_eq!(span.name, name);
+        assert_eq!(span.kind, 1, "internal");
+        assert_eq!(span.trace_id, server.trace_id);
+        assert_eq!(span.parent_span_id, parent.span_id, "{name}");
+        assert_eq!(attribute(span, "db.system"), text("postgresql"));
+        assert!(span.start_time_unix_nano >= parent.start_time_unix_nano);
+        assert!(span.end_time_unix_nano <= parent.end_time_unix_nano);
+    }
+    assert_ne!(read.span_id, server.span_id);
+    assert_ne!(find.span_id, read.span_id);
+    // the database span had ended: the hash is the server span's child again
+    assert_eq!(verify.name, "password.verify");
+    assert_eq!(verify.parent_span_id, server.span_id);
+    assert!(verify.attributes.is_empty());
 }
 
 #[test]
 fn a_callers_trace_is_continued_and_an_unsampled_one_is_not_exported() {
-    let remote = |sampled| Ids {
-        trace_id: [7; 16],
-        span_id: [9; 8],
-        sampled,
+    let remote = |sampled| {
+        Some(Ids {
+            trace_id: [7; 16],
+            span_id: [9; 8],
+            sampled,
+        })
     };
-    let request = exported(0.0, || {
-        let span = tracing::info_span!("request");
-        with_data(&span, |data| data.continue_from(remote(true)));
-        span.in_scope(|| tracing::debug_span!("password.verify").in_scope(|| {}));
-    });
+    let work = || async { drop(context::child_span("password.verify")) };
+    let request = exported(0.0, remote(true), work());
     let spans = &request.resource_spans[0].scope_spans[0].spans;
     assert_eq!(spans.len(), 2, "the caller's decision wins over the ratio");
     assert!(spans.iter().all(|s| s.trace_id == [7; 16]));
     assert_eq!(spans[1].parent_span_id, [9; 8]);
     assert_eq!(spans[0].parent_span_id, spans[1].span_id);
 
-    let request = exported(1.0, || {
-        let span = tracing::info_span!("request");
-        with_data(&span, |data| data.continue_from(remote(false)));
-        span.in_scope(|| tracing::debug_span!("password.verify").in_scope(|| {}));
-    });
+    let request = exported(1.0, remote(false), work());
     assert!(request.resource_spans[0].scope_spans[0].spans.is_empty());
     // nothing recorded at a ratio of 0 without a caller
-    let request = exported(0.0, || tracing::info_span!("request").in_scope(|| {}));
+    let request = exported(0.0, None, work());
     assert!(request.resource_spans[0].scope_spans[0].spans.is_empty());
 }
 
 #[test]
 fn a_traceparent_that_is_not_valid_starts_a_trace_of_our_own() {
     let theirs = "0af7651916cd43dd8448eb211c80319c";
+    let parent = |value: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::try_from(value).unwrap());
+        super::remote_parent(&headers)
+    };
+    assert_eq!(
+        parent(&format!("00-{theirs}-b7ad6b7169203331-01")),
+        Some(Ids {
+            trace_id: hex::decode(theirs).unwrap().try_into().unwrap(),
+            span_id: hex::decode("b7ad6b7169203331").unwrap().try_into().unwrap(),
+            sampled: true,
+        })
+    );
+    assert_eq!(super::remote_parent(&HeaderMap::new()), None);
     for bad in [
         "garbage".to_owned(),
         format!("00-{theirs}-b7ad6b7169203331"),
@@ -153,35 +165,35 @@ fn a_traceparent_that_is_not_valid_starts_a_trace_of_our_own() {
         format!("00-{theirs}-0000000000000000-01"),
         format!("ff-{theirs}-b7ad6b7169203331-01"),
     ] {
-        let mut headers = HeaderMap::new();
-        headers.insert("traceparent", HeaderValue::try_from(&bad).unwrap());
-        let request = exported(1.0, || {
-            let span = tracing::info_span!("request");
-            super::continue_trace(&span, &headers);
-        });
-        let spans = &request.resource_spans[0].scope_spans[0].spans;
-        assert_eq!(spans.len(), 1, "{bad}");
-        assert!(spans[0].parent_span_id.is_empty(), "{bad}");
-        assert_ne!(hex::encode(&spans[0].trace_id), theirs, "{bad}");
-        assert_ne!(spans[0].trace_id, [0; 16], "{bad}");
+        assert_eq!(parent(&bad), None, "{bad}");
     }
+    let request = exported(1.0, parent("garbage"), async {});
+    let spans = &request.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(spans.len(), 1);
+    assert!(spans[0].parent_span_id.is_empty());
+    assert_ne!(spans[0].trace_id, [0; 16]);
 }
 
 #[test]
 fn an_outgoing_call_names_the_current_span_and_none_outside_a_trace() {
-    let mut sent = None;
-    let request = exported(1.0, || {
-        tracing::info_span!("request").in_scope(|| sent = Some(super::trace_headers()));
+    let mut sent = Vec::new();
+    let request = exported(1.0, None, async {
+        sent.push(super::trace_headers());
+        context::db_span("read", async { sent.push(super::trace_headers()) }).await;
     });
-    let span = &request.resource_spans[0].scope_spans[0].spans[0];
-    let sent = sent.unwrap();
-    assert_eq!(
-        sent["traceparent"],
-        format!(
-            "00-{}-{}-01",
-            hex::encode(&span.trace_id),
-            hex::encode(&span.span_id)
-        )
-    );
-    assert!(super::trace_headers().is_empty(), "no span, no header");
+    let spans = &request.resource_spans[0].scope_spans[0].spans;
+    let [read, server] = &spans[..] else {
+        panic!("two spans: {spans:?}");
+    };
+    for (headers, span) in sent.iter().zip([server, read]) {
+        assert_eq!(
+            headers["traceparent"],
+            format!(
+                "00-{}-{}-01",
+                hex::encode(&span.trace_id),
+                hex::encode(&span.span_id)
+            )
+        );
+    }
+    assert!(super::trace_headers().is_empty(), "no request, no header");
 }
