@@ -28,11 +28,13 @@ SAMPLER=""
 SINK=""
 OTLP=""
 PGBOUNCER_PID=""
+EXTRA_PIDS=""
 cleanup() {
   [ -n "$PGBOUNCER_PID" ] && kill "$(cat "$PGBOUNCER_PID")" 2>/dev/null || true
   [ -n "$OTLP" ] && kill "$OTLP" 2>/dev/null || true
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
   [ -n "$SINK" ] && kill "$SINK" 2>/dev/null || true
+  for pid in $EXTRA_PIDS; do kill "$pid" 2>/dev/null || true; done
   [ -n "$SVC" ] && kill "$SVC" 2>/dev/null && wait "$SVC" 2>/dev/null || true
   psql -q "$PGURL/postgres" -c "drop database if exists $DB with (force)" >/dev/null 2>&1 || true
   psql -q "$PGURL/postgres" -c "drop database if exists $PGB with (force)" >/dev/null 2>&1 || true
@@ -232,46 +234,59 @@ restart_with() {
   start_sampler
 }
 # The rate of this VM drifts by a fifth from one minute to the next, more than the 5 % these rows
-# are judged by; so the four modes take turns, ROUNDS times, each ratio is taken within its round
-# and the median of the rounds is reported, beside the service's CPU per request from /proc.
-ROUNDS=${ROUNDS:-3}
-ROUND_SECS=${ROUND_SECS:-8}
-echo "== GET me plain, with /metrics scraped every second, with traces exported and with the collector down: $ROUNDS rounds of ${ROUND_SECS} s each"
+# are judged by. So the four modes run side by side, one instance each on the same database —
+# plain (the service above), /metrics scraped every second, traces exported to a local sink,
+# traces sent to a collector that is down — and wrk drives them in turns of SLICE_SECS each,
+# SLICES times, the order reversed every other turn; each ratio is taken within its turn and the
+# median of the turns is reported, beside each instance's CPU per request from /proc.
+SLICES=${SLICES:-12}
+SLICE_SECS=${SLICE_SECS:-4}
+echo "== GET me plain, with /metrics scraped every second, with traces exported and with the collector down: $SLICES turns of ${SLICE_SECS} s each, side by side"
 OTLP_PORT=$((PORT + 2))
 DOWN_PORT=$((PORT + 3))
 target/release/examples/otlp_sink "$OTLP_PORT" > "$OUT/otlp_sink.txt" &
 OTLP=$!
-: > "$OUT/rounds.txt"
-svc_ticks() { awk '{print $14 + $15}' "/proc/$SVC/stat"; }
-# one run of a round: "MODE ROUND req/s service-ticks requests" into rounds.txt
-round_run() {
-  local t0; t0=$(svc_ticks)
-  wrk -t2 -c32 -d"${ROUND_SECS}s" -s bench/lua/me_many.lua "$BASE" > "$OUT/round.txt" 2>&1 || true
-  echo "$1 $2 $(awk '/Requests\/sec/ {print $2}' "$OUT/round.txt") $(( $(svc_ticks) - t0 )) $(awk '/requests in/ {print $1}' "$OUT/round.txt")" >> "$OUT/rounds.txt"
+declare -A MODE_PID MODE_URL
+MODE_PID[plain]=$SVC; MODE_URL[plain]=$BASE
+# start_mode MODE PORT [VAR=value...]: another instance of the service, on PORT
+start_mode() {
+  local mode=$1 port=$2; shift 2
+  env USERS__SERVER__LISTEN=127.0.0.1:$port "$@" "$BIN" >> "$OUT/service.$mode.log" 2>&1 &
+  MODE_PID[$mode]=$!; MODE_URL[$mode]=http://127.0.0.1:$port
+  EXTRA_PIDS="$EXTRA_PIDS $!"
+  until curl -fs "${MODE_URL[$mode]}/health/ready" >/dev/null 2>&1; do sleep 0.05; done
 }
-warm() { wrk -t2 -c32 -d2s -s bench/lua/me_many.lua "$BASE" >/dev/null 2>&1 || true; }
+start_mode scraped $((PORT + 4))
+start_mode traced $((PORT + 5)) USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT
+# nothing listens on DOWN_PORT
+start_mode down $((PORT + 6)) USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$DOWN_PORT
+( while true; do curl -fs "${MODE_URL[scraped]}/metrics" >/dev/null; sleep 1; done ) &
+SCRAPER=$!
+: > "$OUT/rounds.txt"
+ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# one turn of a mode: "MODE TURN req/s service-ticks requests" into rounds.txt
+slice_run() {
+  local t0; t0=$(ticks_of "${MODE_PID[$1]}")
+  wrk -t2 -c32 -d"${SLICE_SECS}s" -s bench/lua/me_many.lua "${MODE_URL[$1]}" > "$OUT/round.txt" 2>&1 || true
+  echo "$1 $2 $(awk '/Requests\/sec/ {print $2}' "$OUT/round.txt") $(( $(ticks_of "${MODE_PID[$1]}") - t0 )) $(awk '/requests in/ {print $1}' "$OUT/round.txt")" >> "$OUT/rounds.txt"
+}
 export HEADER=Authorization
-for r in $(seq 1 "$ROUNDS"); do
-  restart_with; warm
-  round_run plain "$r"
-  ( while true; do curl -fs "$BASE/metrics" >/dev/null; sleep 1; done ) &
-  SCRAPER=$!
-  round_run scraped "$r"
-  kill "$SCRAPER" 2>/dev/null || true
-  restart_with USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT; warm
-  round_run traced "$r"
-  # nothing listens on DOWN_PORT
-  restart_with USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$DOWN_PORT; warm
-  round_run down "$r"
-  awk -v r="$r" '$2 == r { printf "   round %s: %s %.0f req/s, %.1f µs/req;", r, $1, $3, $4 * 10000 / $5 } END { print "" }' "$OUT/rounds.txt"
+MODES="plain scraped traced down"
+for m in $MODES; do wrk -t2 -c32 -d2s -s bench/lua/me_many.lua "${MODE_URL[$m]}" >/dev/null 2>&1 || true; done
+for r in $(seq 1 "$SLICES"); do
+  order=$MODES
+  [ $((r % 2)) = 0 ] && order=$(echo "$MODES" | tr ' ' '\n' | tac | paste -sd' ')
+  for m in $order; do slice_run "$m" "$r"; done
 done
+awk '{ n[$1] += $5; t[$1] += $4 } END { for (m in n) printf "   %s: %.1f µs/req;", m, t[m] * 10000 / n[m]; print "" }' "$OUT/rounds.txt"
+kill "$SCRAPER" 2>/dev/null || true
+for m in scraped traced down; do kill "${MODE_PID[$m]}" 2>/dev/null && wait "${MODE_PID[$m]}" 2>/dev/null || true; done
+EXTRA_PIDS=""
 unset HEADER
 # the sink prints what it received when it stops (within 5 s, or it is killed)
 kill "$OTLP" 2>/dev/null || true
 for _ in $(seq 1 50); do kill -0 "$OTLP" 2>/dev/null || break; sleep 0.1; done
 kill -9 "$OTLP" 2>/dev/null || true; OTLP=""
-restart_with
-warm
 HEADER=Authorization run get_me_plain_again -t2 -c32 -d"${DURATION}s" -s bench/lua/me_many.lua "$BASE"
 
 echo "== events: the relay against a plain publisher-confirms loop; requests with publishing on and off"
@@ -424,11 +439,11 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "| sign_up/s ÷ hash/s, fresh buffer (mean: $FRESH_SIGNUP) | $(ratio "$SIGNUP_RPS" "$FRESH_SIGNUP") |"
   echo "| sign_up/s ÷ hash/s, reused buffer (mean: $REUSED_SIGNUP) | $(ratio "$SIGNUP_RPS" "$REUSED_SIGNUP") |"
   echo "| GET me/s (Bearer) ÷ pgbench TPS (mean: $PGTPS) | $(ratio "$ME_RPS" "$PGTPS") |"
-  echo "| GET me with /metrics scraped each second ÷ plain GET me, median of $ROUNDS alternating rounds (each round's) | $(round_ratio scraped) |"
+  echo "| GET me with /metrics scraped each second ÷ plain GET me, side by side: median of $SLICES turns of ${SLICE_SECS} s (each turn's, sorted) | $(round_ratio scraped) |"
   echo "| GET me with traces exported ÷ plain GET me, the same | $(round_ratio traced) |"
   echo "| what the local OTLP sink received in those rounds: exports, body bytes | $(sed -n 's/^OTLP_EXPORTS=\([0-9]*\) OTLP_BYTES=\([0-9]*\)/\1, \2/p' "$OUT/otlp_sink.txt") |"
   echo "| GET me with the trace collector down ÷ plain GET me, the same | $(round_ratio down) |"
-  echo "| service CPU per GET me, µs, median of the rounds: plain, scraped, traced, collector down | $(round_cpu plain), $(round_cpu scraped), $(round_cpu traced), $(round_cpu down) |"
+  echo "| service CPU per GET me, µs, median of the turns: plain, scraped, traced, collector down | $(round_cpu plain), $(round_cpu scraped), $(round_cpu traced), $(round_cpu down) |"
   QMEAN=$(mean "$Q1" "$Q2")
   echo "| RabbitMQ publisher-confirms loop, messages/s (1 000 in flight, persistent, a stored queue bound): before and after the relay | $Q1, $Q2 |"
   echo "| relay: 20 000 unpublished events until all acknowledged, events/s ÷ that ceiling (mean: $QMEAN) | $RELAY_RATE ÷ $QMEAN = $(ratio "$RELAY_RATE" "$QMEAN") |"
