@@ -377,6 +377,63 @@ mod tests {
         assert!(closing, "closing wakes the exporter with what is left");
     }
 
+    /// A collector answering 503 to every POST, counting them.
+    fn failing_collector() -> (String, Arc<AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let posts = Arc::new(AtomicUsize::new(0));
+        let counted = posts.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let _ = reader.read_exact(&mut vec![0; length]);
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                );
+            }
+        });
+        (url, posts)
+    }
+
+    #[test]
+    fn a_failing_collector_is_tried_once_per_delay_and_the_rest_dropped() {
+        let (url, posts) = failing_collector();
+        let queue = Arc::new(Queue::new(
+            Batching {
+                max_queue: 64,
+                max_batch: 1,
+                delay: Duration::from_secs(3600),
+                timeout: Duration::from_secs(5),
+            },
+            1,
+        ));
+        let exporter = Exporter::start(queue.clone(), url, "users-test".into()).unwrap();
+        queue.push(closed(1));
+        let waited = Instant::now();
+        while posts.load(Ordering::SeqCst) == 0 {
+            assert!(waited.elapsed() < Duration::from_secs(10), "no POST came");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // each of these is a full batch, taken at once, and dropped: the next try is an hour away
+        for n in 2..6 {
+            queue.push(closed(n));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(queue.queued(), 0, "the batches were taken");
+        drop(exporter);
+        assert_eq!(posts.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn the_variables_set_the_batches_and_a_batch_never_exceeds_the_queue() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
