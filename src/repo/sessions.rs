@@ -103,9 +103,9 @@ pub async fn find_for_update(
 /// planning then costs more than the query; `in ($1, …)` keeps its plan but rebuilds the list
 /// for every row when the table is small enough to scan.
 ///
-/// Traced at `trace` level, below what traces export: it runs in the batching task for many
-/// requests at once, and each request's `SessionReads::read` span already covers its wait and this
-/// query (a span here started a trace of its own per batch, a third of the spans of a GET me).
+/// Not in a `db_span`: it runs in the batching task for many requests at once, outside any
+/// request's trace, and each request's `read` span already covers its wait and this query (a
+/// span here would be a trace of its own per batch). A `trace`-level log span only.
 #[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
 pub async fn states(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<SessionState>> {
     if ids.is_empty() {
