@@ -187,7 +187,7 @@ pub async fn require_server(
     let Some(name) = name.map(str::to_owned) else {
         return AppError::Unauthenticated.into_response();
     };
-    crate::telemetry::record_request_field("server_key", &name);
+    crate::telemetry::record_request_field("server_key", name.as_str());
     req.extensions_mut().insert(ServerClient { name });
     next.run(req).await
 }

@@ -5,7 +5,6 @@
 //! (bench/PROFILE.md), and this costs a few hundred nanoseconds.
 
 use std::cell::{Cell, RefCell};
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 
 use super::export::Queue;
-use super::spans::{new_id, Ids, Sampler, SpanData};
+use super::spans::{new_id, Ids, Sampler, SpanData, Value};
 
 /// Where spans go, and which traces are kept.
 pub struct Tracer {
@@ -32,7 +31,7 @@ impl Tracer {
 
     /// A request's server span, named `<method> <route>`: it continues the caller's trace when
     /// there is one (`remote`, parent-based), else starts a trace sampled by its id.
-    pub fn server_span(&'static self, remote: Option<Ids>, method: &str, route: &str) -> OpenSpan {
+    pub fn server_span(&'static self, remote: Option<Ids>, method: &str, route: Value) -> OpenSpan {
         let span_id = new_id::<8>();
         let (ids, parent) = match remote {
             Some(remote) => (Ids { span_id, ..remote }, Some(remote.span_id)),
@@ -47,21 +46,9 @@ impl Tracer {
                 (ids, None)
             }
         };
-        // method and route twice (name and attributes), a user id or a key name, the status
-        let mut data = SpanData::new(
-            ids,
-            parent,
-            "request",
-            5,
-            2 * (method.len() + route.len()) + 48,
-        );
-        data.set_name(format_args!("{method} {route}"));
-        data.server = true;
-        data.set_str("http.request.method", method);
-        data.set_str("http.route", route);
         OpenSpan {
             tracer: self,
-            data: Some(data),
+            data: Some(SpanData::server(ids, parent, method, route)),
         }
     }
 }
@@ -147,9 +134,9 @@ where
             let _ = TRACE.try_with(|t| {
                 let mut server = t.server.borrow_mut();
                 if let (Ok(response), Some(data)) = (result, server.data.as_mut()) {
-                    data.set_int(
+                    data.set(
                         "http.response.status_code",
-                        i64::from(response.status().as_u16()),
+                        Value::Int(i64::from(response.status().as_u16())),
                     );
                 }
                 server.end();
@@ -165,10 +152,10 @@ pub fn current() -> Option<Ids> {
 }
 
 /// Records an attribute of the current request's server span (nothing outside a request).
-pub fn annotate(key: &'static str, value: impl fmt::Display) {
+pub fn annotate(key: &'static str, value: impl Into<Value>) {
     let _ = TRACE.try_with(|t| {
         if let Some(data) = t.server.borrow_mut().data.as_mut() {
-            data.set_display(key, value);
+            data.set(key, value.into());
         }
     });
 }
@@ -187,7 +174,7 @@ pub fn child_span(name: &'static str) -> Option<OpenSpan> {
                 };
                 OpenSpan {
                     tracer: t.tracer,
-                    data: Some(SpanData::new(ids, Some(parent.span_id), name, 1, 0)),
+                    data: Some(SpanData::new(ids, Some(parent.span_id), name)),
                 }
             })
         })
@@ -227,7 +214,7 @@ impl<F: Future> Future for InSpan<F> {
             *this.opened = true;
             *this.span = child_span(this.name).map(|mut span| {
                 if let Some(data) = span.data.as_mut() {
-                    data.set_static("db.system", "postgresql");
+                    data.set("db.system", Value::Static("postgresql"));
                 }
                 span
             });

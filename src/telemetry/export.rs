@@ -279,7 +279,20 @@ fn encode_span(data: &SpanData, buf: &mut Vec<u8>) {
     if let Some(parent) = &data.parent {
         put_bytes(buf, 4, parent);
     }
-    put_bytes(buf, 5, data.name().as_bytes());
+    let mut scratch = [0u8; 36];
+    match data.name() {
+        (name, Some(route)) => {
+            let route = match route.as_attribute(&mut scratch) {
+                AttributeRef::Str(route) => route,
+                AttributeRef::Int(_) => "",
+            };
+            put_header(buf, 5, name.len() + 1 + route.len());
+            buf.extend_from_slice(name.as_bytes());
+            buf.push(b' ');
+            buf.extend_from_slice(route.as_bytes());
+        }
+        (name, None) => put_bytes(buf, 5, name.as_bytes()),
+    }
     // SPAN_KIND_SERVER = 2, SPAN_KIND_INTERNAL = 1
     encode_key(6, WireType::Varint, buf);
     encode_varint(if data.server { 2 } else { 1 }, buf);
@@ -288,7 +301,7 @@ fn encode_span(data: &SpanData, buf: &mut Vec<u8>) {
     encode_key(8, WireType::SixtyFourBit, buf);
     buf.extend_from_slice(&nanos(data.end).to_le_bytes());
     for (key, value) in data.attributes() {
-        put_key_value(buf, 9, key, value);
+        put_key_value(buf, 9, key, value.as_attribute(&mut scratch));
     }
     // W3C trace flags: sampled (only sampled spans are exported)
     encode_key(16, WireType::ThirtyTwoBit, buf);
@@ -344,7 +357,7 @@ mod tests {
             span_id: [n; 8],
             sampled: true,
         };
-        SpanData::new(ids, None, "x", 0, 0)
+        SpanData::new(ids, None, "x")
     }
 
     #[test]

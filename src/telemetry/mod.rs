@@ -30,7 +30,7 @@ use crate::config::TelemetrySettings;
 use context::Tracer;
 pub use context::{child_span, db_span, OpenSpan};
 use export::Batching;
-use spans::{Ids, Sampler};
+use spans::{Ids, Sampler, Value};
 
 const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
 
@@ -158,7 +158,9 @@ where
         let route = req
             .extensions()
             .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str);
+            .map_or(Value::Static("unmatched"), |path| {
+                Value::Route(path.clone())
+            });
         let span =
             self.tracer
                 .server_span(remote_parent(req.headers()), req.method().as_str(), route);
@@ -195,7 +197,7 @@ fn remote_parent(headers: &HeaderMap) -> Option<Ids> {
 }
 
 /// Records a field of the request: on its log span, and as an attribute of its server span.
-pub fn record_request_field(key: &'static str, value: impl fmt::Display) {
+pub fn record_request_field<V: fmt::Display + Into<Value>>(key: &'static str, value: V) {
     Span::current().record(key, tracing::field::display(&value));
     context::annotate(key, value);
 }

@@ -5,12 +5,13 @@
 //! more than five per cent of GET me (bench/PROFILE.md).
 
 use std::cell::RefCell;
-use std::fmt::{self, Write as _};
-use std::ops::Range;
 use std::time::SystemTime;
 
+use axum::extract::MatchedPath;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
+use smallvec::SmallVec;
+use uuid::Uuid;
 
 /// Where a span sits in its trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,106 +21,121 @@ pub struct Ids {
     pub sampled: bool,
 }
 
-/// An attribute's value, as OTLP types it; a string is a range of its span's `text`, or a
-/// constant.
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Str(Range<usize>),
+/// An attribute's value. None allocates on the request path: a route is the router's own shared
+/// template, a user id is formatted only when the span is encoded.
+#[derive(Debug, Clone)]
+pub enum Value {
     Static(&'static str),
+    Route(MatchedPath),
+    Owned(Box<str>),
+    Uuid(Uuid),
     Int(i64),
 }
 
-/// One span, from its opening to its closing. Every string it records (its name when it is not a
-/// constant, its attributes) is written into one buffer: a request span is one allocation of
-/// text, not one per field.
+impl Value {
+    /// The value as OTLP types it; `scratch` holds a formatted id.
+    pub fn as_attribute<'a>(&'a self, scratch: &'a mut [u8; 36]) -> AttributeRef<'a> {
+        match self {
+            Value::Static(s) => AttributeRef::Str(s),
+            Value::Route(path) => AttributeRef::Str(path.as_str()),
+            Value::Owned(s) => AttributeRef::Str(s),
+            Value::Uuid(id) => AttributeRef::Str(id.hyphenated().encode_lower(scratch)),
+            Value::Int(i) => AttributeRef::Int(*i),
+        }
+    }
+}
+
+impl From<Uuid> for Value {
+    fn from(id: Uuid) -> Self {
+        Value::Uuid(id)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Owned(s.into())
+    }
+}
+
+/// The attributes a span keeps without allocating: a server span's method, status and user.
+const INLINE_ATTRIBUTES: usize = 4;
+
+/// One span, from its opening to its closing, in one piece: it is moved whole into the exporter's
+/// queue, and nothing in it was allocated (a span allocated on a worker thread and freed on the
+/// exporter's cost more than making it).
 #[derive(Debug)]
 pub struct SpanData {
     pub ids: Ids,
     pub parent: Option<[u8; 8]>,
-    /// the span's name, unless `set_name` wrote one into `text`
-    static_name: &'static str,
-    name: Option<Range<usize>>,
+    /// the span's name; a server span's is `<method> <route>`, and this is its method
+    name: &'static str,
+    /// a server span's route template (`http.route`)
+    route: Option<Value>,
     /// a request's own span (kind server); every other span is internal
     pub server: bool,
     pub start: SystemTime,
     pub end: SystemTime,
-    text: String,
-    attributes: Vec<(&'static str, Value)>,
+    attributes: SmallVec<[(&'static str, Value); INLINE_ATTRIBUTES]>,
 }
 
 impl SpanData {
-    /// A span opened now, with room for `fields` attributes and `text` bytes of their strings.
-    pub fn new(
-        ids: Ids,
-        parent: Option<[u8; 8]>,
-        name: &'static str,
-        fields: usize,
-        text: usize,
-    ) -> Self {
+    /// An internal span named `name`, opened now.
+    pub fn new(ids: Ids, parent: Option<[u8; 8]>, name: &'static str) -> Self {
         let start = SystemTime::now();
         Self {
             ids,
             parent,
-            static_name: name,
-            name: None,
+            name,
+            route: None,
             server: false,
             start,
             end: start,
-            text: String::with_capacity(text),
-            attributes: Vec::with_capacity(fields),
+            attributes: SmallVec::new(),
         }
     }
 
-    pub fn name(&self) -> &str {
-        match &self.name {
-            Some(range) => &self.text[range.clone()],
-            None => self.static_name,
-        }
+    /// A request's server span, opened now: named `<method> <route>`, with `http.request.method`
+    /// and `http.route`. A method HTTP does not define is `_OTHER`, as the semantic conventions
+    /// say.
+    pub fn server(ids: Ids, parent: Option<[u8; 8]>, method: &str, route: Value) -> Self {
+        let method = match method {
+            "GET" => "GET",
+            "POST" => "POST",
+            "PUT" => "PUT",
+            "PATCH" => "PATCH",
+            "DELETE" => "DELETE",
+            "HEAD" => "HEAD",
+            "OPTIONS" => "OPTIONS",
+            "TRACE" => "TRACE",
+            "CONNECT" => "CONNECT",
+            _ => "_OTHER",
+        };
+        let mut data = Self::new(ids, parent, method);
+        data.server = true;
+        data.route = Some(route);
+        data.set("http.request.method", Value::Static(method));
+        data
     }
 
-    pub fn attributes(&self) -> impl Iterator<Item = (&'static str, AttributeRef<'_>)> {
-        self.attributes.iter().map(|(key, value)| {
-            let value = match value {
-                Value::Str(range) => AttributeRef::Str(&self.text[range.clone()]),
-                Value::Static(s) => AttributeRef::Str(s),
-                Value::Int(i) => AttributeRef::Int(*i),
-            };
-            (*key, value)
-        })
+    /// The name, and the route that follows it after a space (a server span's).
+    pub fn name(&self) -> (&'static str, Option<&Value>) {
+        (self.name, self.route.as_ref())
     }
 
-    fn set(&mut self, key: &'static str, value: Value) {
+    /// The attributes, `http.route` first when the span has a route.
+    pub fn attributes(&self) -> impl Iterator<Item = (&'static str, &Value)> {
+        let route = self.route.as_ref().map(|route| ("http.route", route));
+        route
+            .into_iter()
+            .chain(self.attributes.iter().map(|(key, value)| (*key, value)))
+    }
+
+    /// Sets attribute `key` (again: the last value stands).
+    pub fn set(&mut self, key: &'static str, value: Value) {
         match self.attributes.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => *v = value,
             None => self.attributes.push((key, value)),
         }
-    }
-
-    /// Sets the span's name (`<METHOD> <route>` for a server span).
-    pub fn set_name(&mut self, name: fmt::Arguments<'_>) {
-        let start = self.text.len();
-        let _ = self.text.write_fmt(name);
-        self.name = Some(start..self.text.len());
-    }
-
-    pub fn set_static(&mut self, key: &'static str, value: &'static str) {
-        self.set(key, Value::Static(value));
-    }
-
-    pub fn set_str(&mut self, key: &'static str, value: &str) {
-        let start = self.text.len();
-        self.text.push_str(value);
-        self.set(key, Value::Str(start..self.text.len()));
-    }
-
-    pub fn set_display(&mut self, key: &'static str, value: impl fmt::Display) {
-        let start = self.text.len();
-        let _ = write!(self.text, "{value}");
-        self.set(key, Value::Str(start..self.text.len()));
-    }
-
-    pub fn set_int(&mut self, key: &'static str, value: i64) {
-        self.set(key, Value::Int(value));
     }
 }
 
@@ -173,6 +189,39 @@ pub fn new_id<const N: usize>() -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_span_is_named_by_its_method_and_route_and_an_unknown_method_is_other() {
+        let ids = Ids {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            sampled: true,
+        };
+        let mut scratch = [0u8; 36];
+        for (method, name) in [("PATCH", "PATCH"), ("BREW", "_OTHER")] {
+            let mut span = SpanData::server(ids, None, method, Value::Static("unmatched"));
+            span.set("http.response.status_code", Value::Int(404));
+            span.set("http.response.status_code", Value::Int(405));
+            let (first, route) = span.name();
+            assert_eq!(first, name);
+            assert_eq!(
+                route.map(|r| r.as_attribute(&mut scratch) == AttributeRef::Str("unmatched")),
+                Some(true)
+            );
+            let attributes: Vec<_> = span
+                .attributes()
+                .map(|(key, value)| (key, format!("{:?}", value.as_attribute(&mut scratch))))
+                .collect();
+            assert_eq!(
+                attributes,
+                [
+                    ("http.route", r#"Str("unmatched")"#.to_owned()),
+                    ("http.request.method", format!("Str({name:?})")),
+                    ("http.response.status_code", "Int(405)".to_owned()),
+                ]
+            );
+        }
+    }
 
     #[test]
     fn the_ratio_keeps_traces_as_the_sdk_does() {

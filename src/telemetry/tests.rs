@@ -15,7 +15,7 @@ use prost::Message;
 
 use super::context::{self, Tracer};
 use super::export::{encode, Batching, Queue};
-use super::spans::{Ids, Sampler};
+use super::spans::{Ids, Sampler, Value};
 
 /// The spans of one request served by `work` (continuing `remote`), as a collector decodes them.
 fn exported<F: Future<Output = ()>>(
@@ -34,7 +34,7 @@ fn exported<F: Future<Output = ()>>(
     ));
     let tracer: &'static Tracer =
         Box::leak(Box::new(Tracer::new(queue.clone(), Sampler::new(ratio))));
-    let server = tracer.server_span(remote, "GET", "/api/v1/private/users/me");
+    let server = tracer.server_span(remote, "GET", Value::Static("/api/v1/private/users/me"));
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
@@ -64,7 +64,10 @@ fn text(value: &str) -> Option<Any> {
 #[test]
 fn spans_leave_as_otlp_with_their_names_attributes_and_parents() {
     let request = exported(1.0, None, async {
-        context::annotate("user_id", "u-1");
+        context::annotate(
+            "user_id",
+            uuid::Uuid::from_u128(0x0193_0c4e_77aa_7b3c_9d2e_1f00_aa55_cc01),
+        );
         context::db_span("read", async {
             context::db_span("find", async {}).await;
         })
@@ -96,7 +99,10 @@ fn spans_leave_as_otlp_with_their_names_attributes_and_parents() {
         attribute(server, "http.response.status_code"),
         Some(Any::IntValue(200))
     );
-    assert_eq!(attribute(server, "user_id"), text("u-1"));
+    assert_eq!(
+        attribute(server, "user_id"),
+        text("01930c4e-77aa-7b3c-9d2e-1f00aa55cc01")
+    );
     assert_eq!(server.attributes.len(), 4, "{:?}", server.attributes);
     assert_eq!(server.trace_id.len(), 16);
     assert_eq!(server.span_id.len(), 8);
