@@ -25,18 +25,18 @@ pub struct NewAudit<'a> {
 
 pub async fn insert(db: impl PgExecutor<'_>, a: &NewAudit<'_>) -> sqlx::Result<()> {
     crate::telemetry::db_span("insert", async move {
-    super::db::query(
-        "insert into audit_log (id, actor, action, target_user_id, ip, details) values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(a.actor)
-    .bind(a.action)
-    .bind(a.target_user_id)
-    .bind(a.ip)
-    .bind(a.details)
-    .execute(db)
-    .await
-    .map(|_| ())
+        super::db::query(
+            "insert into audit_log (id, actor, action, target_user_id, ip, details) values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(a.actor)
+        .bind(a.action)
+        .bind(a.target_user_id)
+        .bind(a.ip)
+        .bind(a.details)
+        .execute(db)
+        .await
+        .map(|_| ())
     })
     .await
 }
@@ -54,7 +54,7 @@ pub async fn insert_many(
         let ids: Vec<Uuid> = targets.iter().map(|_| Uuid::now_v7()).collect();
         super::db::query(
             "insert into audit_log (id, actor, action, target_user_id, ip, details)
-         select id, $3, $4, target, $5, $6 from unnest($1::uuid[], $2::uuid[]) as t (id, target)",
+             select id, $3, $4, target, $5, $6 from unnest($1::uuid[], $2::uuid[]) as t (id, target)",
         )
         .bind(&ids)
         .bind(targets)
@@ -80,11 +80,11 @@ pub async fn page(
     crate::telemetry::db_span("page", async move {
         super::db::query_as(
             "select id, at, actor, action, target_user_id, ip, details from audit_log
-         where ($1::uuid is null or target_user_id = $1)
-           and ($2::text is null or action = $2)
-           and ($3::uuid is null or id < $3)
-         order by id desc
-         limit $4",
+             where ($1::uuid is null or target_user_id = $1)
+               and ($2::text is null or action = $2)
+               and ($3::uuid is null or id < $3)
+             order by id desc
+             limit $4",
         )
         .bind(user_id)
         .bind(action)

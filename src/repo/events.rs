@@ -71,7 +71,7 @@ pub async fn insert_many(
     crate::telemetry::db_span("insert_many", async move {
         super::db::query(
             "insert into events (id, type, actor, user_id, data)
-         select e.id, $2, $3, e.user_id, $5 from unnest($1::uuid[], $4::uuid[]) as e (id, user_id)",
+             select e.id, $2, $3, e.user_id, $5 from unnest($1::uuid[], $4::uuid[]) as e (id, user_id)",
         )
         .bind(ids)
         .bind(kind)
@@ -105,9 +105,9 @@ pub async fn page(
     crate::telemetry::db_span("page", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from events
-         where commit_seq > coalesce((select commit_seq from events where id = $1), 0)
-         order by commit_seq
-         limit $2"
+             where commit_seq > coalesce((select commit_seq from events where id = $1), 0)
+             order by commit_seq
+             limit $2"
         ))
         .bind(after)
         .bind(limit)
@@ -127,9 +127,9 @@ pub async fn unpublished(
     crate::telemetry::db_span("unpublished", async move {
         super::db::query_as(&format!(
             "select {COLUMNS}, commit_seq from events
-         where published_at is null and commit_seq > $1
-         order by commit_seq
-         limit $2"
+             where published_at is null and commit_seq > $1
+             order by commit_seq
+             limit $2"
         ))
         .bind(after.unwrap_or(0))
         .bind(limit)
@@ -150,7 +150,7 @@ pub async fn mark_published(
     crate::telemetry::db_span("mark_published", async move {
         let done = super::db::query(
             "update events set published_at = now()
-         where published_at is null and commit_seq between $1 and $2",
+             where published_at is null and commit_seq between $1 and $2",
         )
         .bind(first)
         .bind(last)

@@ -31,19 +31,19 @@ const COLUMNS: &str =
 
 pub async fn insert(db: impl PgExecutor<'_>, l: &NewLink<'_>) -> sqlx::Result<LinkedAccountRow> {
     crate::telemetry::db_span("insert", async move {
-    super::db::query_as(&format!(
-        "insert into linked_accounts (id, user_id, social_network, connection_link, connected_for, external_id)
-         values ($1, $2, $3, $4, $5, $6)
-         returning {COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(l.user_id)
-    .bind(l.social_network)
-    .bind(l.connection_link)
-    .bind(l.connected_for)
-    .bind(l.external_id)
-    .fetch_one(db)
-    .await
+        super::db::query_as(&format!(
+            "insert into linked_accounts (id, user_id, social_network, connection_link, connected_for, external_id)
+             values ($1, $2, $3, $4, $5, $6)
+             returning {COLUMNS}"
+        ))
+        .bind(Uuid::now_v7())
+        .bind(l.user_id)
+        .bind(l.social_network)
+        .bind(l.connection_link)
+        .bind(l.connected_for)
+        .bind(l.external_id)
+        .fetch_one(db)
+        .await
     })
     .await
 }
@@ -55,8 +55,8 @@ pub async fn for_users(
 ) -> sqlx::Result<Vec<LinkedAccountRow>> {
     crate::telemetry::db_span("for_users", async move {
         super::db::query_as(&format!(
-        "select {COLUMNS} from linked_accounts where user_id = any($1) order by connected_at, id"
-    ))
+            "select {COLUMNS} from linked_accounts where user_id = any($1) order by connected_at, id"
+        ))
         .bind(user_ids)
         .fetch_all(db)
         .await
@@ -118,13 +118,13 @@ pub async fn set_connected_for(
     connected_for: Option<&str>,
 ) -> sqlx::Result<LinkedAccountRow> {
     crate::telemetry::db_span("set_connected_for", async move {
-    super::db::query_as(&format!(
-        "update linked_accounts set connected_for = $2, updated_at = now() where id = $1 returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(connected_for)
-    .fetch_one(db)
-    .await
+        super::db::query_as(&format!(
+            "update linked_accounts set connected_for = $2, updated_at = now() where id = $1 returning {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(connected_for)
+        .fetch_one(db)
+        .await
     })
     .await
 }

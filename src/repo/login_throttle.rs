@@ -17,16 +17,16 @@ pub async fn reserve(
     crate::telemetry::db_span("reserve", async move {
         super::db::query_as(
             "insert into login_throttle as t (email_key, failures, window_started_at)
-         values ($1, 1, now())
-         on conflict (email_key) do update set
-             failures = case
-                 when t.window_started_at <= now() - make_interval(secs => $2) then 1
-                 else t.failures + 1 end,
-             window_started_at = case
-                 when t.window_started_at <= now() - make_interval(secs => $2) then now()
-                 else t.window_started_at end,
-             updated_at = now()
-         returning failures, window_started_at + make_interval(secs => $2)",
+             values ($1, 1, now())
+             on conflict (email_key) do update set
+                 failures = case
+                     when t.window_started_at <= now() - make_interval(secs => $2) then 1
+                     else t.failures + 1 end,
+                 window_started_at = case
+                     when t.window_started_at <= now() - make_interval(secs => $2) then now()
+                     else t.window_started_at end,
+                 updated_at = now()
+             returning failures, window_started_at + make_interval(secs => $2)",
         )
         .bind(email_key)
         .bind(window_secs as f64)
@@ -40,11 +40,11 @@ pub async fn reserve(
 pub async fn delete_stale(db: impl PgExecutor<'_>, window_secs: i64) -> sqlx::Result<u64> {
     crate::telemetry::db_span("delete_stale", async move {
         let done = super::db::query(
-        "delete from login_throttle where window_started_at < now() - make_interval(secs => $1)",
-    )
-    .bind(window_secs as f64)
-    .execute(db)
-    .await?;
+            "delete from login_throttle where window_started_at < now() - make_interval(secs => $1)",
+        )
+        .bind(window_secs as f64)
+        .execute(db)
+        .await?;
         Ok(done.rows_affected())
     })
     .await

@@ -20,21 +20,21 @@ pub struct NewMessage<'a> {
 
 pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage<'_>) -> sqlx::Result<()> {
     crate::telemetry::db_span("insert", async move {
-    super::db::query(
-        "insert into messages (id, kind, user_id, recipient, subject, body_text, body_html, message_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(m.id)
-    .bind(m.kind)
-    .bind(m.user_id)
-    .bind(m.recipient)
-    .bind(m.subject)
-    .bind(m.body_text)
-    .bind(m.body_html)
-    .bind(m.message_id)
-    .execute(db)
-    .await
-    .map(|_| ())
+        super::db::query(
+            "insert into messages (id, kind, user_id, recipient, subject, body_text, body_html, message_id)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(m.id)
+        .bind(m.kind)
+        .bind(m.user_id)
+        .bind(m.recipient)
+        .bind(m.subject)
+        .bind(m.body_text)
+        .bind(m.body_html)
+        .bind(m.message_id)
+        .execute(db)
+        .await
+        .map(|_| ())
     })
     .await
 }
@@ -92,14 +92,14 @@ pub async fn claim_due(
     crate::telemetry::db_span("claim_due", async move {
         super::db::query_as(
             "update messages m set attempts = m.attempts + 1,
-                next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
-         where m.id in (select id from messages
-                        where status = 'queued' and next_attempt_at <= now()
-                        order by next_attempt_at
-                        limit $1
-                        for update skip locked)
-         returning m.id, m.recipient, m.subject, coalesce(m.body_text, '') as body_text,
-                   coalesce(m.body_html, '') as body_html, m.message_id, m.attempts",
+                    next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
+             where m.id in (select id from messages
+                            where status = 'queued' and next_attempt_at <= now()
+                            order by next_attempt_at
+                            limit $1
+                            for update skip locked)
+             returning m.id, m.recipient, m.subject, coalesce(m.body_text, '') as body_text,
+                       coalesce(m.body_html, '') as body_html, m.message_id, m.attempts",
         )
         .bind(limit)
         .bind(lease_secs)
@@ -113,14 +113,14 @@ pub async fn claim_due(
 pub async fn mark_sent(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     crate::telemetry::db_span("mark_sent", async move {
         super::db::query(
-        "update messages set status = 'sent', sent_at = now(), body_text = null, body_html = null,
-                last_error = null, updated_at = now()
-         where id = $1",
-    )
-    .bind(id)
-    .execute(db)
-    .await
-    .map(|_| ())
+            "update messages set status = 'sent', sent_at = now(), body_text = null, body_html = null,
+                    last_error = null, updated_at = now()
+             where id = $1",
+        )
+        .bind(id)
+        .execute(db)
+        .await
+        .map(|_| ())
     })
     .await
 }
@@ -135,12 +135,12 @@ pub async fn mark_failed(
     crate::telemetry::db_span("mark_failed", async move {
         super::db::query(
             "update messages set
-             status = case when $3::timestamptz is null then 'abandoned' else 'queued' end,
-             next_attempt_at = coalesce($3, next_attempt_at),
-             body_text = case when $3::timestamptz is null then null else body_text end,
-             body_html = case when $3::timestamptz is null then null else body_html end,
-             last_error = $2, updated_at = now()
-         where id = $1",
+                 status = case when $3::timestamptz is null then 'abandoned' else 'queued' end,
+                 next_attempt_at = coalesce($3, next_attempt_at),
+                 body_text = case when $3::timestamptz is null then null else body_text end,
+                 body_html = case when $3::timestamptz is null then null else body_html end,
+                 last_error = $2, updated_at = now()
+             where id = $1",
         )
         .bind(id)
         .bind(error)
@@ -157,7 +157,7 @@ pub async fn delete_finished_before(db: impl PgExecutor<'_>, days: i32) -> sqlx:
     crate::telemetry::db_span("delete_finished_before", async move {
         let done = super::db::query(
             "delete from messages where status <> 'queued'
-         and created_at < now() - make_interval(days => $1)",
+             and created_at < now() - make_interval(days => $1)",
         )
         .bind(days)
         .execute(db)
@@ -203,24 +203,24 @@ pub struct Filter<'a> {
 /// Newest first (ids are UUIDv7).
 pub async fn page(db: impl PgExecutor<'_>, f: &Filter<'_>) -> sqlx::Result<Vec<MessageRow>> {
     crate::telemetry::db_span("page", async move {
-    let mut q = QueryBuilder::<Postgres>::new(
-        "select id, kind, user_id, recipient, subject, status, attempts, created_at, sent_at, last_error
-         from messages where true",
-    );
-    if let Some(user_id) = f.user_id {
-        q.push(" and user_id = ").push_bind(user_id);
-    }
-    if let Some(kind) = f.kind {
-        q.push(" and kind = ").push_bind(kind);
-    }
-    if let Some(status) = f.status {
-        q.push(" and status = ").push_bind(status);
-    }
-    if let Some(before) = f.before {
-        q.push(" and id < ").push_bind(before);
-    }
-    q.push(" order by id desc limit ").push_bind(f.limit);
-    crate::repo::db::built(&mut q).fetch_all(db).await
+        let mut q = QueryBuilder::<Postgres>::new(
+            "select id, kind, user_id, recipient, subject, status, attempts, created_at, sent_at, last_error
+             from messages where true",
+        );
+        if let Some(user_id) = f.user_id {
+            q.push(" and user_id = ").push_bind(user_id);
+        }
+        if let Some(kind) = f.kind {
+            q.push(" and kind = ").push_bind(kind);
+        }
+        if let Some(status) = f.status {
+            q.push(" and status = ").push_bind(status);
+        }
+        if let Some(before) = f.before {
+            q.push(" and id < ").push_bind(before);
+        }
+        q.push(" order by id desc limit ").push_bind(f.limit);
+        crate::repo::db::built(&mut q).fetch_all(db).await
     })
     .await
 }

@@ -28,12 +28,12 @@ pub struct ChallengeRow {
 
 pub async fn factor(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<FactorRow>> {
     crate::telemetry::db_span("factor", async move {
-    super::db::query_as(
-        "select user_id, secret, key_id, confirmed_at, last_step from totp_factors where user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(db)
-    .await
+        super::db::query_as(
+            "select user_id, secret, key_id, confirmed_at, last_step from totp_factors where user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
     })
     .await
 }
@@ -47,18 +47,18 @@ pub async fn put_pending(
     key_id: Option<&str>,
 ) -> sqlx::Result<bool> {
     crate::telemetry::db_span("put_pending", async move {
-    let done = super::db::query(
-        "insert into totp_factors as f (user_id, secret, key_id) values ($1, $2, $3)
-         on conflict (user_id) do update
-             set secret = excluded.secret, key_id = excluded.key_id, last_step = null, updated_at = now()
-             where f.confirmed_at is null",
-    )
-    .bind(user_id)
-    .bind(secret)
-    .bind(key_id)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+        let done = super::db::query(
+            "insert into totp_factors as f (user_id, secret, key_id) values ($1, $2, $3)
+             on conflict (user_id) do update
+                 set secret = excluded.secret, key_id = excluded.key_id, last_step = null, updated_at = now()
+                 where f.confirmed_at is null",
+        )
+        .bind(user_id)
+        .bind(secret)
+        .bind(key_id)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected() == 1)
     })
     .await
 }
@@ -69,7 +69,7 @@ pub async fn accept_step(db: impl PgExecutor<'_>, user_id: Uuid, step: i64) -> s
     crate::telemetry::db_span("accept_step", async move {
         let done = super::db::query(
             "update totp_factors set last_step = $2, updated_at = now()
-         where user_id = $1 and (last_step is null or last_step < $2)",
+             where user_id = $1 and (last_step is null or last_step < $2)",
         )
         .bind(user_id)
         .bind(step)
@@ -129,18 +129,18 @@ pub async fn replace_recovery_codes(
     hashes: &[Vec<u8>],
 ) -> sqlx::Result<()> {
     crate::telemetry::db_span("replace_recovery_codes", async move {
-    super::db::query("delete from recovery_codes where user_id = $1")
+        super::db::query("delete from recovery_codes where user_id = $1")
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+        super::db::query(
+            "insert into recovery_codes (user_id, code_hash) select $1, h from unnest($2::bytea[]) as h",
+        )
         .bind(user_id)
-        .execute(&mut *conn)
+        .bind(hashes)
+        .execute(conn)
         .await?;
-    super::db::query(
-        "insert into recovery_codes (user_id, code_hash) select $1, h from unnest($2::bytea[]) as h",
-    )
-    .bind(user_id)
-    .bind(hashes)
-    .execute(conn)
-    .await?;
-    Ok(())
+        Ok(())
     })
     .await
 }
@@ -155,7 +155,7 @@ pub async fn use_recovery_code(
     crate::telemetry::db_span("use_recovery_code", async move {
         let done = super::db::query(
             "update recovery_codes set used_at = now()
-         where user_id = $1 and code_hash = $2 and used_at is null",
+             where user_id = $1 and code_hash = $2 and used_at is null",
         )
         .bind(user_id)
         .bind(hash)
@@ -186,7 +186,7 @@ pub async fn insert_challenge(
     crate::telemetry::db_span("insert_challenge", async move {
         super::db::query(
             "insert into mfa_challenges (token_hash, user_id, form, methods, expires_at)
-         values ($1, $2, $3, $4, $5)",
+             values ($1, $2, $3, $4, $5)",
         )
         .bind(token_hash)
         .bind(user_id)
@@ -208,7 +208,7 @@ pub async fn challenge_for_update(
     crate::telemetry::db_span("challenge_for_update", async move {
         super::db::query_as(
             "select user_id, form, methods, failures, expires_at, used_at
-         from mfa_challenges where token_hash = $1 for update",
+             from mfa_challenges where token_hash = $1 for update",
         )
         .bind(token_hash)
         .fetch_optional(conn)
@@ -248,7 +248,7 @@ pub async fn delete_stale_challenges(
     crate::telemetry::db_span("delete_stale_challenges", async move {
         let done = super::db::query(
             "delete from mfa_challenges
-             where expires_at < now() or used_at is not null or failures >= $1",
+                 where expires_at < now() or used_at is not null or failures >= $1",
         )
         .bind(max_failures)
         .execute(db)
@@ -295,11 +295,11 @@ pub async fn count_sealed_otherwise(
 ) -> sqlx::Result<i64> {
     crate::telemetry::db_span("count_sealed_otherwise", async move {
         super::db::query_scalar(
-        "select count(*) from totp_factors where key_id is not null and key_id is distinct from $1",
-    )
-    .bind(key_id)
-    .fetch_one(db)
-    .await
+            "select count(*) from totp_factors where key_id is not null and key_id is distinct from $1",
+        )
+        .bind(key_id)
+        .fetch_one(db)
+        .await
     })
     .await
 }

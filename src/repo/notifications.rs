@@ -44,7 +44,7 @@ pub async fn insert(
     crate::telemetry::db_span("insert", async move {
         super::db::query_as(&format!(
             "insert into notifications (id, user_id, kind, title, body, link, data)
-         values ($1, $2, $3, $4, $5, $6, $7) returning {COLUMNS}"
+             values ($1, $2, $3, $4, $5, $6, $7) returning {COLUMNS}"
         ))
         .bind(Uuid::now_v7())
         .bind(n.user_id)
@@ -69,8 +69,8 @@ pub async fn insert_many(
         let ids: Vec<Uuid> = user_ids.iter().map(|_| Uuid::now_v7()).collect();
         let done = super::db::query(
             "insert into notifications (id, user_id, kind, title, body, link, data)
-         select n.id, n.user_id, $3, $4, $5, $6, $7
-         from unnest($1::uuid[], $2::uuid[]) as n (id, user_id)",
+             select n.id, n.user_id, $3, $4, $5, $6, $7
+             from unnest($1::uuid[], $2::uuid[]) as n (id, user_id)",
         )
         .bind(&ids)
         .bind(user_ids)
@@ -238,8 +238,8 @@ pub async fn after(
 ) -> sqlx::Result<Vec<NotificationRow>> {
     crate::telemetry::db_span("after", async move {
         super::db::query_as(&format!(
-        "select {COLUMNS} from notifications where user_id = $1 and id > $2 order by id limit $3"
-    ))
+            "select {COLUMNS} from notifications where user_id = $1 and id > $2 order by id limit $3"
+        ))
         .bind(user_id)
         .bind(after)
         .bind(limit)
@@ -284,7 +284,7 @@ pub async fn mark_read(
     crate::telemetry::db_span("mark_read", async move {
         super::db::query_as(&format!(
             "update notifications set read_at = coalesce(read_at, now())
-         where id = $1 and user_id = $2 returning {COLUMNS}"
+             where id = $1 and user_id = $2 returning {COLUMNS}"
         ))
         .bind(id)
         .bind(user_id)
@@ -324,7 +324,7 @@ pub async fn delete_read_before(db: impl PgExecutor<'_>, days: i32) -> sqlx::Res
     crate::telemetry::db_span("delete_read_before", async move {
         let done = super::db::query(
             "delete from notifications
-         where read_at is not null and created_at < now() - make_interval(days => $1)",
+             where read_at is not null and created_at < now() - make_interval(days => $1)",
         )
         .bind(days)
         .execute(db)

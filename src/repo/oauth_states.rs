@@ -25,20 +25,20 @@ pub struct NewState<'a> {
 
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewState<'_>) -> sqlx::Result<()> {
     crate::telemetry::db_span("insert", async move {
-    super::db::query(
-        "insert into oauth_states (state_hash, provider, code_verifier, redirect_to, browser_hash, link_user_id, expires_at)
-         values ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(s.state_hash)
-    .bind(s.provider)
-    .bind(s.code_verifier)
-    .bind(s.redirect_to)
-    .bind(s.browser_hash)
-    .bind(s.link_user_id)
-    .bind(s.expires_at)
-    .execute(db)
-    .await
-    .map(|_| ())
+        super::db::query(
+            "insert into oauth_states (state_hash, provider, code_verifier, redirect_to, browser_hash, link_user_id, expires_at)
+             values ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(s.state_hash)
+        .bind(s.provider)
+        .bind(s.code_verifier)
+        .bind(s.redirect_to)
+        .bind(s.browser_hash)
+        .bind(s.link_user_id)
+        .bind(s.expires_at)
+        .execute(db)
+        .await
+        .map(|_| ())
     })
     .await
 }
@@ -50,13 +50,13 @@ pub async fn take(
 ) -> sqlx::Result<Option<OAuthStateRow>> {
     crate::telemetry::db_span("take", async move {
         super::db::query_as(
-        "with swept as (delete from oauth_states where expires_at <= now() and state_hash <> $1)
-         delete from oauth_states where state_hash = $1 and expires_at > now()
-         returning provider, code_verifier, redirect_to, browser_hash, link_user_id",
-    )
-    .bind(state_hash)
-    .fetch_optional(db)
-    .await
+            "with swept as (delete from oauth_states where expires_at <= now() and state_hash <> $1)
+             delete from oauth_states where state_hash = $1 and expires_at > now()
+             returning provider, code_verifier, redirect_to, browser_hash, link_user_id",
+        )
+        .bind(state_hash)
+        .fetch_optional(db)
+        .await
     })
     .await
 }

@@ -88,7 +88,7 @@ pub async fn insert_challenge(
     crate::telemetry::db_span("insert_challenge", async move {
         super::db::query(
             "insert into webauthn_challenges (id, user_id, ceremony, state, expires_at) \
-         values ($1, $2, $3, $4, $5)",
+             values ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(user_id)
@@ -113,8 +113,8 @@ pub async fn take_challenge(
     crate::telemetry::db_span("take_challenge", async move {
         super::db::query_as(
             "delete from webauthn_challenges where id = $1 and ceremony = $2 \
-           and user_id is not distinct from $3 and expires_at > now() \
-         returning state",
+               and user_id is not distinct from $3 and expires_at > now() \
+             returning state",
         )
         .bind(id)
         .bind(ceremony.as_str())
@@ -176,8 +176,8 @@ pub async fn lock_by_credential(
     crate::telemetry::db_span("lock_by_credential", async move {
         super::db::query_as(&format!(
             "select {}, u.webauthn_handle as owner_handle
-         from passkeys p join users u on u.id = p.user_id
-         where p.credential_id = $1 for update of p",
+             from passkeys p join users u on u.id = p.user_id
+             where p.credential_id = $1 for update of p",
             super::prefix_columns(COLUMNS, "p")
         ))
         .bind(credential_id)
@@ -200,11 +200,11 @@ pub async fn insert(
     crate::telemetry::db_span("insert", async move {
         super::db::query_as(&format!(
             "insert into passkeys (id, user_id, credential_id, credential, name) \
-         values ($1, $2, $3, $4, $5) \
-         on conflict (credential_id) do update \
-           set credential = excluded.credential, name = excluded.name, suspended_at = null \
-           where passkeys.user_id = excluded.user_id and passkeys.suspended_at is not null \
-         returning {COLUMNS}"
+             values ($1, $2, $3, $4, $5) \
+             on conflict (credential_id) do update \
+               set credential = excluded.credential, name = excluded.name, suspended_at = null \
+               where passkeys.user_id = excluded.user_id and passkeys.suspended_at is not null \
+             returning {COLUMNS}"
         ))
         .bind(id)
         .bind(user_id)

@@ -12,14 +12,14 @@ pub async fn insert(
 ) -> sqlx::Result<()> {
     crate::telemetry::db_span("insert", async move {
         super::db::query(
-        "insert into password_reset_tokens (token_hash, user_id, expires_at) values ($1, $2, $3)",
-    )
-    .bind(hash)
-    .bind(user_id)
-    .bind(expires_at)
-    .execute(db)
-    .await
-    .map(|_| ())
+            "insert into password_reset_tokens (token_hash, user_id, expires_at) values ($1, $2, $3)",
+        )
+        .bind(hash)
+        .bind(user_id)
+        .bind(expires_at)
+        .execute(db)
+        .await
+        .map(|_| ())
     })
     .await
 }
@@ -27,12 +27,12 @@ pub async fn insert(
 /// The user a usable (unused, unexpired) token belongs to, without using it.
 pub async fn usable_user(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<Uuid>> {
     crate::telemetry::db_span("usable_user", async move {
-    super::db::query_scalar(
-        "select user_id from password_reset_tokens where token_hash = $1 and used_at is null and expires_at > now()",
-    )
-    .bind(hash)
-    .fetch_optional(db)
-    .await
+        super::db::query_scalar(
+            "select user_id from password_reset_tokens where token_hash = $1 and used_at is null and expires_at > now()",
+        )
+        .bind(hash)
+        .fetch_optional(db)
+        .await
     })
     .await
 }
@@ -42,7 +42,7 @@ pub async fn consume(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<bool>
     crate::telemetry::db_span("consume", async move {
         let done = super::db::query(
             "update password_reset_tokens set used_at = now(), updated_at = now()
-         where token_hash = $1 and used_at is null and expires_at > now()",
+             where token_hash = $1 and used_at is null and expires_at > now()",
         )
         .bind(hash)
         .execute(db)
@@ -70,7 +70,7 @@ pub async fn kill_unused(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result
     crate::telemetry::db_span("kill_unused", async move {
         let done = super::db::query(
             "update password_reset_tokens set used_at = now(), updated_at = now()
-         where user_id = $1 and used_at is null",
+             where user_id = $1 and used_at is null",
         )
         .bind(user_id)
         .execute(db)

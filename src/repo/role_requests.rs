@@ -35,9 +35,9 @@ pub async fn insert(
     crate::telemetry::db_span("insert", async move {
         super::db::query_as(&format!(
             "insert into role_requests (id, user_id, from_role, requested_role, reason)
-         values ($1, $2, $3, $4, $5)
-         on conflict (user_id) where status = 'pending' do nothing
-         returning {COLUMNS}"
+             values ($1, $2, $3, $4, $5)
+             on conflict (user_id) where status = 'pending' do nothing
+             returning {COLUMNS}"
         ))
         .bind(Uuid::now_v7())
         .bind(user_id)
@@ -86,8 +86,8 @@ pub async fn decide(
     crate::telemetry::db_span("decide", async move {
         super::db::query_as(&format!(
             "update role_requests
-         set status = $2, decided_at = now(), decided_by = $3, comment = $4
-         where id = $1 returning {COLUMNS}"
+             set status = $2, decided_at = now(), decided_by = $3, comment = $4
+             where id = $1 returning {COLUMNS}"
         ))
         .bind(id)
         .bind(status)
@@ -110,11 +110,11 @@ pub async fn page(
     crate::telemetry::db_span("page", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from role_requests
-         where ($1::uuid is null or user_id = $1)
-           and ($2::text is null or status = $2)
-           and ($3::uuid is null or id < $3)
-         order by id desc
-         limit $4"
+             where ($1::uuid is null or user_id = $1)
+               and ($2::text is null or status = $2)
+               and ($3::uuid is null or id < $3)
+             order by id desc
+             limit $4"
         ))
         .bind(user_id)
         .bind(status)

@@ -97,9 +97,9 @@ impl SearchTerms {
             // table never analysed (no row estimate: sampled whole)
             let rows: Vec<(Option<String>, i64)> = super::db::query_as(
                 "with s as (select search_text from users tablesample system ($1) limit $2)
-             select null, count(*) from s
-             union all
-             select t, count(*) from s, unnest(show_trgm(s.search_text)) t group by t",
+                 select null, count(*) from s
+                 union all
+                 select t, count(*) from s, unnest(show_trgm(s.search_text)) t group by t",
             )
             .bind(percent)
             .bind(SAMPLE_ROWS as i64)

@@ -61,7 +61,7 @@ pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result
     crate::telemetry::db_span("insert", async move {
         super::db::query(
             "insert into sessions (id, user_id, refresh_hash, user_agent, ip, expires_at, amr)
-         values ($1, $2, $3, $4, $5, $6, $7)",
+             values ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(s.id)
         .bind(s.user_id)
@@ -174,30 +174,30 @@ pub async fn rotate(
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     crate::telemetry::db_span("rotate", async move {
-    super::db::query(
-        "update sessions
-         set refresh_hash = $2, previous_refresh_hash = $3, rotated_at = now(), last_seen_at = now(),
-             expires_at = $4, updated_at = now()
-         where id = $1",
-    )
-    .bind(id)
-    .bind(new_hash)
-    .bind(previous_hash)
-    .bind(expires_at)
-    .execute(db)
-    .await?;
-    Ok(())
+        super::db::query(
+            "update sessions
+             set refresh_hash = $2, previous_refresh_hash = $3, rotated_at = now(), last_seen_at = now(),
+                 expires_at = $4, updated_at = now()
+             where id = $1",
+        )
+        .bind(id)
+        .bind(new_hash)
+        .bind(previous_hash)
+        .bind(expires_at)
+        .execute(db)
+        .await?;
+        Ok(())
     })
     .await
 }
 
 pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     crate::telemetry::db_span("revoke", async move {
-    super::db::query("update sessions set revoked_at = now(), updated_at = now() where id = $1 and revoked_at is null")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(())
+        super::db::query("update sessions set revoked_at = now(), updated_at = now() where id = $1 and revoked_at is null")
+            .bind(id)
+            .execute(db)
+            .await?;
+        Ok(())
     })
     .await
 }
@@ -207,7 +207,7 @@ pub async fn revoke_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sql
     crate::telemetry::db_span("revoke_own", async move {
         let done = super::db::query(
             "update sessions set revoked_at = now(), updated_at = now()
-         where id = $1 and user_id = $2 and revoked_at is null",
+             where id = $1 and user_id = $2 and revoked_at is null",
         )
         .bind(id)
         .bind(user_id)
@@ -227,7 +227,7 @@ pub async fn revoke_all(
     crate::telemetry::db_span("revoke_all", async move {
         let done = super::db::query(
             "update sessions set revoked_at = now(), updated_at = now()
-         where user_id = $1 and revoked_at is null and ($2::uuid is null or id <> $2)",
+             where user_id = $1 and revoked_at is null and ($2::uuid is null or id <> $2)",
         )
         .bind(user_id)
         .bind(keep)
@@ -243,8 +243,8 @@ pub async fn list_live(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<V
     crate::telemetry::db_span("list_live", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from sessions
-         where user_id = $1 and revoked_at is null and expires_at > now()
-         order by created_at desc, id desc"
+             where user_id = $1 and revoked_at is null and expires_at > now()
+             order by created_at desc, id desc"
         ))
         .bind(user_id)
         .fetch_all(db)

@@ -30,31 +30,31 @@ pub async fn current(pool: &Db) -> sqlx::Result<Option<StoredKey>> {
 /// Stores `new` unless another instance stored a key first; returns the key in force.
 pub async fn insert_if_none(pool: &Db, new: &StoredKey, public: &[u8]) -> sqlx::Result<StoredKey> {
     crate::telemetry::db_span("insert_if_none", async move {
-    let mut tx = pool.begin().await?;
-    // serialises concurrent first starts; the number is arbitrary but fixed
-    super::db::query("select pg_advisory_xact_lock(7283401)")
-        .execute(&mut *tx)
-        .await?;
-    let existing: Option<StoredKey> = super::db::query_as(CURRENT)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let key = match existing {
-        Some(key) => key,
-        None => {
-            super::db::query(
-                "insert into signing_keys (kid, private_der, public_key, key_id) values ($1, $2, $3, $4)",
-            )
-            .bind(&new.kid)
-            .bind(&new.private_der)
-            .bind(public)
-            .bind(&new.key_id)
+        let mut tx = pool.begin().await?;
+        // serialises concurrent first starts; the number is arbitrary but fixed
+        super::db::query("select pg_advisory_xact_lock(7283401)")
             .execute(&mut *tx)
             .await?;
-            new.clone()
-        }
-    };
-    tx.commit().await?;
-    Ok(key)
+        let existing: Option<StoredKey> = super::db::query_as(CURRENT)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let key = match existing {
+            Some(key) => key,
+            None => {
+                super::db::query(
+                    "insert into signing_keys (kid, private_der, public_key, key_id) values ($1, $2, $3, $4)",
+                )
+                .bind(&new.kid)
+                .bind(&new.private_der)
+                .bind(public)
+                .bind(&new.key_id)
+                .execute(&mut *tx)
+                .await?;
+                new.clone()
+            }
+        };
+        tx.commit().await?;
+        Ok(key)
     })
     .await
 }

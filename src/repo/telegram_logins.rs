@@ -12,7 +12,7 @@ pub async fn remember(
     crate::telemetry::db_span("remember", async move {
         let done = super::db::query(
             "insert into telegram_logins (hash_digest, expires_at) values ($1, $2)
-         on conflict (hash_digest) do nothing",
+             on conflict (hash_digest) do nothing",
         )
         .bind(hash_digest)
         .bind(expires_at)

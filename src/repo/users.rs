@@ -66,23 +66,23 @@ pub(super) fn columns_with_links(alias: &str) -> String {
 
 pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result<UserRow> {
     crate::telemetry::db_span("insert", async move {
-    super::db::query_as(&format!(
-        "insert into users (id, email, phone, password_hash, first_name, last_name, middle_name, role,
-                            email_verified)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         returning {COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(user.email)
-    .bind(user.phone)
-    .bind(user.password_hash)
-    .bind(user.first_name)
-    .bind(user.last_name)
-    .bind(user.middle_name)
-    .bind(user.role)
-    .bind(user.email_verified)
-    .fetch_one(db)
-    .await
+        super::db::query_as(&format!(
+            "insert into users (id, email, phone, password_hash, first_name, last_name, middle_name, role,
+                                email_verified)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             returning {COLUMNS}"
+        ))
+        .bind(Uuid::now_v7())
+        .bind(user.email)
+        .bind(user.phone)
+        .bind(user.password_hash)
+        .bind(user.first_name)
+        .bind(user.last_name)
+        .bind(user.middle_name)
+        .bind(user.role)
+        .bind(user.email_verified)
+        .fetch_one(db)
+        .await
     })
     .await
 }
@@ -155,10 +155,10 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<User
 pub async fn lock_active_admins(conn: &mut PgConnection) -> sqlx::Result<Vec<Uuid>> {
     crate::telemetry::db_span("lock_active_admins", async move {
         super::db::query_scalar(
-        "select id from users where role = 'admin' and status = 'active' order by id for update",
-    )
-    .fetch_all(conn)
-    .await
+            "select id from users where role = 'admin' and status = 'active' order by id for update",
+        )
+        .fetch_all(conn)
+        .await
     })
     .await
 }
@@ -188,12 +188,12 @@ pub async fn update_names(
     crate::telemetry::db_span("update_names", async move {
         super::db::query_as(&format!(
             "update users set
-             first_name = coalesce($2, first_name),
-             last_name = case when $3 then $4 else last_name end,
-             middle_name = case when $5 then $6 else middle_name end,
-             updated_at = now()
-         where id = $1
-         returning {COLUMNS}"
+                 first_name = coalesce($2, first_name),
+                 last_name = case when $3 then $4 else last_name end,
+                 middle_name = case when $5 then $6 else middle_name end,
+                 updated_at = now()
+             where id = $1
+             returning {COLUMNS}"
         ))
         .bind(id)
         .bind(c.first_name)
@@ -216,8 +216,8 @@ pub async fn verify_email(
     crate::telemetry::db_span("verify_email", async move {
         super::db::query_as(&format!(
             "update users set email_verified = true, updated_at = now()
-         where id = $1 and lower(email) = lower($2) and status = 'active'
-         returning {COLUMNS}"
+             where id = $1 and lower(email) = lower($2) and status = 'active'
+             returning {COLUMNS}"
         ))
         .bind(id)
         .bind(email)
@@ -237,12 +237,12 @@ pub async fn update_contacts(
     crate::telemetry::db_span("update_contacts", async move {
         super::db::query_as(&format!(
             "update users set
-             email = coalesce($2, email),
-             email_verified = email_verified and ($2 is null or lower($2) = lower(email)),
-             phone = case when $3 then $4 else phone end,
-             updated_at = now()
-         where id = $1
-         returning {COLUMNS}"
+                 email = coalesce($2, email),
+                 email_verified = email_verified and ($2 is null or lower($2) = lower(email)),
+                 phone = case when $3 then $4 else phone end,
+                 updated_at = now()
+             where id = $1
+             returning {COLUMNS}"
         ))
         .bind(id)
         .bind(email)
@@ -263,12 +263,12 @@ pub async fn set_deleted(
     crate::telemetry::db_span("set_deleted", async move {
         super::db::query_as(&format!(
             "update users set
-             status = case when $2 then 'deleted' else 'active' end,
-             deleted_at = case when $2 then now() end,
-             deleted_by_owner = coalesce($3, false),
-             updated_at = now()
-         where id = $1
-         returning {COLUMNS}"
+                 status = case when $2 then 'deleted' else 'active' end,
+                 deleted_at = case when $2 then now() end,
+                 deleted_by_owner = coalesce($3, false),
+                 updated_at = now()
+             where id = $1
+             returning {COLUMNS}"
         ))
         .bind(id)
         .bind(deleted.is_some())
@@ -402,10 +402,10 @@ pub async fn claim_purgeable(
     crate::telemetry::db_span("claim_purgeable", async move {
         super::db::query_scalar(
             "select id from users
-         where status = 'deleted' and deleted_at < now() - make_interval(days => $1)
-         order by deleted_at
-         limit $2
-         for update skip locked",
+             where status = 'deleted' and deleted_at < now() - make_interval(days => $1)
+             order by deleted_at
+             limit $2
+             for update skip locked",
         )
         .bind(older_than_days)
         .bind(limit)

@@ -14,7 +14,7 @@ pub async fn insert(
     crate::telemetry::db_span("insert", async move {
         super::db::query(
             "insert into email_verification_tokens (token_hash, user_id, email, expires_at)
-         values ($1, $2, $3, $4)",
+             values ($1, $2, $3, $4)",
         )
         .bind(hash)
         .bind(user_id)
@@ -32,8 +32,8 @@ pub async fn take(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<(
     crate::telemetry::db_span("take", async move {
         super::db::query_as(
             "update email_verification_tokens set used_at = now(), updated_at = now()
-         where token_hash = $1 and used_at is null and expires_at > now()
-         returning user_id, email",
+             where token_hash = $1 and used_at is null and expires_at > now()
+             returning user_id, email",
         )
         .bind(hash)
         .fetch_optional(db)
