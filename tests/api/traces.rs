@@ -486,3 +486,58 @@ async fn a_collector_that_is_down_loses_spans_not_requests_and_is_warned_of_once
     drop(server);
     drop(db);
 }
+
+#[sqlx::test]
+async fn a_collector_that_never_answers_holds_up_no_request(pool: PgPool) {
+    let db = FreshDb::new(&pool);
+    // a collector that takes the connection and then says nothing: the exporter's POST waits
+    // the minute of its timeout, and the queue behind it (8 spans) fills and drops
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = connections.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let server = Server::start_with(
+        &db,
+        &[
+            ("USERS__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "60000"),
+        ],
+    )
+    .await;
+    let first = tokio::time::timeout(Duration::from_secs(30), an_empty_login(&server)).await;
+    assert!(first.is_ok(), "the first request answered");
+    let waited = std::time::Instant::now();
+    while connections.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(waited.elapsed() < Duration::from_secs(10), "no export came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // the exporter now waits on its POST: forty requests more (ten times the queue's room in
+    // spans) are answered all the same; were one to wait for the export, it would wait a minute
+    let more = async {
+        for _ in 0..40 {
+            an_empty_login(&server).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), more)
+            .await
+            .is_ok(),
+        "a request waited for the collector"
+    );
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the exporter still waits on its one POST"
+    );
+    drop(server);
+    drop(db);
+}
