@@ -1,18 +1,28 @@
-//! The benchmark's OTLP/HTTP collector stand-in (bench/run.sh): `otlp_sink PORT` accepts every
-//! `POST /v1/traces` and answers 200 over kept-alive connections, keeping nothing, on one thread so
-//! it takes little of the cores the service is measured on. On SIGTERM it prints
+//! The benchmark's OTLP/HTTP collector stand-in (bench/run.sh): `otlp_sink PORT [ok|slow|failing]`
+//! accepts every `POST /v1/traces` over kept-alive connections, keeping nothing, on one thread so
+//! it takes little of the cores the service is measured on, and answers 200 (`ok`, the default),
+//! 200 after two seconds (`slow`) or 503 (`failing`). On SIGTERM it prints
 //! `OTLP_EXPORTS=<requests> OTLP_BYTES=<body bytes>`, which shows the spans really went out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 
-#[derive(Default)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Ok,
+    Slow,
+    Failing,
+}
+
 struct Received {
+    answer: Answer,
     exports: AtomicU64,
     bytes: AtomicU64,
 }
@@ -20,21 +30,38 @@ struct Received {
 async fn receive(
     State(received): State<Arc<Received>>,
     body: Bytes,
-) -> [(&'static str, &'static str); 1] {
+) -> (StatusCode, [(&'static str, &'static str); 1]) {
     received.exports.fetch_add(1, Ordering::Relaxed);
     received
         .bytes
         .fetch_add(body.len() as u64, Ordering::Relaxed);
-    [("content-type", "application/x-protobuf")]
+    let status = match received.answer {
+        Answer::Ok => StatusCode::OK,
+        Answer::Slow => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            StatusCode::OK
+        }
+        Answer::Failing => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, [("content-type", "application/x-protobuf")])
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let port: u16 = std::env::args()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("usage: otlp_sink PORT"))?;
-    let received = Arc::new(Received::default());
+    let usage = || anyhow::anyhow!("usage: otlp_sink PORT [ok|slow|failing]");
+    let mut args = std::env::args().skip(1);
+    let port: u16 = args.next().and_then(|p| p.parse().ok()).ok_or_else(usage)?;
+    let answer = match args.next().as_deref() {
+        None | Some("ok") => Answer::Ok,
+        Some("slow") => Answer::Slow,
+        Some("failing") => Answer::Failing,
+        Some(_) => return Err(usage()),
+    };
+    let received = Arc::new(Received {
+        answer,
+        exports: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    });
     let app = Router::new()
         .route("/v1/traces", post(receive))
         .with_state(received.clone());

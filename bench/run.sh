@@ -237,18 +237,26 @@ restart_with() {
   start_sampler
 }
 # The rate of this VM drifts by a fifth from one minute to the next, more than the 5 % these rows
-# are judged by. So the four modes run side by side, one fresh instance each on the same database
+# are judged by. So the six modes run side by side, one fresh instance each on the same database
 # — plain, /metrics scraped every second, traces exported to a local sink, traces sent to a
-# collector that is down — and wrk drives them in turns of SLICE_SECS each,
+# collector that is down, to one that answers each export after two seconds and to one that
+# answers 503 — and wrk drives them in turns of SLICE_SECS each,
 # SLICES times, the order reversed every other turn; each ratio is taken within its turn and the
 # median of the turns is reported, beside each instance's CPU per request from /proc.
 SLICES=${SLICES:-12}
 SLICE_SECS=${SLICE_SECS:-4}
-echo "== GET me plain, with /metrics scraped every second, with traces exported and with the collector down: $SLICES turns of ${SLICE_SECS} s each, side by side"
+echo "== GET me plain, with /metrics scraped every second, with traces exported, and with the collector down, slow and failing: $SLICES turns of ${SLICE_SECS} s each, side by side"
 OTLP_PORT=$((PORT + 2))
 DOWN_PORT=$((PORT + 3))
+SLOW_PORT=$((PORT + 8))
+FAILING_PORT=$((PORT + 9))
 target/release/examples/otlp_sink "$OTLP_PORT" > "$OUT/otlp_sink.txt" &
 OTLP=$!
+target/release/examples/otlp_sink "$SLOW_PORT" slow > "$OUT/otlp_sink.slow.txt" &
+SLOW_SINK=$!
+target/release/examples/otlp_sink "$FAILING_PORT" failing > "$OUT/otlp_sink.failing.txt" &
+FAILING_SINK=$!
+EXTRA_PIDS="$EXTRA_PIDS $SLOW_SINK $FAILING_SINK"
 declare -A MODE_PID MODE_URL
 # start_mode MODE PORT [VAR=value...]: another instance of the service, on PORT
 start_mode() {
@@ -265,6 +273,8 @@ start_mode scraped $((PORT + 4))
 start_mode traced $((PORT + 5)) USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT
 # nothing listens on DOWN_PORT
 start_mode down $((PORT + 6)) USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$DOWN_PORT
+start_mode slow $((PORT + 10)) USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$SLOW_PORT
+start_mode failing $((PORT + 11)) USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$FAILING_PORT
 ( while true; do curl -fs "${MODE_URL[scraped]}/metrics" >/dev/null; sleep 1; done ) &
 SCRAPER=$!
 : > "$OUT/rounds.txt"
@@ -276,7 +286,7 @@ slice_run() {
   echo "$1 $2 $(awk '/Requests\/sec/ {print $2}' "$OUT/round.txt") $(( $(ticks_of "${MODE_PID[$1]}") - t0 )) $(awk '/requests in/ {print $1}' "$OUT/round.txt") $(awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$OUT/round.txt")" >> "$OUT/rounds.txt"
 }
 export HEADER=Authorization
-MODES="plain scraped traced down"
+MODES="plain scraped traced down slow failing"
 for m in $MODES; do wrk -t2 -c32 -d2s -s bench/lua/me_many.lua "${MODE_URL[$m]}" >/dev/null 2>&1 || true; done
 for r in $(seq 1 "$SLICES"); do
   order=$MODES
@@ -286,6 +296,7 @@ done
 awk '{ n[$1] += $5; t[$1] += $4 } END { for (m in n) printf "   %s: %.1f µs/req;", m, t[m] * 10000 / n[m]; print "" }' "$OUT/rounds.txt"
 kill "$SCRAPER" 2>/dev/null || true
 for m in $MODES; do kill "${MODE_PID[$m]}" 2>/dev/null && wait "${MODE_PID[$m]}" 2>/dev/null || true; done
+for pid in $SLOW_SINK $FAILING_SINK; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
 EXTRA_PIDS=""
 unset HEADER
 # the sink prints what it received when it stops (within 5 s, or it is killed)
@@ -448,7 +459,10 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "| GET me with traces exported ÷ plain GET me, the same | $(round_ratio traced) |"
   echo "| what the local OTLP sink received in those rounds: exports, body bytes | $(sed -n 's/^OTLP_EXPORTS=\([0-9]*\) OTLP_BYTES=\([0-9]*\)/\1, \2/p' "$OUT/otlp_sink.txt") |"
   echo "| GET me with the trace collector down ÷ plain GET me, the same | $(round_ratio down) |"
-  echo "| service CPU per GET me, µs, median of the turns: plain, scraped, traced, collector down | $(round_cpu plain), $(round_cpu scraped), $(round_cpu traced), $(round_cpu down) |"
+  echo "| GET me with a collector answering each export after 2 s ÷ plain GET me, the same | $(round_ratio slow) |"
+  echo "| GET me with a collector answering 503 ÷ plain GET me, the same | $(round_ratio failing) |"
+  echo "| what the slow and the failing collector received: exports, body bytes | $(sed -n 's/^OTLP_EXPORTS=\([0-9]*\) OTLP_BYTES=\([0-9]*\)/\1, \2/p' "$OUT/otlp_sink.slow.txt"); $(sed -n 's/^OTLP_EXPORTS=\([0-9]*\) OTLP_BYTES=\([0-9]*\)/\1, \2/p' "$OUT/otlp_sink.failing.txt") |"
+  echo "| service CPU per GET me, µs, median of the turns: plain, scraped, traced, collector down, slow, failing | $(round_cpu plain), $(round_cpu scraped), $(round_cpu traced), $(round_cpu down), $(round_cpu slow), $(round_cpu failing) |"
   echo "| non-2xx answers in all those turns (each must be 0) | $(awk '{ n += $6 } END { print n + 0 }' "$OUT/rounds.txt") |"
   QMEAN=$(mean "$Q1" "$Q2")
   echo "| RabbitMQ publisher-confirms loop, messages/s (1 000 in flight, persistent, a stored queue bound): before and after the relay | $Q1, $Q2 |"
@@ -480,7 +494,7 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "100 000 users, p99 < 100 ms at 1 000 000; during the hang-up flood (its row's req/s is hang-ups a"
   echo "second) peak RSS < 150 MiB and /health/live p99 < 10 ms; forgot p50s for a known and an unknown"
   echo "email within 10 % of each other; the courier ≥ 500 messages/s; GET me with /metrics scraped, with"
-  echo "traces exported and with the collector down each within 5 % of plain GET me; the relay ≥ 0.70 of"
+  echo "traces exported and with the collector down, slow or failing each within 5 % of plain GET me; the relay ≥ 0.70 of"
   echo "the publisher-confirms ceiling; GET me and sign_up with publishing on within 5 % of off; the inbox"
   echo "≥ 0.50 of GET me; the fan-out's p99 < 250 ms with no stream dropped and RSS < 150 MiB; login with"
   echo "Redis budgets within 5 % of in-process; GET me through PgBouncer ≥ 0.70 of direct."
