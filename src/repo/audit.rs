@@ -24,7 +24,7 @@ pub struct NewAudit<'a> {
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, a: &NewAudit<'_>) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("audit.insert", async move {
         super::db::query(
             "insert into audit_log (id, actor, action, target_user_id, ip, details) values ($1, $2, $3, $4, $5, $6)",
         )
@@ -50,7 +50,7 @@ pub async fn insert_many(
     ip: Option<&str>,
     details: &serde_json::Value,
 ) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert_many", async move {
+    crate::telemetry::db_span("audit.insert_many", async move {
         let ids: Vec<Uuid> = targets.iter().map(|_| Uuid::now_v7()).collect();
         super::db::query(
             "insert into audit_log (id, actor, action, target_user_id, ip, details)
@@ -77,7 +77,7 @@ pub async fn page(
     before: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<AuditRow>> {
-    crate::telemetry::db_span("page", async move {
+    crate::telemetry::db_span("audit.page", async move {
         super::db::query_as(
             "select id, at, actor, action, target_user_id, ip, details from audit_log
              where ($1::uuid is null or target_user_id = $1)
@@ -104,7 +104,7 @@ pub async fn recent_exports(
     conn: &mut PgConnection,
     actor: &str,
 ) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
-    crate::telemetry::db_span("recent_exports", async move {
+    crate::telemetry::db_span("audit.recent_exports", async move {
         super::db::query("select pg_advisory_xact_lock(hashtextextended('user.export ' || $1, 0))")
             .bind(actor)
             .execute(&mut *conn)

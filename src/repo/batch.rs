@@ -30,6 +30,8 @@ pub trait BatchRead: Send + Sync + 'static {
     type Value: Clone + Send + Sync + 'static;
     /// Most keys one query carries.
     const MAX_BATCH: usize;
+    /// The name of a read's span (`<repository>.<read>`).
+    const NAME: &'static str;
 
     /// The values of these (distinct) keys; a key without a value is absent.
     fn fetch(
@@ -146,7 +148,7 @@ impl<R: BatchRead> Batcher<R> {
     /// The key's value as the database has it now; `None` when it has none. Its span covers the
     /// wait and the batch's query (which has no span of its own: it serves many requests).
     pub async fn read(&self, key: R::Key) -> Result<Option<R::Value>, ReadError> {
-        crate::telemetry::db_span("read", async move {
+        crate::telemetry::db_span(R::NAME, async move {
             let (reply, answer) = oneshot::channel();
             self.asks
                 .send(Ask { key, reply })

@@ -43,7 +43,7 @@ pub struct Unpublished {
 const COLUMNS: &str = "id, type, occurred_at, actor, user_id, data";
 
 pub async fn insert(db: impl PgExecutor<'_>, e: &NewEvent<'_>) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("events.insert", async move {
         super::db::query(
             "insert into events (id, type, actor, user_id, data) values ($1, $2, $3, $4, $5)",
         )
@@ -68,7 +68,7 @@ pub async fn insert_many(
     user_ids: &[Uuid],
     data: &Value,
 ) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert_many", async move {
+    crate::telemetry::db_span("events.insert_many", async move {
         super::db::query(
             "insert into events (id, type, actor, user_id, data)
              select e.id, $2, $3, e.user_id, $5 from unnest($1::uuid[], $4::uuid[]) as e (id, user_id)",
@@ -87,7 +87,7 @@ pub async fn insert_many(
 
 /// Whether `id` is a kept event (a feed cursor must be one).
 pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
-    crate::telemetry::db_span("exists", async move {
+    crate::telemetry::db_span("events.exists", async move {
         super::db::query_scalar("select exists (select 1 from events where id = $1)")
             .bind(id)
             .fetch_one(db)
@@ -102,7 +102,7 @@ pub async fn page(
     after: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<EventRow>> {
-    crate::telemetry::db_span("page", async move {
+    crate::telemetry::db_span("events.page", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from events
              where commit_seq > coalesce((select commit_seq from events where id = $1), 0)
@@ -124,7 +124,7 @@ pub async fn unpublished(
     after: Option<Position>,
     limit: i64,
 ) -> sqlx::Result<Vec<Unpublished>> {
-    crate::telemetry::db_span("unpublished", async move {
+    crate::telemetry::db_span("events.unpublished", async move {
         super::db::query_as(&format!(
             "select {COLUMNS}, commit_seq from events
              where published_at is null and commit_seq > $1
@@ -147,7 +147,7 @@ pub async fn mark_published(
     first: Position,
     last: Position,
 ) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("mark_published", async move {
+    crate::telemetry::db_span("events.mark_published", async move {
         let done = super::db::query(
             "update events set published_at = now()
              where published_at is null and commit_seq between $1 and $2",
@@ -163,7 +163,7 @@ pub async fn mark_published(
 
 /// Deletes events older than the retention, published or not (with publishing off nothing is).
 pub async fn delete_older_than(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_older_than", async move {
+    crate::telemetry::db_span("events.delete_older_than", async move {
         let done = super::db::query(
             "delete from events where occurred_at < now() - make_interval(days => $1)",
         )
@@ -177,7 +177,7 @@ pub async fn delete_older_than(db: impl PgExecutor<'_>, days: i32) -> sqlx::Resu
 
 /// Events not yet published.
 pub async fn count_unpublished(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    crate::telemetry::db_span("count_unpublished", async move {
+    crate::telemetry::db_span("events.count_unpublished", async move {
         super::db::query_scalar("select count(*) from events where published_at is null")
             .fetch_one(db)
             .await

@@ -30,7 +30,7 @@ const COLUMNS: &str =
     "id, user_id, social_network, connection_link, connected_for, external_id, connected_at";
 
 pub async fn insert(db: impl PgExecutor<'_>, l: &NewLink<'_>) -> sqlx::Result<LinkedAccountRow> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("linked_accounts.insert", async move {
         super::db::query_as(&format!(
             "insert into linked_accounts (id, user_id, social_network, connection_link, connected_for, external_id)
              values ($1, $2, $3, $4, $5, $6)
@@ -53,7 +53,7 @@ pub async fn for_users(
     db: impl PgExecutor<'_>,
     user_ids: &[Uuid],
 ) -> sqlx::Result<Vec<LinkedAccountRow>> {
-    crate::telemetry::db_span("for_users", async move {
+    crate::telemetry::db_span("linked_accounts.for_users", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from linked_accounts where user_id = any($1) order by connected_at, id"
         ))
@@ -70,7 +70,7 @@ pub async fn find_own(
     user_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<LinkedAccountRow>> {
-    crate::telemetry::db_span("find_own", async move {
+    crate::telemetry::db_span("linked_accounts.find_own", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from linked_accounts where id = $1 and user_id = $2"
         ))
@@ -87,7 +87,7 @@ pub async fn find_identity(
     network: SocialNetwork,
     external_id: &str,
 ) -> sqlx::Result<Option<LinkedAccountRow>> {
-    crate::telemetry::db_span("find_identity", async move {
+    crate::telemetry::db_span("linked_accounts.find_identity", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from linked_accounts where social_network = $1 and external_id = $2"
         ))
@@ -101,7 +101,7 @@ pub async fn find_identity(
 
 /// How many provider identities the user has (ways to sign in besides a password).
 pub async fn count_identities(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    crate::telemetry::db_span("count_identities", async move {
+    crate::telemetry::db_span("linked_accounts.count_identities", async move {
         super::db::query_scalar(
             "select count(*) from linked_accounts where user_id = $1 and external_id is not null",
         )
@@ -117,7 +117,7 @@ pub async fn set_connected_for(
     id: Uuid,
     connected_for: Option<&str>,
 ) -> sqlx::Result<LinkedAccountRow> {
-    crate::telemetry::db_span("set_connected_for", async move {
+    crate::telemetry::db_span("linked_accounts.set_connected_for", async move {
         super::db::query_as(&format!(
             "update linked_accounts set connected_for = $2, updated_at = now() where id = $1 returning {COLUMNS}"
         ))
@@ -130,7 +130,7 @@ pub async fn set_connected_for(
 }
 
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    crate::telemetry::db_span("delete", async move {
+    crate::telemetry::db_span("linked_accounts.delete", async move {
         super::db::query("delete from linked_accounts where id = $1")
             .bind(id)
             .execute(db)

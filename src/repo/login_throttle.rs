@@ -14,7 +14,7 @@ pub async fn reserve(
     email_key: &str,
     window_secs: i64,
 ) -> sqlx::Result<(i32, DateTime<Utc>)> {
-    crate::telemetry::db_span("reserve", async move {
+    crate::telemetry::db_span("login_throttle.reserve", async move {
         super::db::query_as(
             "insert into login_throttle as t (email_key, failures, window_started_at)
              values ($1, 1, now())
@@ -38,7 +38,7 @@ pub async fn reserve(
 
 /// Counters whose window has passed: nothing locks any more, nothing to keep.
 pub async fn delete_stale(db: impl PgExecutor<'_>, window_secs: i64) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_stale", async move {
+    crate::telemetry::db_span("login_throttle.delete_stale", async move {
         let done = super::db::query(
             "delete from login_throttle where window_started_at < now() - make_interval(secs => $1)",
         )
@@ -52,7 +52,7 @@ pub async fn delete_stale(db: impl PgExecutor<'_>, window_secs: i64) -> sqlx::Re
 
 /// A right password ends the count.
 pub async fn clear(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()> {
-    crate::telemetry::db_span("clear", async move {
+    crate::telemetry::db_span("login_throttle.clear", async move {
         super::db::query("delete from login_throttle where email_key = $1")
             .bind(email_key)
             .execute(db)
@@ -64,7 +64,7 @@ pub async fn clear(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()>
 
 /// Hands back a reserved attempt that got no verdict.
 pub async fn release(db: impl PgExecutor<'_>, email_key: &str) -> sqlx::Result<()> {
-    crate::telemetry::db_span("release", async move {
+    crate::telemetry::db_span("login_throttle.release", async move {
         super::db::query(
             "update login_throttle set failures = greatest(failures - 1, 0), updated_at = now()
          where email_key = $1",

@@ -19,7 +19,7 @@ pub struct NewMessage<'a> {
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage<'_>) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("messages.insert", async move {
         super::db::query(
             "insert into messages (id, kind, user_id, recipient, subject, body_text, body_html, message_id)
              values ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -40,7 +40,7 @@ pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage<'_>) -> sqlx::Result
 }
 
 pub async fn notify(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    crate::telemetry::db_span("notify", async move {
+    crate::telemetry::db_span("messages.notify", async move {
         super::db::query("select pg_notify($1, '')")
             .bind(CHANNEL)
             .execute(db)
@@ -56,7 +56,7 @@ pub async fn latest_of(
     user_id: Uuid,
     kind: &str,
 ) -> sqlx::Result<Option<DateTime<Utc>>> {
-    crate::telemetry::db_span("latest_of", async move {
+    crate::telemetry::db_span("messages.latest_of", async move {
         super::db::query_scalar(
             "select max(created_at) from messages where user_id = $1 and kind = $2",
         )
@@ -89,7 +89,7 @@ pub async fn claim_due(
     limit: i64,
     lease_secs: f64,
 ) -> sqlx::Result<Vec<Claimed>> {
-    crate::telemetry::db_span("claim_due", async move {
+    crate::telemetry::db_span("messages.claim_due", async move {
         super::db::query_as(
             "update messages m set attempts = m.attempts + 1,
                     next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
@@ -111,7 +111,7 @@ pub async fn claim_due(
 
 /// Sent: the body (it may hold a live token) is erased, the metadata stays.
 pub async fn mark_sent(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    crate::telemetry::db_span("mark_sent", async move {
+    crate::telemetry::db_span("messages.mark_sent", async move {
         super::db::query(
             "update messages set status = 'sent', sent_at = now(), body_text = null, body_html = null,
                     last_error = null, updated_at = now()
@@ -132,7 +132,7 @@ pub async fn mark_failed(
     error: &str,
     retry_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
-    crate::telemetry::db_span("mark_failed", async move {
+    crate::telemetry::db_span("messages.mark_failed", async move {
         super::db::query(
             "update messages set
                  status = case when $3::timestamptz is null then 'abandoned' else 'queued' end,
@@ -154,7 +154,7 @@ pub async fn mark_failed(
 
 /// Sent and abandoned messages older than the retention.
 pub async fn delete_finished_before(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_finished_before", async move {
+    crate::telemetry::db_span("messages.delete_finished_before", async move {
         let done = super::db::query(
             "delete from messages where status <> 'queued'
              and created_at < now() - make_interval(days => $1)",
@@ -169,7 +169,7 @@ pub async fn delete_finished_before(db: impl PgExecutor<'_>, days: i32) -> sqlx:
 
 /// Queued messages waiting now (the courier's backlog).
 pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    crate::telemetry::db_span("backlog", async move {
+    crate::telemetry::db_span("messages.backlog", async move {
         super::db::query_scalar("select count(*) from messages where status = 'queued'")
             .fetch_one(db)
             .await
@@ -202,7 +202,7 @@ pub struct Filter<'a> {
 
 /// Newest first (ids are UUIDv7).
 pub async fn page(db: impl PgExecutor<'_>, f: &Filter<'_>) -> sqlx::Result<Vec<MessageRow>> {
-    crate::telemetry::db_span("page", async move {
+    crate::telemetry::db_span("messages.page", async move {
         let mut q = QueryBuilder::<Postgres>::new(
             "select id, kind, user_id, recipient, subject, status, attempts, created_at, sent_at, last_error
              from messages where true",

@@ -27,7 +27,7 @@ pub struct ChallengeRow {
 }
 
 pub async fn factor(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<FactorRow>> {
-    crate::telemetry::db_span("factor", async move {
+    crate::telemetry::db_span("mfa.factor", async move {
         super::db::query_as(
             "select user_id, secret, key_id, confirmed_at, last_step from totp_factors where user_id = $1",
         )
@@ -46,7 +46,7 @@ pub async fn put_pending(
     secret: &[u8],
     key_id: Option<&str>,
 ) -> sqlx::Result<bool> {
-    crate::telemetry::db_span("put_pending", async move {
+    crate::telemetry::db_span("mfa.put_pending", async move {
         let done = super::db::query(
             "insert into totp_factors as f (user_id, secret, key_id) values ($1, $2, $3)
              on conflict (user_id) do update
@@ -66,7 +66,7 @@ pub async fn put_pending(
 /// Accepts the code of `step` once: true only when no code of this step or a later one was
 /// accepted before (one statement, so two requests with one code cannot both pass).
 pub async fn accept_step(db: impl PgExecutor<'_>, user_id: Uuid, step: i64) -> sqlx::Result<bool> {
-    crate::telemetry::db_span("accept_step", async move {
+    crate::telemetry::db_span("mfa.accept_step", async move {
         let done = super::db::query(
             "update totp_factors set last_step = $2, updated_at = now()
              where user_id = $1 and (last_step is null or last_step < $2)",
@@ -82,7 +82,7 @@ pub async fn accept_step(db: impl PgExecutor<'_>, user_id: Uuid, step: i64) -> s
 
 /// Confirms the enrolment and turns two-factor sign-in on for the user.
 pub async fn confirm(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    crate::telemetry::db_span("confirm", async move {
+    crate::telemetry::db_span("mfa.confirm", async move {
         super::db::query(
             "update totp_factors set confirmed_at = now(), updated_at = now() where user_id = $1",
         )
@@ -97,7 +97,7 @@ pub async fn confirm(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()>
 /// Deletes the factor, its recovery codes and its waiting challenges, and turns two-factor sign-in
 /// off for the user.
 pub async fn remove(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    crate::telemetry::db_span("remove", async move {
+    crate::telemetry::db_span("mfa.remove", async move {
         for sql in [
             "delete from totp_factors where user_id = $1",
             "delete from recovery_codes where user_id = $1",
@@ -128,7 +128,7 @@ pub async fn replace_recovery_codes(
     user_id: Uuid,
     hashes: &[Vec<u8>],
 ) -> sqlx::Result<()> {
-    crate::telemetry::db_span("replace_recovery_codes", async move {
+    crate::telemetry::db_span("mfa.replace_recovery_codes", async move {
         super::db::query("delete from recovery_codes where user_id = $1")
             .bind(user_id)
             .execute(&mut *conn)
@@ -152,7 +152,7 @@ pub async fn use_recovery_code(
     user_id: Uuid,
     hash: &[u8],
 ) -> sqlx::Result<Option<i64>> {
-    crate::telemetry::db_span("use_recovery_code", async move {
+    crate::telemetry::db_span("mfa.use_recovery_code", async move {
         let done = super::db::query(
             "update recovery_codes set used_at = now()
              where user_id = $1 and code_hash = $2 and used_at is null",
@@ -183,7 +183,7 @@ pub async fn insert_challenge(
     methods: &[&str],
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert_challenge", async move {
+    crate::telemetry::db_span("mfa.insert_challenge", async move {
         super::db::query(
             "insert into mfa_challenges (token_hash, user_id, form, methods, expires_at)
              values ($1, $2, $3, $4, $5)",
@@ -205,7 +205,7 @@ pub async fn challenge_for_update(
     conn: &mut PgConnection,
     token_hash: &[u8],
 ) -> sqlx::Result<Option<ChallengeRow>> {
-    crate::telemetry::db_span("challenge_for_update", async move {
+    crate::telemetry::db_span("mfa.challenge_for_update", async move {
         super::db::query_as(
             "select user_id, form, methods, failures, expires_at, used_at
              from mfa_challenges where token_hash = $1 for update",
@@ -218,7 +218,7 @@ pub async fn challenge_for_update(
 }
 
 pub async fn fail_challenge(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx::Result<()> {
-    crate::telemetry::db_span("fail_challenge", async move {
+    crate::telemetry::db_span("mfa.fail_challenge", async move {
         super::db::query("update mfa_challenges set failures = failures + 1 where token_hash = $1")
             .bind(token_hash)
             .execute(db)
@@ -229,7 +229,7 @@ pub async fn fail_challenge(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx:
 }
 
 pub async fn use_challenge(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx::Result<()> {
-    crate::telemetry::db_span("use_challenge", async move {
+    crate::telemetry::db_span("mfa.use_challenge", async move {
         super::db::query("update mfa_challenges set used_at = now() where token_hash = $1")
             .bind(token_hash)
             .execute(db)
@@ -245,7 +245,7 @@ pub async fn delete_stale_challenges(
     db: impl PgExecutor<'_>,
     max_failures: i32,
 ) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_stale_challenges", async move {
+    crate::telemetry::db_span("mfa.delete_stale_challenges", async move {
         let done = super::db::query(
             "delete from mfa_challenges
                  where expires_at < now() or used_at is not null or failures >= $1",
@@ -260,7 +260,7 @@ pub async fn delete_stale_challenges(
 
 /// Every stored TOTP secret (for `rotate-data-key`), locked.
 pub async fn all_secrets_for_update(conn: &mut PgConnection) -> sqlx::Result<Vec<FactorRow>> {
-    crate::telemetry::db_span("all_secrets_for_update", async move {
+    crate::telemetry::db_span("mfa.all_secrets_for_update", async move {
         super::db::query_as(
             "select user_id, secret, key_id, confirmed_at, last_step from totp_factors for update",
         )
@@ -276,7 +276,7 @@ pub async fn set_secret(
     secret: &[u8],
     key_id: Option<&str>,
 ) -> sqlx::Result<()> {
-    crate::telemetry::db_span("set_secret", async move {
+    crate::telemetry::db_span("mfa.set_secret", async move {
         super::db::query("update totp_factors set secret = $2, key_id = $3 where user_id = $1")
             .bind(user_id)
             .bind(secret)
@@ -293,7 +293,7 @@ pub async fn count_sealed_otherwise(
     db: impl PgExecutor<'_>,
     key_id: Option<&str>,
 ) -> sqlx::Result<i64> {
-    crate::telemetry::db_span("count_sealed_otherwise", async move {
+    crate::telemetry::db_span("mfa.count_sealed_otherwise", async move {
         super::db::query_scalar(
             "select count(*) from totp_factors where key_id is not null and key_id is distinct from $1",
         )

@@ -41,7 +41,7 @@ pub async fn insert(
     db: impl PgExecutor<'_>,
     n: &NewNotification<'_>,
 ) -> sqlx::Result<NotificationRow> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("notifications.insert", async move {
         super::db::query_as(&format!(
             "insert into notifications (id, user_id, kind, title, body, link, data)
              values ($1, $2, $3, $4, $5, $6, $7) returning {COLUMNS}"
@@ -65,7 +65,7 @@ pub async fn insert_many(
     user_ids: &[Uuid],
     n: &NewNotification<'_>,
 ) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("insert_many", async move {
+    crate::telemetry::db_span("notifications.insert_many", async move {
         let ids: Vec<Uuid> = user_ids.iter().map(|_| Uuid::now_v7()).collect();
         let done = super::db::query(
             "insert into notifications (id, user_id, kind, title, body, link, data)
@@ -88,7 +88,7 @@ pub async fn insert_many(
 
 /// All the user's notifications, newest first (the export; the inbox reads `Pages`).
 pub async fn all_of(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<NotificationRow>> {
-    crate::telemetry::db_span("all_of", async move {
+    crate::telemetry::db_span("notifications.all_of", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from notifications where user_id = $1 order by id desc"
         ))
@@ -125,6 +125,7 @@ impl BatchRead for Pages {
     type Key = PageKey;
     type Value = Vec<NotificationRow>;
     const MAX_BATCH: usize = MAX_PAGES;
+    const NAME: &'static str = "notifications.page";
 
     /// Every page of the batch in one statement: a `values` list padded with nulls to the next
     /// power of two (one generic plan per size, as `sessions::states`), each row an index scan of
@@ -202,6 +203,7 @@ impl BatchRead for Versions {
     type Key = Uuid;
     type Value = i64;
     const MAX_BATCH: usize = MAX_PAGES;
+    const NAME: &'static str = "notifications.version";
 
     /// One primary-key lookup per user, the ids padded as `Pages::fetch` pads its keys.
     #[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
@@ -236,7 +238,7 @@ pub async fn after(
     after: Uuid,
     limit: i64,
 ) -> sqlx::Result<Vec<NotificationRow>> {
-    crate::telemetry::db_span("after", async move {
+    crate::telemetry::db_span("notifications.after", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from notifications where user_id = $1 and id > $2 order by id limit $3"
         ))
@@ -252,7 +254,7 @@ pub async fn after(
 /// These notifications (those that still exist), oldest first: what a stream's instance hands
 /// to its streams, read once however many streams each has.
 pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<NotificationRow>> {
-    crate::telemetry::db_span("by_ids", async move {
+    crate::telemetry::db_span("notifications.by_ids", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from notifications where id = any($1) order by id"
         ))
@@ -264,7 +266,7 @@ pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<N
 }
 
 pub async fn unread_count(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    crate::telemetry::db_span("unread_count", async move {
+    crate::telemetry::db_span("notifications.unread_count", async move {
         super::db::query_scalar(
             "select count(*) from notifications where user_id = $1 and read_at is null",
         )
@@ -281,7 +283,7 @@ pub async fn mark_read(
     user_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<NotificationRow>> {
-    crate::telemetry::db_span("mark_read", async move {
+    crate::telemetry::db_span("notifications.mark_read", async move {
         super::db::query_as(&format!(
             "update notifications set read_at = coalesce(read_at, now())
              where id = $1 and user_id = $2 returning {COLUMNS}"
@@ -295,7 +297,7 @@ pub async fn mark_read(
 }
 
 pub async fn mark_all_read(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("mark_all_read", async move {
+    crate::telemetry::db_span("notifications.mark_all_read", async move {
         let done = super::db::query(
             "update notifications set read_at = now() where user_id = $1 and read_at is null",
         )
@@ -308,7 +310,7 @@ pub async fn mark_all_read(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Resu
 }
 
 pub async fn delete_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
-    crate::telemetry::db_span("delete_own", async move {
+    crate::telemetry::db_span("notifications.delete_own", async move {
         let done = super::db::query("delete from notifications where id = $1 and user_id = $2")
             .bind(id)
             .bind(user_id)
@@ -321,7 +323,7 @@ pub async fn delete_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sql
 
 /// Deletes read notifications older than the retention.
 pub async fn delete_read_before(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_read_before", async move {
+    crate::telemetry::db_span("notifications.delete_read_before", async move {
         let done = super::db::query(
             "delete from notifications
              where read_at is not null and created_at < now() - make_interval(days => $1)",

@@ -24,7 +24,7 @@ pub struct NewState<'a> {
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewState<'_>) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("oauth_states.insert", async move {
         super::db::query(
             "insert into oauth_states (state_hash, provider, code_verifier, redirect_to, browser_hash, link_user_id, expires_at)
              values ($1, $2, $3, $4, $5, $6, $7)",
@@ -48,7 +48,7 @@ pub async fn take(
     db: impl PgExecutor<'_>,
     state_hash: &[u8],
 ) -> sqlx::Result<Option<OAuthStateRow>> {
-    crate::telemetry::db_span("take", async move {
+    crate::telemetry::db_span("oauth_states.take", async move {
         super::db::query_as(
             "with swept as (delete from oauth_states where expires_at <= now() and state_hash <> $1)
              delete from oauth_states where state_hash = $1 and expires_at > now()
@@ -63,7 +63,7 @@ pub async fn take(
 
 /// Sign-in flows that were never finished.
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_expired", async move {
+    crate::telemetry::db_span("oauth_states.delete_expired", async move {
         let done = super::db::query("delete from oauth_states where expires_at < now()")
             .execute(db)
             .await?;

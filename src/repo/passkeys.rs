@@ -55,7 +55,7 @@ pub struct OwnedPasskey {
 
 /// The user's handle, if they have one.
 pub async fn handle(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<Vec<u8>>> {
-    crate::telemetry::db_span("handle", async move {
+    crate::telemetry::db_span("passkeys.handle", async move {
         super::db::query_scalar("select webauthn_handle from users where id = $1")
             .bind(user_id)
             .fetch_one(db)
@@ -66,7 +66,7 @@ pub async fn handle(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Opti
 
 /// Gives the user their handle (at their first registration; the caller holds the user's row).
 pub async fn set_handle(db: impl PgExecutor<'_>, user_id: Uuid, handle: &[u8]) -> sqlx::Result<()> {
-    crate::telemetry::db_span("set_handle", async move {
+    crate::telemetry::db_span("passkeys.set_handle", async move {
         super::db::query("update users set webauthn_handle = $2 where id = $1")
             .bind(user_id)
             .bind(handle)
@@ -85,7 +85,7 @@ pub async fn insert_challenge(
     state: &Value,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert_challenge", async move {
+    crate::telemetry::db_span("passkeys.insert_challenge", async move {
         super::db::query(
             "insert into webauthn_challenges (id, user_id, ceremony, state, expires_at) \
              values ($1, $2, $3, $4, $5)",
@@ -110,7 +110,7 @@ pub async fn take_challenge(
     ceremony: Ceremony,
     user_id: Option<Uuid>,
 ) -> sqlx::Result<Option<ChallengeRow>> {
-    crate::telemetry::db_span("take_challenge", async move {
+    crate::telemetry::db_span("passkeys.take_challenge", async move {
         super::db::query_as(
             "delete from webauthn_challenges where id = $1 and ceremony = $2 \
                and user_id is not distinct from $3 and expires_at > now() \
@@ -126,7 +126,7 @@ pub async fn take_challenge(
 }
 
 pub async fn delete_expired_challenges(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_expired_challenges", async move {
+    crate::telemetry::db_span("passkeys.delete_expired_challenges", async move {
         Ok(
             super::db::query("delete from webauthn_challenges where expires_at <= now()")
                 .execute(db)
@@ -139,7 +139,7 @@ pub async fn delete_expired_challenges(db: impl PgExecutor<'_>) -> sqlx::Result<
 
 /// A user's passkeys, newest first.
 pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<PasskeyRow>> {
-    crate::telemetry::db_span("list", async move {
+    crate::telemetry::db_span("passkeys.list", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from passkeys where user_id = $1 order by created_at desc, id desc"
         ))
@@ -155,7 +155,7 @@ pub async fn find_own(
     user_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<PasskeyRow>> {
-    crate::telemetry::db_span("find_own", async move {
+    crate::telemetry::db_span("passkeys.find_own", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from passkeys where id = $1 and user_id = $2"
         ))
@@ -173,7 +173,7 @@ pub async fn lock_by_credential(
     conn: &mut PgConnection,
     credential_id: &[u8],
 ) -> sqlx::Result<Option<OwnedPasskey>> {
-    crate::telemetry::db_span("lock_by_credential", async move {
+    crate::telemetry::db_span("passkeys.lock_by_credential", async move {
         super::db::query_as(&format!(
             "select {}, u.webauthn_handle as owner_handle
              from passkeys p join users u on u.id = p.user_id
@@ -197,7 +197,7 @@ pub async fn insert(
     credential: &Value,
     name: &str,
 ) -> sqlx::Result<Option<PasskeyRow>> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("passkeys.insert", async move {
         super::db::query_as(&format!(
             "insert into passkeys (id, user_id, credential_id, credential, name) \
              values ($1, $2, $3, $4, $5) \
@@ -223,7 +223,7 @@ pub async fn rename(
     id: Uuid,
     name: &str,
 ) -> sqlx::Result<Option<PasskeyRow>> {
-    crate::telemetry::db_span("rename", async move {
+    crate::telemetry::db_span("passkeys.rename", async move {
         super::db::query_as(&format!(
             "update passkeys set name = $3 where id = $1 and user_id = $2 returning {COLUMNS}"
         ))
@@ -237,7 +237,7 @@ pub async fn rename(
 }
 
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    crate::telemetry::db_span("delete", async move {
+    crate::telemetry::db_span("passkeys.delete", async move {
         super::db::query("delete from passkeys where id = $1")
             .bind(id)
             .execute(db)
@@ -249,7 +249,7 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
 
 /// The user's passkeys that can sign in (not suspended).
 pub async fn count_usable(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    crate::telemetry::db_span("count_usable", async move {
+    crate::telemetry::db_span("passkeys.count_usable", async move {
         super::db::query_scalar(
             "select count(*) from passkeys where user_id = $1 and suspended_at is null",
         )
@@ -262,7 +262,7 @@ pub async fn count_usable(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Resul
 
 /// A verified sign-in: the credential's new counter and flags, and when it was used.
 pub async fn used(db: impl PgExecutor<'_>, id: Uuid, credential: &Value) -> sqlx::Result<()> {
-    crate::telemetry::db_span("used", async move {
+    crate::telemetry::db_span("passkeys.used", async move {
         super::db::query("update passkeys set credential = $2, last_used_at = now() where id = $1")
             .bind(id)
             .bind(Json(credential))
@@ -275,7 +275,7 @@ pub async fn used(db: impl PgExecutor<'_>, id: Uuid, credential: &Value) -> sqlx
 
 /// Its counter went back: refused until registered again.
 pub async fn suspend(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    crate::telemetry::db_span("suspend", async move {
+    crate::telemetry::db_span("passkeys.suspend", async move {
         super::db::query(
             "update passkeys set suspended_at = now() where id = $1 and suspended_at is null",
         )

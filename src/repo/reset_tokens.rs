@@ -10,7 +10,7 @@ pub async fn insert(
     user_id: Uuid,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("reset_tokens.insert", async move {
         super::db::query(
             "insert into password_reset_tokens (token_hash, user_id, expires_at) values ($1, $2, $3)",
         )
@@ -26,7 +26,7 @@ pub async fn insert(
 
 /// The user a usable (unused, unexpired) token belongs to, without using it.
 pub async fn usable_user(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<Uuid>> {
-    crate::telemetry::db_span("usable_user", async move {
+    crate::telemetry::db_span("reset_tokens.usable_user", async move {
         super::db::query_scalar(
             "select user_id from password_reset_tokens where token_hash = $1 and used_at is null and expires_at > now()",
         )
@@ -39,7 +39,7 @@ pub async fn usable_user(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<O
 
 /// Marks the token used; false if it was used or expired meanwhile (the race between two resets).
 pub async fn consume(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<bool> {
-    crate::telemetry::db_span("consume", async move {
+    crate::telemetry::db_span("reset_tokens.consume", async move {
         let done = super::db::query(
             "update password_reset_tokens set used_at = now(), updated_at = now()
              where token_hash = $1 and used_at is null and expires_at > now()",
@@ -54,7 +54,7 @@ pub async fn consume(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<bool>
 
 /// Used or expired reset tokens.
 pub async fn delete_spent(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_spent", async move {
+    crate::telemetry::db_span("reset_tokens.delete_spent", async move {
         let done = super::db::query(
             "delete from password_reset_tokens where used_at is not null or expires_at < now()",
         )
@@ -67,7 +67,7 @@ pub async fn delete_spent(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
 
 /// Every unused token of the user dies: a new token, a reset, a password or email change.
 pub async fn kill_unused(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("kill_unused", async move {
+    crate::telemetry::db_span("reset_tokens.kill_unused", async move {
         let done = super::db::query(
             "update password_reset_tokens set used_at = now(), updated_at = now()
              where user_id = $1 and used_at is null",

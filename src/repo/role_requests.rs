@@ -32,7 +32,7 @@ pub async fn insert(
     requested_role: Role,
     reason: &str,
 ) -> sqlx::Result<Option<RoleRequestRow>> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("role_requests.insert", async move {
         super::db::query_as(&format!(
             "insert into role_requests (id, user_id, from_role, requested_role, reason)
              values ($1, $2, $3, $4, $5)
@@ -51,7 +51,7 @@ pub async fn insert(
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<RoleRequestRow>> {
-    crate::telemetry::db_span("find", async move {
+    crate::telemetry::db_span("role_requests.find", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from role_requests where id = $1"
         ))
@@ -64,7 +64,7 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Role
 
 /// Locks the request for a decision: two admins deciding at once serialise here.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<RoleRequestRow>> {
-    crate::telemetry::db_span("lock", async move {
+    crate::telemetry::db_span("role_requests.lock", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from role_requests where id = $1 for update"
         ))
@@ -83,7 +83,7 @@ pub async fn decide(
     decided_by: Option<Uuid>,
     comment: Option<&str>,
 ) -> sqlx::Result<RoleRequestRow> {
-    crate::telemetry::db_span("decide", async move {
+    crate::telemetry::db_span("role_requests.decide", async move {
         super::db::query_as(&format!(
             "update role_requests
              set status = $2, decided_at = now(), decided_by = $3, comment = $4
@@ -107,7 +107,7 @@ pub async fn page(
     before: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<RoleRequestRow>> {
-    crate::telemetry::db_span("page", async move {
+    crate::telemetry::db_span("role_requests.page", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from role_requests
              where ($1::uuid is null or user_id = $1)

@@ -81,7 +81,7 @@ impl SearchTerms {
 
     /// Takes a new sample now.
     pub async fn refresh(&self, db: &Db) -> sqlx::Result<()> {
-        crate::telemetry::db_span("refresh", async move {
+        crate::telemetry::db_span("search_terms.refresh", async move {
             let table_rows: f64 = super::db::query_scalar(
                 "select greatest(reltuples, 0)::float8 from pg_class where oid = 'users'::regclass",
             )

@@ -14,6 +14,7 @@ impl BatchRead for SessionStates {
     type Key = Uuid;
     type Value = SessionState;
     const MAX_BATCH: usize = sessions::MAX_STATES;
+    const NAME: &'static str = "sessions.state";
 
     async fn fetch(
         conn: &mut PgConnection,

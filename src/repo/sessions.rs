@@ -58,7 +58,7 @@ const COLUMNS: &str =
                        last_seen_at, expires_at, revoked_at, amr";
 
 pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession<'_>) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("sessions.insert", async move {
         super::db::query(
             "insert into sessions (id, user_id, refresh_hash, user_agent, ip, expires_at, amr)
              values ($1, $2, $3, $4, $5, $6, $7)",
@@ -82,7 +82,7 @@ pub async fn find_for_update(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> sqlx::Result<Option<SessionRow>> {
-    crate::telemetry::db_span("find_for_update", async move {
+    crate::telemetry::db_span("sessions.find_for_update", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from sessions where id = $1 for update"
         ))
@@ -104,8 +104,8 @@ pub async fn find_for_update(
 /// for every row when the table is small enough to scan.
 ///
 /// Not in a `db_span`: it runs in the batching task for many requests at once, outside any
-/// request's trace, and each request's `read` span already covers its wait and this query (a
-/// span here would be a trace of its own per batch). A `trace`-level log span only.
+/// request's trace, and each request's `sessions.state` span already covers its wait and this
+/// query (a span here would be a trace of its own per batch). A `trace`-level log span only.
 #[tracing::instrument(level = "trace", skip_all, fields(db.system = "postgresql"))]
 pub async fn states(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<SessionState>> {
     if ids.is_empty() {
@@ -155,7 +155,7 @@ static STATES_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
 
 /// `last_seen_at` is written at most once a minute, so reads stay reads.
 pub async fn touch(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    crate::telemetry::db_span("touch", async move {
+    crate::telemetry::db_span("sessions.touch", async move {
         super::db::query("update sessions set last_seen_at = now() where id = $1")
             .bind(id)
             .execute(db)
@@ -173,7 +173,7 @@ pub async fn rotate(
     previous_hash: &[u8],
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    crate::telemetry::db_span("rotate", async move {
+    crate::telemetry::db_span("sessions.rotate", async move {
         super::db::query(
             "update sessions
              set refresh_hash = $2, previous_refresh_hash = $3, rotated_at = now(), last_seen_at = now(),
@@ -192,7 +192,7 @@ pub async fn rotate(
 }
 
 pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    crate::telemetry::db_span("revoke", async move {
+    crate::telemetry::db_span("sessions.revoke", async move {
         super::db::query("update sessions set revoked_at = now(), updated_at = now() where id = $1 and revoked_at is null")
             .bind(id)
             .execute(db)
@@ -204,7 +204,7 @@ pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
 
 /// Revokes one session if it is the user's and live; false when there was none.
 pub async fn revoke_own(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
-    crate::telemetry::db_span("revoke_own", async move {
+    crate::telemetry::db_span("sessions.revoke_own", async move {
         let done = super::db::query(
             "update sessions set revoked_at = now(), updated_at = now()
              where id = $1 and user_id = $2 and revoked_at is null",
@@ -224,7 +224,7 @@ pub async fn revoke_all(
     user_id: Uuid,
     keep: Option<Uuid>,
 ) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("revoke_all", async move {
+    crate::telemetry::db_span("sessions.revoke_all", async move {
         let done = super::db::query(
             "update sessions set revoked_at = now(), updated_at = now()
              where user_id = $1 and revoked_at is null and ($2::uuid is null or id <> $2)",
@@ -240,7 +240,7 @@ pub async fn revoke_all(
 
 /// The user's live sessions, newest first.
 pub async fn list_live(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<SessionRow>> {
-    crate::telemetry::db_span("list_live", async move {
+    crate::telemetry::db_span("sessions.list_live", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from sessions
              where user_id = $1 and revoked_at is null and expires_at > now()
@@ -255,7 +255,7 @@ pub async fn list_live(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<V
 
 /// Sessions past their expiry: no token can revive them.
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_expired", async move {
+    crate::telemetry::db_span("sessions.delete_expired", async move {
         let done = super::db::query("delete from sessions where expires_at < now()")
             .execute(db)
             .await?;

@@ -21,7 +21,7 @@ const CURRENT: &str =
     "select kid, private_der, key_id from signing_keys order by created_at desc limit 1";
 
 pub async fn current(pool: &Db) -> sqlx::Result<Option<StoredKey>> {
-    crate::telemetry::db_span("current", async move {
+    crate::telemetry::db_span("signing_keys.current", async move {
         super::db::query_as(CURRENT).fetch_optional(pool).await
     })
     .await
@@ -29,7 +29,7 @@ pub async fn current(pool: &Db) -> sqlx::Result<Option<StoredKey>> {
 
 /// Stores `new` unless another instance stored a key first; returns the key in force.
 pub async fn insert_if_none(pool: &Db, new: &StoredKey, public: &[u8]) -> sqlx::Result<StoredKey> {
-    crate::telemetry::db_span("insert_if_none", async move {
+    crate::telemetry::db_span("signing_keys.insert_if_none", async move {
         let mut tx = pool.begin().await?;
         // serialises concurrent first starts; the number is arbitrary but fixed
         super::db::query("select pg_advisory_xact_lock(7283401)")
@@ -61,7 +61,7 @@ pub async fn insert_if_none(pool: &Db, new: &StoredKey, public: &[u8]) -> sqlx::
 
 /// Every stored key (for `rotate-data-key`), locked.
 pub async fn all_for_update(conn: &mut PgConnection) -> sqlx::Result<Vec<StoredKey>> {
-    crate::telemetry::db_span("all_for_update", async move {
+    crate::telemetry::db_span("signing_keys.all_for_update", async move {
         super::db::query_as("select kid, private_der, key_id from signing_keys for update")
             .fetch_all(conn)
             .await
@@ -70,7 +70,7 @@ pub async fn all_for_update(conn: &mut PgConnection) -> sqlx::Result<Vec<StoredK
 }
 
 pub async fn set_sealed(conn: &mut PgConnection, key: &StoredKey) -> sqlx::Result<()> {
-    crate::telemetry::db_span("set_sealed", async move {
+    crate::telemetry::db_span("signing_keys.set_sealed", async move {
         super::db::query("update signing_keys set private_der = $2, key_id = $3 where kid = $1")
             .bind(&key.kid)
             .bind(&key.private_der)

@@ -9,7 +9,7 @@ pub async fn remember(
     hash_digest: &[u8],
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    crate::telemetry::db_span("remember", async move {
+    crate::telemetry::db_span("telegram_logins.remember", async move {
         let done = super::db::query(
             "insert into telegram_logins (hash_digest, expires_at) values ($1, $2)
              on conflict (hash_digest) do nothing",
@@ -24,7 +24,7 @@ pub async fn remember(
 }
 
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_expired", async move {
+    crate::telemetry::db_span("telegram_logins.delete_expired", async move {
         let done = super::db::query("delete from telegram_logins where expires_at < now()")
             .execute(db)
             .await?;

@@ -65,7 +65,7 @@ pub(super) fn columns_with_links(alias: &str) -> String {
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result<UserRow> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("users.insert", async move {
         super::db::query_as(&format!(
             "insert into users (id, email, phone, password_hash, first_name, last_name, middle_name, role,
                                 email_verified)
@@ -88,7 +88,7 @@ pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> sqlx::Result
 }
 
 pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    crate::telemetry::db_span("find_by_id", async move {
+    crate::telemetry::db_span("users.find_by_id", async move {
         super::db::query_as(&format!("select {COLUMNS} from users where id = $1"))
             .bind(id)
             .fetch_optional(db)
@@ -102,7 +102,7 @@ pub async fn find_with_links(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> sqlx::Result<Option<UserWithLinks>> {
-    crate::telemetry::db_span("find_with_links", async move {
+    crate::telemetry::db_span("users.find_with_links", async move {
         super::db::query_as(&format!(
             "select {} from users where id = $1",
             columns_with_links("users")
@@ -115,7 +115,7 @@ pub async fn find_with_links(
 }
 
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
-    crate::telemetry::db_span("find_by_email", async move {
+    crate::telemetry::db_span("users.find_by_email", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from users where lower(email) = lower($1)"
         ))
@@ -127,7 +127,7 @@ pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result
 }
 
 pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> sqlx::Result<()> {
-    crate::telemetry::db_span("set_password_hash", async move {
+    crate::telemetry::db_span("users.set_password_hash", async move {
         super::db::query("update users set password_hash = $2, updated_at = now() where id = $1")
             .bind(id)
             .bind(hash)
@@ -140,7 +140,7 @@ pub async fn set_password_hash(db: impl PgExecutor<'_>, id: Uuid, hash: &str) ->
 
 /// Locks the user's row for the rest of the transaction.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    crate::telemetry::db_span("lock", async move {
+    crate::telemetry::db_span("users.lock", async move {
         super::db::query_as(&format!(
             "select {COLUMNS} from users where id = $1 for update"
         ))
@@ -153,7 +153,7 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<User
 
 /// Locks every active admin's row: changes that could remove the last admin serialise here.
 pub async fn lock_active_admins(conn: &mut PgConnection) -> sqlx::Result<Vec<Uuid>> {
-    crate::telemetry::db_span("lock_active_admins", async move {
+    crate::telemetry::db_span("users.lock_active_admins", async move {
         super::db::query_scalar(
             "select id from users where role = 'admin' and status = 'active' order by id for update",
         )
@@ -165,7 +165,7 @@ pub async fn lock_active_admins(conn: &mut PgConnection) -> sqlx::Result<Vec<Uui
 
 /// Every active admin (those a role request notifies).
 pub async fn active_admins(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Uuid>> {
-    crate::telemetry::db_span("active_admins", async move {
+    crate::telemetry::db_span("users.active_admins", async move {
         super::db::query_scalar("select id from users where role = 'admin' and status = 'active'")
             .fetch_all(db)
             .await
@@ -185,7 +185,7 @@ pub async fn update_names(
     id: Uuid,
     c: &NameChange<'_>,
 ) -> sqlx::Result<UserRow> {
-    crate::telemetry::db_span("update_names", async move {
+    crate::telemetry::db_span("users.update_names", async move {
         super::db::query_as(&format!(
             "update users set
                  first_name = coalesce($2, first_name),
@@ -213,7 +213,7 @@ pub async fn verify_email(
     id: Uuid,
     email: &str,
 ) -> sqlx::Result<Option<UserRow>> {
-    crate::telemetry::db_span("verify_email", async move {
+    crate::telemetry::db_span("users.verify_email", async move {
         super::db::query_as(&format!(
             "update users set email_verified = true, updated_at = now()
              where id = $1 and lower(email) = lower($2) and status = 'active'
@@ -234,7 +234,7 @@ pub async fn update_contacts(
     email: Option<&str>,
     phone: Option<Option<&str>>,
 ) -> sqlx::Result<UserRow> {
-    crate::telemetry::db_span("update_contacts", async move {
+    crate::telemetry::db_span("users.update_contacts", async move {
         super::db::query_as(&format!(
             "update users set
                  email = coalesce($2, email),
@@ -260,7 +260,7 @@ pub async fn set_deleted(
     id: Uuid,
     deleted: Option<bool>,
 ) -> sqlx::Result<UserRow> {
-    crate::telemetry::db_span("set_deleted", async move {
+    crate::telemetry::db_span("users.set_deleted", async move {
         super::db::query_as(&format!(
             "update users set
                  status = case when $2 then 'deleted' else 'active' end,
@@ -280,7 +280,7 @@ pub async fn set_deleted(
 }
 
 pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: Role) -> sqlx::Result<UserRow> {
-    crate::telemetry::db_span("set_role", async move {
+    crate::telemetry::db_span("users.set_role", async move {
         super::db::query_as(&format!(
             "update users set role = $2, updated_at = now() where id = $1 returning {COLUMNS}"
         ))
@@ -294,7 +294,7 @@ pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: Role) -> sqlx::Re
 
 /// Deletes the user; sessions, reset tokens and linked accounts go with it (foreign keys cascade).
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
-    crate::telemetry::db_span("delete", async move {
+    crate::telemetry::db_span("users.delete", async move {
         let done = super::db::query("delete from users where id = $1")
             .bind(id)
             .execute(db)
@@ -306,7 +306,7 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
 
 /// Deletes several users in one statement (the purge).
 pub async fn delete_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_many", async move {
+    crate::telemetry::db_span("users.delete_many", async move {
         let done = super::db::query("delete from users where id = any($1)")
             .bind(ids)
             .execute(db)
@@ -346,7 +346,7 @@ pub struct Search<'a> {
 /// a generic plan after five runs, which cannot see the pattern and scanned every row for rare ones
 /// (184 ms a search at 100 000 users, against 2.5 ms planned per call; see bench/RESULTS.md).
 pub async fn search(db: impl PgExecutor<'_>, s: &Search<'_>) -> sqlx::Result<Vec<UserWithLinks>> {
-    crate::telemetry::db_span("search", async move {
+    crate::telemetry::db_span("users.search", async move {
         // the links come with the page (PostgreSQL evaluates the subquery after the limit, for the
         // rows returned only): one round trip for a page instead of two
         let mut q = QueryBuilder::<Postgres>::new(format!(
@@ -399,7 +399,7 @@ pub async fn claim_purgeable(
     older_than_days: i32,
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
-    crate::telemetry::db_span("claim_purgeable", async move {
+    crate::telemetry::db_span("users.claim_purgeable", async move {
         super::db::query_scalar(
             "select id from users
              where status = 'deleted' and deleted_at < now() - make_interval(days => $1)

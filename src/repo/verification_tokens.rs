@@ -11,7 +11,7 @@ pub async fn insert(
     email: &str,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    crate::telemetry::db_span("insert", async move {
+    crate::telemetry::db_span("verification_tokens.insert", async move {
         super::db::query(
             "insert into email_verification_tokens (token_hash, user_id, email, expires_at)
              values ($1, $2, $3, $4)",
@@ -29,7 +29,7 @@ pub async fn insert(
 
 /// Uses the token up: the user and the address it was sent to, if it was unused and unexpired.
 pub async fn take(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<(Uuid, String)>> {
-    crate::telemetry::db_span("take", async move {
+    crate::telemetry::db_span("verification_tokens.take", async move {
         super::db::query_as(
             "update email_verification_tokens set used_at = now(), updated_at = now()
              where token_hash = $1 and used_at is null and expires_at > now()
@@ -44,7 +44,7 @@ pub async fn take(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<(
 
 /// Used or expired tokens (the purge).
 pub async fn delete_spent(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    crate::telemetry::db_span("delete_spent", async move {
+    crate::telemetry::db_span("verification_tokens.delete_spent", async move {
         let done = super::db::query(
             "delete from email_verification_tokens where used_at is not null or expires_at < now()",
         )

@@ -110,6 +110,7 @@ async fn a_request_continues_the_callers_trace_with_hashing_and_database_spans(p
             .iter()
             .any(|s| s.name == "POST /api/v1/public/users/login")
             && ours.iter().any(|s| s.name == "password.verify")
+            && ours.iter().any(|s| s.name == "sessions.insert")
         {
             break;
         }
@@ -162,12 +163,21 @@ async fn a_request_continues_the_callers_trace_with_hashing_and_database_spans(p
         (&hash.trace_id, &hash.parent_span_id),
         (&sign_up.trace_id, &sign_up.span_id)
     );
-    assert!(
-        ours.iter()
-            .any(|s| text(attribute(s, "db.system")).as_deref() == Some("postgresql")),
-        "a database span: {:?}",
-        ours.iter().map(|s| &s.name).collect::<Vec<_>>()
+    // database spans are named by their repository and function: the login opened a session
+    let insert = ours
+        .iter()
+        .find(|s| s.name == "sessions.insert")
+        .unwrap_or_else(|| {
+            panic!(
+                "no sessions.insert span in {:?}",
+                ours.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(
+        text(attribute(insert, "db.system")).as_deref(),
+        Some("postgresql")
     );
+    assert_eq!(insert.parent_span_id, server_span.span_id);
     // the request's log line carries the ids of its exported server span
     let lines = std::fs::read_to_string(log.path()).unwrap();
     let logged = lines
