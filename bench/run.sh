@@ -277,6 +277,7 @@ start_mode slow $((PORT + 10)) USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:
 start_mode failing $((PORT + 11)) USERS__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$FAILING_PORT
 ( while true; do curl -fs "${MODE_URL[scraped]}/metrics" >/dev/null; sleep 1; done ) &
 SCRAPER=$!
+EXTRA_PIDS="$EXTRA_PIDS $SCRAPER"
 : > "$OUT/rounds.txt"
 ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # one turn of a mode: "MODE TURN req/s service-ticks requests non-2xx" into rounds.txt
@@ -427,6 +428,8 @@ round_ratio() {
   each=$(awk -v m="$1" '$1 == "plain" { p[$2] = $3 } $1 == m { x[$2] = $3 } END { for (r in x) if (p[r] > 0) printf "%.2f\n", x[r] / p[r] }' "$OUT/rounds.txt" | sort -g)
   echo "$(echo "$each" | median) ($(echo "$each" | paste -sd' ' | sed 's/ /, /g'))"
 }
+# what an otlp_sink printed when it stopped: "exports, body bytes"
+sink_received() { sed -n 's/^OTLP_EXPORTS=\([0-9]*\) OTLP_BYTES=\([0-9]*\)/\1, \2/p' "$1"; }
 round_cpu() { awk -v m="$1" '$1 == m && $5 > 0 { printf "%.1f\n", $4 * 10000 / $5 }' "$OUT/rounds.txt" | median; }
 LOGIN_RPS=$(rps_of login); SIGNUP_RPS=$(rps_of sign_up); ME_RPS=$(rps_of get_me_bearer)
 PEAK_RSS=$(sort -n "$OUT/rss.samples" | tail -n1 | awk '{printf "%.1f", $1/1024}')
@@ -457,11 +460,11 @@ HEALTH_P99=$(awk '$1=="99%" {print $2}' "$OUT/health_during_flood.txt")
   echo "| GET me/s (Bearer) ÷ pgbench TPS (mean: $PGTPS) | $(ratio "$ME_RPS" "$PGTPS") |"
   echo "| GET me with /metrics scraped each second ÷ plain GET me, side by side: median of $SLICES turns of ${SLICE_SECS} s (each turn's, sorted) | $(round_ratio scraped) |"
   echo "| GET me with traces exported ÷ plain GET me, the same | $(round_ratio traced) |"
-  echo "| what the local OTLP sink received in those rounds: exports, body bytes | $(sed -n 's/^OTLP_EXPORTS=\([0-9]*\) OTLP_BYTES=\([0-9]*\)/\1, \2/p' "$OUT/otlp_sink.txt") |"
+  echo "| what the local OTLP sink received in those rounds: exports, body bytes | $(sink_received "$OUT/otlp_sink.txt") |"
   echo "| GET me with the trace collector down ÷ plain GET me, the same | $(round_ratio down) |"
   echo "| GET me with a collector answering each export after 2 s ÷ plain GET me, the same | $(round_ratio slow) |"
   echo "| GET me with a collector answering 503 ÷ plain GET me, the same | $(round_ratio failing) |"
-  echo "| what the slow and the failing collector received: exports, body bytes | $(sed -n 's/^OTLP_EXPORTS=\([0-9]*\) OTLP_BYTES=\([0-9]*\)/\1, \2/p' "$OUT/otlp_sink.slow.txt"); $(sed -n 's/^OTLP_EXPORTS=\([0-9]*\) OTLP_BYTES=\([0-9]*\)/\1, \2/p' "$OUT/otlp_sink.failing.txt") |"
+  echo "| what the slow and the failing collector received: exports, body bytes | $(sink_received "$OUT/otlp_sink.slow.txt"); $(sink_received "$OUT/otlp_sink.failing.txt") |"
   echo "| service CPU per GET me, µs, median of the turns: plain, scraped, traced, collector down, slow, failing | $(round_cpu plain), $(round_cpu scraped), $(round_cpu traced), $(round_cpu down), $(round_cpu slow), $(round_cpu failing) |"
   echo "| non-2xx answers in all those turns (each must be 0) | $(awk '{ n += $6 } END { print n + 0 }' "$OUT/rounds.txt") |"
   QMEAN=$(mean "$Q1" "$Q2")
